@@ -1,0 +1,30 @@
+"""Make this checkout importable as ``ansible_collections.kvmops.fleet``.
+
+The collection's own imports (``from ansible_collections.kvmops.fleet.plugins.module_utils import ...``)
+need the repository to sit at ``ansible_collections/kvmops/fleet``. A clone can live anywhere, so a
+symlink tree under ``.build/collections`` points back at the checkout; the same tree is what
+``ANSIBLE_COLLECTIONS_PATH`` names when tests run ansible-playbook.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COLLECTIONS_ROOT = REPO / ".build" / "collections"
+
+
+def _ensure_collection_tree() -> Path:
+    link = COLLECTIONS_ROOT / "ansible_collections" / "kvmops" / "fleet"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink() or link.resolve() != REPO:
+        tmp = link.with_name(f".fleet.{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(REPO, target_is_directory=True)
+        os.replace(tmp, link)
+    return COLLECTIONS_ROOT
+
+
+sys.path.insert(0, str(_ensure_collection_tree()))
+os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(COLLECTIONS_ROOT))
