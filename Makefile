@@ -41,7 +41,7 @@ demo:
 	hack/demo.sh
 
 lab-down: setup
-	source hack/env.sh && python -m kvmlab down
+	source hack/env.sh && PYTHONPATH=tests python -m kvmlab down
 
 clean:
 	rm -rf .build

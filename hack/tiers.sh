@@ -37,7 +37,7 @@ tier_lint() {
     ansible-lint --strict &&
     antsibull-changelog lint &&
     (cd "$ANSIBLE_COLLECTIONS_PATH/ansible_collections/kvmops/fleet" &&
-      antsibull-docs lint-collection-docs --plugin-docs --skip-rstcheck .)
+      antsibull-docs lint-collection-docs --plugin-docs .)
 }
 tier_sanity() { "$here/sanity.sh"; }
 tier_unit() { run_pytest unit tests/unit; }
