@@ -1,0 +1,167 @@
+"""The fixture proves itself: two real-kernel VMs boot, are reachable over SSH on 127.0.0.1 only,
+reach each other over private links that can be cut from outside, have the kernel features
+containers lack (VLAN, bonding, DRBD, device-mapper thin), keep their sysctls to themselves and
+keep their disks across a reboot. Tests run in file order on one pair of VMs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vmlab.fleet import proc_starttime
+from vmlab.pytest_plugin import report
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+
+def ping(vm, addr: str, count: int = 1, wait: int = 2) -> bool:
+    return vm.ssh(f"ping -c {count} -W {wait} {addr}", check=False, timeout=60).returncode == 0
+
+
+def ping_eventually(vm, addr: str, seconds: float = 20) -> bool:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        if ping(vm, addr):
+            return True
+        time.sleep(1)
+    return False
+
+
+def test_two_vms_boot_with_their_own_kernel(vm_pair, vmlab_image):
+    kver = vmlab_image.manifest["kernel_version"]
+    for vm in vm_pair:
+        out = vm.ssh("uname -r; hostname; ip -4 route show default; systemctl is-system-running || true").stdout.split("\n")
+        assert out[0] == kver
+        assert out[1] == vm.name
+        assert "default" not in out[2]  # no route off the private links
+        assert vm.boot_seconds is not None and vm.boot_seconds < vm_pair.spec.boot_timeout
+        report(f"{vm.name}: kernel {out[0]}, boot-to-SSH {vm.boot_seconds} s, RSS {vm.rss_mib()} MiB, "
+               f"system state {out[-1] or out[-2]}")
+
+
+def test_ansible_reaches_both_through_the_inventory(vm_pair):
+    ansible = Path(sys.executable).with_name("ansible")
+    if not ansible.exists():
+        pytest.skip(f"no ansible next to {sys.executable}")
+    p = subprocess.run([str(ansible), "-i", str(vm_pair.inventory_path), "all", "-m", "ansible.builtin.ping",
+                        "-o"], capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for vm in vm_pair:
+        assert f"{vm.name} | SUCCESS" in p.stdout
+    p = subprocess.run([str(ansible), "-i", str(vm_pair.inventory_path), "vma", "-m", "ansible.builtin.debug",
+                        "-a", "var=vmlab_links.repl.iface"], capture_output=True, text=True, timeout=120)
+    assert '"eth2"' in p.stdout, p.stdout + p.stderr
+
+
+def test_vms_reach_each_other_on_both_private_links(vm_pair):
+    a, b = vm_pair["vma"], vm_pair["vmb"]
+    assert ping_eventually(a, b.addr("lan"))
+    assert ping_eventually(a, b.addr("repl"))
+    assert ping_eventually(b, a.addr("repl"))
+    # SSH between the VMs over the private link (the per-run key is in both)
+    assert a.ssh(f"ssh root@{b.name}-lan hostname").stdout.strip() == "vmb"
+    assert a.ssh("ip -br link show eth2").stdout.split()[1] == "UP"
+
+
+@pytest.mark.parametrize("how", ["carrier", "drop"])
+def test_cut_and_restore_a_link_from_outside(vm_pair, how):
+    a, b = vm_pair["vma"], vm_pair["vmb"]
+    assert ping_eventually(a, b.addr("lan"))
+    vm_pair.cut("lan", how=how)
+    try:
+        assert not ping(a, b.addr("lan"), count=2)
+        assert ping(a, b.addr("repl"))  # the other link is untouched
+        carrier = a.ssh("cat /sys/class/net/eth1/carrier", check=False).stdout.strip()
+        assert carrier == ("0" if how == "carrier" else "1")
+    finally:
+        vm_pair.restore("lan", how=how)
+    assert ping_eventually(a, b.addr("lan"))
+
+
+def test_bond_and_vlan_inside_the_vms(vm_pair):
+    a, b = vm_pair["vma"], vm_pair["vmb"]
+    setup = (
+        "set -e; ip link add bond0 type bond mode active-backup miimon 100; "
+        "for i in eth3 eth4; do ip link set $i down; ip link set $i master bond0; done; "
+        "ip link set bond0 up; ip link add link bond0 name bond0.100 type vlan id 100; "
+        "ip addr add 10.214.100.{n}/24 dev bond0.100; ip link set bond0.100 up; "
+        "ip link add link eth1 name eth1.200 type vlan id 200; "
+        "ip addr add 10.214.200.{n}/24 dev eth1.200; ip link set eth1.200 up"
+    )
+    a.ssh(setup.format(n=11))
+    b.ssh(setup.format(n=12))
+    try:
+        assert "8021q" in a.ssh("lsmod").stdout and "bonding" in a.ssh("lsmod").stdout
+        assert ping_eventually(a, "10.214.200.12")  # VLAN 200 on eth1
+        assert ping_eventually(a, "10.214.100.12")  # VLAN 100 on the bond (active: eth3)
+        assert a.ssh("cat /sys/class/net/bond0/bonding/active_slave").stdout.strip() == "eth3"
+        vm_pair.cut("bond1")  # pull eth3's cable on both: the bond fails over to eth4
+        try:
+            assert ping_eventually(a, "10.214.100.12")
+            assert a.ssh("cat /sys/class/net/bond0/bonding/active_slave").stdout.strip() == "eth4"
+        finally:
+            vm_pair.restore("bond1")
+    finally:
+        for vm in (a, b):
+            vm.ssh("ip link del eth1.200; ip link del bond0.100; ip link del bond0", check=False)
+
+
+def test_drbd_and_thin_lvm_modules_load(vm_pair):
+    a = vm_pair["vma"]
+    out = a.ssh("modprobe drbd && cat /proc/drbd").stdout
+    assert out.startswith("version: 8.4"), out
+    a.ssh("modprobe dm-thin-pool && dmsetup targets | grep -q thin-pool")
+    disk = a.disks[0]
+    out = a.ssh(f"lsblk -bndo SIZE {disk.dev}; readlink -f {disk.by_id}").stdout.split()
+    assert int(out[0]) == 256 << 20 and out[1] == disk.dev
+    # thin LVM on the extra disk, cleaned up again
+    a.ssh(f"set -e; pvcreate -q {disk.dev}; vgcreate -q vmlabvg {disk.dev}; "
+          "lvcreate -q -L 64M -T vmlabvg/pool; lvcreate -q -V 128M -T vmlabvg/pool -n thin1; "
+          "test -b /dev/vmlabvg/thin1; vgremove -q -f vmlabvg; pvremove -q {disk.dev}")
+
+
+def test_sysctl_inside_a_vm_does_not_touch_this_machine(vm_pair):
+    a = vm_pair["vma"]
+    host = Path("/proc/sys/vm/swappiness")
+    host_fwd = Path("/proc/sys/net/ipv4/ip_forward")
+    before, before_fwd = host.read_text().strip(), host_fwd.read_text().strip()
+    new = "13" if before != "13" else "17"
+    new_fwd = "0" if before_fwd == "1" else "1"
+    a.ssh(f"sysctl -qw vm.swappiness={new} net.ipv4.ip_forward={new_fwd}")
+    assert a.ssh("sysctl -n vm.swappiness net.ipv4.ip_forward").stdout.split() == [new, new_fwd]
+    assert host.read_text().strip() == before
+    assert host_fwd.read_text().strip() == before_fwd
+
+
+def test_reboot_keeps_the_disks(vm_pair):
+    a, b = vm_pair["vma"], vm_pair["vmb"]
+    disk = a.disks[0].dev
+    a.ssh(f"echo kept-$(cat /proc/sys/kernel/random/boot_id) > /root/marker; "
+          f"echo disk-marker | dd of={disk} bs=512 count=1 conv=fsync status=none; sync")
+    marker = a.ssh("cat /root/marker").stdout.strip()
+    pid = a.pid
+    seconds = a.reboot()
+    report(f"vma: reboot to SSH in {seconds:.1f} s")
+    assert a.pid == pid and proc_starttime(pid) == a.starttime  # same QEMU, new boot
+    assert a.ssh("cat /root/marker").stdout.strip() == marker
+    assert a.ssh(f"head -c 11 {disk}").stdout == "disk-marker"
+    assert marker != "kept-" + a.boot_id()
+    assert ping_eventually(a, b.addr("lan"))  # per-VM config came back with the boot
+
+
+def test_teardown_leaves_nothing_behind(vm_pair):
+    pids = [vm.pid for vm in vm_pair]
+    rss = {vm.name: vm.rss_mib() for vm in vm_pair}
+    report(f"QEMU RSS before teardown: {rss} MiB")
+    run_dir, netns = vm_pair.run_dir, vm_pair.netns
+    vm_pair.down()
+    for pid in pids:
+        assert proc_starttime(pid) is None
+    assert not run_dir.exists()
+    assert not Path(f"/run/netns/{netns}").exists()
+    leftovers = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True).stdout
+    assert leftovers == ""
+    assert vm_pair.down() == []  # idempotent: the fixture's finalizer finds nothing to do

@@ -1,0 +1,80 @@
+"""CLI: ``python -m vmlab build|up|down|status`` (run from tests/, or with tests/ on PYTHONPATH)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .fleet import Fleet, FleetSpec, LinkSpec, VMSpec, down_all, down_run, list_runs, runs_root
+from .image import ImageSpec, build_image, cache_root, list_images
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vmlab", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build (or reuse) the cached base image")
+    b.add_argument("--extra", action="append", default=[], help="extra package (repeatable)")
+    b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    u = sub.add_parser("up", help="boot a fleet and leave it running (until `down`)")
+    u.add_argument("-n", "--count", type=int, default=2)
+    u.add_argument("--link", action="append", default=None,
+                   help="private link name (repeatable; default: lan). NAME:none = unaddressed")
+    u.add_argument("--memory", type=int, default=512, help="MiB per VM")
+    u.add_argument("--disk", action="append", default=None, help="extra disk size per VM (repeatable)")
+    u.add_argument("--extra", action="append", default=[], help="extra image package (repeatable)")
+    d = sub.add_parser("down", help="tear down a run (or --all)")
+    d.add_argument("run", nargs="?", help="run id or run directory")
+    d.add_argument("--all", action="store_true")
+    sub.add_parser("status", help="list images and runs")
+    a = ap.parse_args(argv)
+
+    if a.cmd == "build":
+        t0 = time.monotonic()
+        img = build_image(ImageSpec.from_env(tuple(a.extra)), force=a.force)
+        print(json.dumps({"image": str(img.path), "seconds": round(time.monotonic() - t0, 1),
+                          **{k: img.manifest.get(k) for k in ("build_seconds", "kernel_version")}}, indent=2))
+        return 0
+    if a.cmd == "up":
+        links = []
+        for spec in a.link or ["lan"]:
+            name, _, mode = spec.partition(":")
+            links.append(LinkSpec(name, addressed=mode != "none"))
+        disks = a.disk if a.disk is not None else ["256M"]
+        spec = FleetSpec([VMSpec(f"vm{chr(ord('a') + i)}", memory_mb=a.memory, disks=list(disks))
+                          for i in range(a.count)], links)
+        img = build_image(ImageSpec.from_env(tuple(a.extra)))
+        fleet = Fleet(spec, img).up()
+        fleet.detach()
+        print(json.dumps({"run": str(fleet.run_dir), "inventory": str(fleet.inventory_path),
+                          "vms": fleet.stats()}, indent=2))
+        return 0
+    if a.cmd == "down":
+        if a.all:
+            done = down_all()
+        elif a.run:
+            p = Path(a.run) if "/" in a.run else runs_root() / a.run
+            done = down_run(p)
+        else:
+            ap.error("down needs a run id or --all")
+        print("\n".join(done) or "nothing to do")
+        return 0
+    if a.cmd == "status":
+        print(f"image cache: {cache_root()}")
+        for img in list_images():
+            m = img.manifest
+            print(f"  {img.path.name}  kernel {m.get('kernel_version')}  built {m.get('built_at')} "
+                  f"in {m.get('build_seconds')} s")
+        print(f"runs: {runs_root()}")
+        for run in list_runs():
+            f = Fleet.load(run)
+            print(f"  {f.run_id}  netns {f.netns}  inventory {f.inventory_path}")
+            for name, st in f.stats().items():
+                print(f"    {name}: " + " ".join(f"{k}={v}" for k, v in st.items()))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""pytest fixtures for vmlab. Import them into a conftest.py::
+
+    from vmlab.pytest_plugin import vmlab_image, vmlab_fleet_factory  # noqa: F401
+
+``vmlab_image`` (session) builds or reuses the cached base image; ``vmlab_fleet_factory``
+(module) boots fleets from a :class:`~vmlab.fleet.FleetSpec` and tears every one of them down at
+the end of the module, whatever happened (finalizer, plus an atexit hook in :class:`Fleet` for
+interpreter exits, plus ``python -m vmlab down --all`` for a killed process).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+
+import pytest
+
+from .fleet import Fleet, FleetSpec
+from .image import ImageSpec, build_image
+
+
+def missing_prerequisites() -> list[str]:
+    missing = [t for t in ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4", "ssh",
+                           "ssh-keygen", "ip", "unshare") if shutil.which(t) is None]
+    if os.geteuid() != 0:
+        missing.append("root (debootstrap, network namespaces, taps)")
+    if not os.path.exists("/dev/net/tun"):
+        missing.append("/dev/net/tun")
+    return missing
+
+
+def report(msg: str) -> None:
+    """Timing lines go to the terminal even under capture (the tier's numbers are its point)."""
+    sys.__stderr__.write(f"[vmlab] {msg}\n")
+    sys.__stderr__.flush()
+
+
+@pytest.fixture(scope="session")
+def vmlab_image():
+    missing = missing_prerequisites()
+    if missing:
+        pytest.skip("vmlab needs: " + ", ".join(missing))
+    t0 = time.monotonic()
+    img = build_image(ImageSpec.from_env())
+    report(f"image {img.path.name} ready in {time.monotonic() - t0:.1f} s "
+           f"(build took {img.manifest.get('build_seconds')} s when made; kernel {img.manifest.get('kernel_version')})")
+    return img
+
+
+@pytest.fixture(scope="module")
+def vmlab_fleet_factory(vmlab_image):
+    fleets: list[Fleet] = []
+
+    def make(spec: FleetSpec) -> Fleet:
+        fleet = Fleet(spec, vmlab_image)
+        fleets.append(fleet)
+        t0 = time.monotonic()
+        fleet.up()
+        report(f"fleet {fleet.run_id}: {len(spec.vms)} VMs SSH-ready in {time.monotonic() - t0:.1f} s")
+        for name, st in fleet.stats().items():
+            report(f"  {name}: boot-to-SSH {st['boot_seconds']} s, QEMU RSS {st['rss_mib']} MiB "
+                   f"(guest RAM {st['memory_mb']} MiB), ssh 127.0.0.1:{st['ssh_port']}")
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        stats = fleet.stats() if fleet.vms else {}
+        for name, st in stats.items():
+            if st["alive"]:
+                report(f"  {name}: QEMU RSS at teardown {st['rss_mib']} MiB")
+        fleet.down()
