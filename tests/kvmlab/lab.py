@@ -1,0 +1,545 @@
+"""The lab: real libvirt TCG domains brought into each state diagnostics must explain.
+
+Everything a :class:`Lab` creates is written, as it is created, to ``<workdir>/<prefix>-<session>/state.json``
+(domains, FIFOs, qemu-storage-daemon PIDs, mounts, loop devices, files). Teardown works from those records
+only, so it runs the same in-process (``Lab.close``), from another process (``python -m kvmlab down``) and
+for a run that died (the next ``Lab`` removes records whose owner is gone).
+
+libvirt is never asked to list domains: one domain stuck in a job (a save into a FIFO) makes every
+listing call hang, on this daemon shared with other test sessions too. The lab only looks up its own
+domains by name, and bounds every call that may block.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import libvirt_qemu
+
+from .daemons import URI, Daemons
+from .guest import PROGRAMS, GuestImages
+from .proc import LabError, pid_alive, pid_starttime, stop_pid, wait_for
+from .states import CRASHED, PAUSED, RUNNING, SHUTOFF, STATES, StateSpec, parse_state_text, state_text
+from .storage import LoopExt4, NbdExport, detach_loop, drain_fifo, make_fifo, umount
+
+log = logging.getLogger("kvmlab")
+
+DEFAULT_WORKDIR = Path("/tmp/kvmops-lab")
+READY = "KVMLAB: ready"
+UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                  | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+# teardown order: unblock jobs, then domains (QEMU holds files in its own mount namespace), then the rest
+PHASES = ("fifo", "domain", "process", "mount", "loop", "path")
+
+
+class LabTimeout(LabError):
+    """A libvirt call did not return within its bound."""
+
+
+def bounded(fn: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Run ``fn`` in a daemon thread; raise LabTimeout if it has not returned after ``timeout`` seconds."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:      # noqa: BLE001 - handed to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=target, name=f"kvmlab:{what}", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise LabTimeout(f"{what}: no answer from libvirt within {timeout}s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def status_file_state(name: str) -> tuple[int, int] | None:
+    """(state, reason) from libvirtd's own status XML; readable while the domain's API calls hang."""
+    try:
+        root = ET.parse(f"/run/libvirt/qemu/{name}.xml").getroot()
+    except (OSError, ET.ParseError):
+        return None
+    return parse_state_text(root.get("state", "nostate"), root.get("reason", "unknown"))
+
+
+# -- records and teardown --------------------------------------------------------------------------------
+
+class StateFile:
+    """JSON record of everything a lab session created; rewritten atomically on each change."""
+
+    def __init__(self, path: Path, persistent: bool) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"pid": os.getpid(), "starttime": pid_starttime(os.getpid()),
+                                     "persistent": persistent, "daemons": [], "records": []}
+        if path.exists():
+            old = json.loads(path.read_text())
+            self.data["records"] = old.get("records", [])
+            self.data["daemons"] = old.get("daemons", [])
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.data["records"]
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        os.replace(tmp, self.path)
+
+
+def teardown(conn: libvirt.virConnect, records: list[dict[str, Any]]) -> list[str]:
+    """Remove what ``records`` describe, in PHASES order; returns the errors (it always tries everything)."""
+    errors: list[str] = []
+    for phase in PHASES:
+        for rec in reversed([r for r in records if r["kind"] == phase]):
+            try:
+                _teardown_one(conn, rec)
+            except Exception as e:      # noqa: BLE001 - collected and reported together
+                errors.append(f"{rec}: {e}")
+    return errors
+
+
+def _teardown_one(conn: libvirt.virConnect, rec: dict[str, Any]) -> None:
+    kind = rec["kind"]
+    if kind == "fifo":
+        if Path(rec["path"]).exists():
+            drain_fifo(Path(rec["path"]), lambda: _job_done(rec["domain"]), timeout=120)
+    elif kind == "domain":
+        _remove_domain(conn, rec["name"], rec.get("uuid"))
+    elif kind == "process":
+        stop_pid(rec["pid"], rec.get("starttime"))
+    elif kind == "mount":
+        umount(rec["path"])
+    elif kind == "loop":
+        detach_loop(rec["device"], rec["backing"])
+    elif kind == "path":
+        p = Path(rec["path"])
+        if p.is_dir() and not p.is_symlink():
+            if not os.path.ismount(p):
+                shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _job_done(name: str) -> bool:
+    st = status_file_state(name)
+    return st is None or st[0] != PAUSED or st[1] not in (libvirt.VIR_DOMAIN_PAUSED_SAVE,
+                                                        libvirt.VIR_DOMAIN_PAUSED_DUMP)
+
+
+def _remove_domain(conn: libvirt.virConnect, name: str, uuid: str | None) -> None:
+    try:
+        dom = bounded(lambda: conn.lookupByName(name), 30, f"lookup {name}")
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return
+        raise
+    if uuid and dom.UUIDString() != uuid:
+        raise LabError(f"domain {name} has UUID {dom.UUIDString()}, not ours ({uuid}); left alone")
+    if bounded(dom.isActive, 30, f"isActive {name}"):
+        bounded(dom.destroy, 60, f"destroy {name}")
+    bounded(lambda: dom.undefineFlags(UNDEFINE_FLAGS), 30, f"undefine {name}")
+
+
+def clean_stale(root: Path, prefix: str, conn: libvirt.virConnect) -> list[str]:
+    """Tear down sessions under ``root`` whose owner died without cleaning up (not CLI ``up`` sessions)."""
+    errors: list[str] = []
+    for sf in sorted(root.glob(f"{prefix}-*/state.json")):
+        try:
+            data = json.loads(sf.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("persistent") or pid_alive(data.get("pid"), data.get("starttime")):
+            continue
+        log.warning("removing stale lab session %s", sf.parent)
+        errs = teardown(conn, data.get("records", []))
+        errors += errs
+        if not errs:
+            shutil.rmtree(sf.parent, ignore_errors=True)
+    return errors
+
+
+# -- domains -------------------------------------------------------------------------------------------
+
+class LabDomain:
+    """A handle on one lab domain. ``dom`` uses the lab's connection (do not close it)."""
+
+    def __init__(self, lab: Lab, spec: StateSpec, name: str) -> None:
+        self.lab, self.spec, self.name = lab, spec, name
+        self.state_name = spec.key
+        self.expected: tuple[int, int] = spec.expected
+        self.dom: libvirt.virDomain | None = None
+        self.uuid: str | None = None
+        self.disk_path: Path | None = None
+        self.mount_point: Path | None = None
+        self.loop_device: str | None = None
+        self.nbd_socket: Path | None = None
+        self.fifo: Path | None = None
+        self.console_log = lab.dir / f"{name}.console.log"
+        self.time_to_state: float | None = None
+        self.destroyed = False
+        self._clear: Callable[[], None] = lambda: None
+        self._threads: list[threading.Thread] = []
+        self.loop: LoopExt4 | None = None
+        self.nbd: NbdExport | None = None
+        self.job_error: libvirt.libvirtError | None = None
+
+    def __repr__(self) -> str:
+        return f"<LabDomain {self.name} {self.state_name} expected={state_text(self.expected)}>"
+
+    def record(self, rec: dict[str, Any]) -> None:
+        self.lab.state.add({**rec, "owner": self.name})
+
+    # -- observation (all bounded) --
+    def state(self, timeout: float = 5.0) -> tuple[int, int]:
+        assert self.dom is not None
+        return tuple(bounded(self.dom.state, timeout, f"state {self.name}"))  # type: ignore[return-value]
+
+    def status_file_state(self) -> tuple[int, int] | None:
+        return status_file_state(self.name)
+
+    def disk_errors(self, timeout: float = 5.0) -> dict[str, int]:
+        assert self.dom is not None
+        return bounded(self.dom.diskErrors, timeout, f"diskErrors {self.name}")
+
+    def console(self) -> str:
+        try:
+            return self.console_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def details(self) -> str:
+        try:
+            st = state_text(self.state(2.0))
+        except Exception as e:          # noqa: BLE001 - diagnostics only
+            st = f"? ({e})"
+        tail = "\n".join(self.console().splitlines()[-25:])
+        return (f"domain {self.name}: libvirt says {st}, status file {state_text(self.status_file_state())}, "
+                f"expected {state_text(self.expected)}\n--- console tail ({self.console_log}):\n{tail}")
+
+    # -- actions --
+    def clear(self) -> None:
+        """Remove the cause of the state without resuming the domain (no-op where there is no cause)."""
+        self._clear()
+
+    def destroy(self) -> None:
+        """Tear down this domain and everything created for it; idempotent."""
+        if self.destroyed:
+            return
+        errors = teardown(self.lab.conn, [r for r in self.lab.state.records if r.get("owner") == self.name])
+        for t in self._threads:
+            t.join(timeout=10)
+        if errors:
+            raise LabError(f"teardown of {self.name} incomplete:\n" + "\n".join(errors))
+        self.lab.state.data["records"] = [r for r in self.lab.state.records if r.get("owner") != self.name]
+        self.lab.state.save()
+        self.lab._domains.pop(self.name, None)
+        self.destroyed = True
+
+
+class Lab:
+    """``with Lab() as lab: d = lab.create("enospc")``. See the package README for each state."""
+
+    def __init__(self, workdir: str | Path | None = None, prefix: str = "kvmlab", uri: str = URI,
+                 cache: Path | None = None, session: str | None = None, persistent: bool = False) -> None:
+        self.prefix, self.uri = prefix, uri
+        self.root = Path(workdir or os.environ.get("KVMLAB_WORKDIR", DEFAULT_WORKDIR))
+        self.session = session or str(os.getpid())
+        self.dir = self.root / f"{prefix}-{self.session}"
+        self.persistent = persistent
+        self.images = GuestImages(cache)
+        self.daemons = Daemons(self.dir)
+        self.conn: libvirt.virConnect | None = None
+        self._domains: dict[str, LabDomain] = {}
+        self._seq = 0
+        self.timings: dict[str, float] = {}
+
+    # -- lifecycle --
+    def __enter__(self) -> Lab:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        for d in (self.root, self.dir):
+            d.mkdir(mode=0o755, parents=True, exist_ok=True)
+            d.chmod(0o755)              # QEMU (libvirt-qemu) reaches consoles, images, sockets below
+        self.state = StateFile(self.dir / "state.json", self.persistent)
+        self._seq = len({r.get("owner") for r in self.state.records})
+        t = self.daemons.ensure()
+        self.state.data["daemons"] += [list(x) for x in self.daemons.started]
+        self.state.save()
+        self.timings["daemons"] = t
+        self.conn = libvirt.open(self.uri)
+        errors = clean_stale(self.root, self.prefix, self.conn)
+        if errors:
+            log.warning("stale lab sessions not fully removed: %s", errors)
+
+    def detach(self) -> None:
+        """Leave everything running (CLI ``up``); ``python -m kvmlab down`` removes it later."""
+        self.state.save()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def close(self) -> None:
+        """Tear down every domain and resource of this session; stop daemons the session started."""
+        errors: list[str] = []
+        if self.conn is not None:
+            errors += teardown(self.conn, self.state.records)
+            for d in self._domains.values():
+                d.destroyed = True
+            self._domains.clear()
+            self.conn.close()
+            self.conn = None
+        try:
+            daemons = self.state.data.get("daemons", [])
+            self.daemons.started = [tuple(x) for x in daemons]  # type: ignore[misc]
+            self.daemons.stop()
+        except Exception as e:          # noqa: BLE001
+            errors.append(f"daemons: {e}")
+        if errors:
+            self.state.data["records"] = []
+            raise LabError("lab teardown incomplete:\n" + "\n".join(errors))
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- factory --
+    def create(self, state: str) -> LabDomain:
+        """Bring up a new domain in ``state`` (a STATES key); returns once libvirt reports it."""
+        if self.conn is None:
+            raise LabError("lab is not open")
+        spec = STATES[state]
+        self._seq += 1
+        d = LabDomain(self, spec, f"{self.prefix}-{state.replace('_', '-')}-{self.session}-{self._seq}")
+        self._domains[d.name] = d
+        t0 = time.monotonic()
+        try:
+            getattr(self, f"_bring_{state}")(d)
+        except BaseException as e:
+            details = d.details() if d.dom is not None and not spec.libvirt_blocked else ""
+            try:
+                d.destroy()
+            except Exception as te:     # noqa: BLE001
+                details += f"\n(teardown after failure also failed: {te})"
+            if isinstance(e, LabError):
+                raise LabError(f"{state}: {e}\n{details}") from e
+            raise
+        d.time_to_state = time.monotonic() - t0
+        self.timings[d.name] = d.time_to_state
+        log.info("%s reached %s in %.2fs", d.name, state_text(d.expected), d.time_to_state)
+        return d
+
+    # -- building blocks --
+    def _define(self, d: LabDomain, disk: str = "", devices: str = "", on_crash: str = "destroy") -> None:
+        prog = PROGRAMS[d.spec.program]
+        xml = f"""<domain type='qemu'>
+  <name>{d.name}</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{self.images.kernel(prog.flavour)}</kernel>
+    <initrd>{self.images.initrd(prog)}</initrd>
+    <cmdline>{prog.cmdline}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>{on_crash}</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>{disk}{devices}
+    <serial type='file'><source path='{d.console_log}'/></serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>"""
+        (self.dir / f"{d.name}.xml").write_text(xml)
+        d.record({"kind": "path", "path": str(self.dir / f"{d.name}.xml")})
+        d.record({"kind": "path", "path": str(d.console_log)})
+        assert self.conn is not None
+        d.dom = self.conn.defineXML(xml)
+        d.uuid = d.dom.UUIDString()
+        d.record({"kind": "domain", "name": d.name, "uuid": d.uuid})
+
+    def _start(self, d: LabDomain) -> None:
+        assert d.dom is not None
+        d.dom.create()
+
+    def _wait_state(self, d: LabDomain, expected: tuple[int, int] | None = None) -> None:
+        want = expected or d.expected
+        assert d.dom is not None
+
+        def reached() -> bool:
+            st = tuple(d.dom.state())   # type: ignore[union-attr]
+            if st == want:
+                return True
+            if st[0] == SHUTOFF or (st[0] in (PAUSED, CRASHED) and want[0] != st[0]):
+                raise LabError(f"{d.name} went to {state_text(st)} instead of {state_text(want)}")  # type: ignore[arg-type]
+            return False
+
+        wait_for(reached, d.spec.timeout, f"{d.name} to be {state_text(want)}", interval=0.05)
+
+    def _wait_console(self, d: LabDomain, marker: str = READY) -> None:
+        def seen() -> bool:
+            if marker in d.console():
+                return True
+            st = tuple(d.dom.state())   # type: ignore[union-attr]
+            if st[0] != RUNNING:
+                raise LabError(f"{d.name} is {state_text(st)} before its console said {marker!r}")  # type: ignore[arg-type]
+            return False
+
+        wait_for(seen, d.spec.timeout, f"{d.name} console line {marker!r}", interval=0.1)
+
+    def _running_idle(self, d: LabDomain, disk: str = "") -> None:
+        self._define(d, disk=disk)
+        self._start(d)
+        self._wait_console(d)
+
+    @staticmethod
+    def _disk_xml(source: str, fmt: str = "raw", policy: bool = True) -> str:
+        pol = " error_policy='stop' rerror_policy='stop'" if policy else ""
+        return f"""
+    <disk {source.split('|')[0]} device='disk'>
+      <driver name='qemu' type='{fmt}'{pol}/>
+      {source.split('|')[1]}
+      <target dev='vda' bus='virtio'/>
+    </disk>"""
+
+    def _nbd_disk(self, d: LabDomain) -> str:
+        assert d.nbd_socket is not None
+        return self._disk_xml(
+            f"type='network'|<source protocol='nbd' name='{NbdExport.EXPORT}'>"
+            f"<host transport='unix' socket='{d.nbd_socket}'/></source>")
+
+    def _setup_nbd(self, d: LabDomain, inject_eio: bool) -> NbdExport:
+        d.nbd_socket = self.dir / f"{d.name}.nbd.sock"
+        d.disk_path = self.dir / f"{d.name}.nbd.raw"
+        nbd = NbdExport(d.disk_path, d.nbd_socket, self.dir / f"{d.name}.qsd.log")
+        nbd.create_image(d.record)
+        nbd.start(d.record, inject_eio=inject_eio)
+        d.nbd = nbd
+        return nbd
+
+    def _restart_healthy_nbd(self, d: LabDomain) -> None:
+        assert d.nbd is not None
+        d.nbd.kill()
+        d.nbd.start(d.record, inject_eio=False)
+
+    # -- one method per state ------------------------------------------------------------------------
+    def _bring_running(self, d: LabDomain) -> None:
+        self._running_idle(d)
+        self._wait_state(d)
+
+    def _bring_user(self, d: LabDomain) -> None:
+        self._running_idle(d)
+        d.dom.suspend()                 # type: ignore[union-attr]
+        self._wait_state(d)
+
+    def _bring_enospc(self, d: LabDomain) -> None:
+        loop = LoopExt4(self.dir / f"{d.name}.ext4", self.dir / f"{d.name}.mnt")
+        loop.create(d.record)
+        d.loop, d.loop_device, d.mount_point = loop, loop.loop_device, loop.mount_point
+        d.disk_path = loop.mount_point / "disk.img"
+        with open(d.disk_path, "wb") as f:
+            f.truncate(12 * 1024 * 1024)    # sparse: larger than what the filesystem has left for non-root
+        self._define(d, disk=self._disk_xml(f"type='file'|<source file='{d.disk_path}'/>"))
+        self._start(d)
+        self._wait_state(d)
+        d._clear = loop.free_space
+
+    def _bring_eio(self, d: LabDomain) -> None:
+        self._setup_nbd(d, inject_eio=True)
+        self._define(d, disk=self._nbd_disk(d))
+        self._start(d)
+        self._wait_state(d)
+        d._clear = lambda: self._restart_healthy_nbd(d)
+
+    def _bring_nbd_gone(self, d: LabDomain) -> None:
+        nbd = self._setup_nbd(d, inject_eio=False)
+        self._define(d, disk=self._nbd_disk(d))
+        self._start(d)
+        self._wait_console(d)
+        nbd.kill()
+        self._wait_state(d)
+        d._clear = lambda: self._restart_healthy_nbd(d)
+
+    def _bring_watchdog(self, d: LabDomain) -> None:
+        self._define(d, devices="\n    <watchdog model='i6300esb' action='pause'/>")
+        self._start(d)
+        self._wait_state(d)
+
+    def _bring_crashed(self, d: LabDomain) -> None:
+        self._define(d, devices="\n    <panic model='isa'/>", on_crash="preserve")
+        self._start(d)
+        self._wait_state(d)
+
+    def _bring_saving(self, d: LabDomain) -> None:
+        self._blocked_job(d, lambda dom, path: dom.save(path))
+
+    def _bring_dumping(self, d: LabDomain) -> None:
+        self._blocked_job(d, lambda dom, path: dom.coreDump(path, 0))
+
+    def _blocked_job(self, d: LabDomain, job: Callable[[libvirt.virDomain, str], Any]) -> None:
+        """Start a save/dump into a FIFO nobody reads: the domain pauses, the job blocks in open()."""
+        self._running_idle(d)
+        d.fifo = self.dir / f"{d.name}.fifo"
+        make_fifo(d.fifo, d.record, d.name)
+
+        def run_job() -> None:
+            conn = libvirt.open(self.uri)
+            try:
+                job(conn.lookupByName(d.name), str(d.fifo))
+            except libvirt.libvirtError as e:
+                d.job_error = e
+            finally:
+                conn.close()
+
+        t = threading.Thread(target=run_job, name=f"kvmlab-job-{d.name}", daemon=True)
+        t.start()
+        d._threads.append(t)
+        wait_for(lambda: d.status_file_state() == d.expected, d.spec.timeout,
+                 f"{d.name} status file to say {state_text(d.expected)}",
+                 details=lambda: f"status file: {state_text(d.status_file_state())}, job error: {d.job_error}")
+        d._clear = lambda: self._unblock(d)
+
+    def _unblock(self, d: LabDomain) -> None:
+        assert d.fifo is not None
+        drain_fifo(d.fifo, lambda: _job_done(d.name), timeout=120)
+        for t in d._threads:
+            t.join(timeout=30)
+
+    def _bring_from_snapshot(self, d: LabDomain) -> None:
+        d.disk_path = self.dir / f"{d.name}.qcow2"
+        d.record({"kind": "path", "path": str(d.disk_path)})
+        from .proc import run
+        run(["qemu-img", "create", "-q", "-f", "qcow2", str(d.disk_path), "16M"])
+        self._running_idle(d, disk=self._disk_xml(f"type='file'|<source file='{d.disk_path}'/>", "qcow2",
+                                                   policy=False))
+        assert d.dom is not None
+        snap = d.dom.snapshotCreateXML(f"<domainsnapshot><name>{d.name}-snap</name></domainsnapshot>", 0)
+        d.dom.revertToSnapshot(snap, libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED)
+        self._wait_state(d)
+
+    def _bring_unknown(self, d: LabDomain) -> None:
+        self._running_idle(d)
+        libvirt_qemu.qemuMonitorCommand(d.dom, "stop", libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+        self._wait_state(d)
+
+    # -- introspection --
+    @property
+    def domains(self) -> list[LabDomain]:
+        return list(self._domains.values())

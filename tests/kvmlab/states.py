@@ -1,0 +1,73 @@
+"""The states the lab can bring a domain into, with what libvirt must report for each."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libvirt
+
+RUNNING, PAUSED, SHUTOFF, CRASHED = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED,
+                                     libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    key: str
+    expected: tuple[int, int]              # (virDomainState, reason) libvirt reports
+    disk_error: int | None                 # diskErrors() code on vda, None = no disk error expected
+    program: str                           # guest program (kvmlab.guest.PROGRAMS)
+    timeout: float                         # bound for define -> state
+    libvirt_blocked: bool = False          # libvirt calls on the domain hang while in this state
+    how: str = ""
+
+
+STATES: dict[str, StateSpec] = {s.key: s for s in (
+    StateSpec("running", (RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED), None, "idle", 60,
+              how="idle busybox guest, waits for its ready line"),
+    StateSpec("user", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER), None, "idle", 60,
+              how="virDomainSuspend"),
+    StateSpec("enospc", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR), libvirt.VIR_DOMAIN_DISK_ERROR_NO_SPACE,
+              "fill-disk", 90, how="error_policy=stop raw disk on a 20 MiB loop ext4 (default 5 % root reserve)"),
+    StateSpec("eio", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR), libvirt.VIR_DOMAIN_DISK_ERROR_UNSPEC,
+              "fill-disk", 90, how="NBD disk from qemu-storage-daemon, blkdebug fails every write with EIO"),
+    StateSpec("nbd_gone", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR), libvirt.VIR_DOMAIN_DISK_ERROR_UNSPEC,
+              "io-loop", 90, how="NBD disk in use, then its qemu-storage-daemon is killed"),
+    StateSpec("watchdog", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_WATCHDOG), None, "watchdog", 90,
+              how="i6300esb action=pause, armed with heartbeat=2 and never fed (generic kernel)"),
+    StateSpec("crashed", (CRASHED, libvirt.VIR_DOMAIN_CRASHED_PANICKED), None, "panic", 90,
+              how="<panic model='isa'/>, on_crash=preserve, guest panics via sysrq"),
+    StateSpec("saving", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_SAVE), None, "idle", 60, libvirt_blocked=True,
+              how="virDomainSave into a FIFO nobody reads"),
+    StateSpec("dumping", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_DUMP), None, "idle", 60, libvirt_blocked=True,
+              how="virDomainCoreDump into a FIFO nobody reads"),
+    StateSpec("from_snapshot", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_FROM_SNAPSHOT), None, "idle", 90,
+              how="internal snapshot of the running domain (qcow2 disk), revert with REVERT_PAUSED"),
+    StateSpec("unknown", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_UNKNOWN), None, "idle", 60,
+              how="HMP 'stop' through qemu-monitor-command: QEMU stopped behind libvirt's back"),
+)}
+
+# virDomain*Reason names as libvirt writes them into its status XML (/run/libvirt/qemu/NAME.xml)
+STATE_NAMES = ["nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended"]
+PAUSED_REASONS = ["unknown", "user", "migration", "save", "dump", "ioerror", "watchdog", "from snapshot",
+                  "shutdown", "snapshot", "panicked", "starting up", "post-copy", "post-copy failed", "api error"]
+RUNNING_REASONS = ["unknown", "booted", "migrated", "restored", "from snapshot", "unpaused", "migration canceled",
+                   "save canceled", "wakeup", "crashed", "post-copy", "post-copy failed"]
+SHUTOFF_REASONS = ["unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed", "from snapshot",
+                   "daemon"]
+CRASHED_REASONS = ["unknown", "panicked"]
+_REASONS = {RUNNING: RUNNING_REASONS, PAUSED: PAUSED_REASONS, SHUTOFF: SHUTOFF_REASONS, CRASHED: CRASHED_REASONS}
+
+
+def state_text(state: tuple[int, int] | None) -> str:
+    """(3, 5) -> 'paused (ioerror)'."""
+    if state is None:
+        return "unknown (no answer)"
+    s, r = state
+    reasons = _REASONS.get(s, [])
+    name = STATE_NAMES[s] if 0 <= s < len(STATE_NAMES) else str(s)
+    return f"{name} ({reasons[r] if 0 <= r < len(reasons) else r})"
+
+
+def parse_state_text(state: str, reason: str) -> tuple[int, int]:
+    s = STATE_NAMES.index(state)
+    reasons = _REASONS.get(s, [])
+    return s, reasons.index(reason) if reason in reasons else 0
