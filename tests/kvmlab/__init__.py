@@ -7,9 +7,9 @@
 
 See README.md in this directory for the states, their measured times and what could not be reproduced.
 """
-from .lab import Lab, LabDomain, LabTimeout, bounded, status_file_state
+from .lab import Lab, LabDomain, LabTimeout, bounded, leftovers, status_file_state
 from .proc import LabError
 from .states import STATES, StateSpec, state_text
 
-__all__ = ["Lab", "LabDomain", "LabError", "LabTimeout", "STATES", "StateSpec", "bounded", "state_text",
+__all__ = ["Lab", "LabDomain", "LabError", "LabTimeout", "STATES", "StateSpec", "bounded", "leftovers", "state_text",
            "status_file_state"]

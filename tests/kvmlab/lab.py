@@ -543,3 +543,34 @@ class Lab:
     @property
     def domains(self) -> list[LabDomain]:
         return list(self._domains.values())
+
+
+def leftovers(root: str | Path = DEFAULT_WORKDIR, prefix: str = "kvmlab", session: str | None = None) -> list[str]:
+    """What of a lab (or of one session) is still on this machine: domains, mounts, loop devices, processes.
+
+    Reads /etc and /run/libvirt/qemu, /proc/self/mountinfo, losetup and /proc: never asks libvirt, so it
+    works while some domain blocks libvirt's listing calls."""
+    root = Path(root)
+    stem = f"{prefix}-{session}" if session else f"{prefix}-"
+    found = []
+    for d in ("/etc/libvirt/qemu", "/run/libvirt/qemu"):
+        found += [f"domain {p.stem} ({d})" for p in Path(d).glob(f"{stem}*.xml")]
+    base = str(root / stem)
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mnt = line.split()[4].replace("\\040", " ")
+        if mnt.startswith(base):
+            found.append(f"mount {mnt}")
+    from .proc import run
+    for line in run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"]).stdout.splitlines():
+        if base in line:
+            found.append(f"loop {line.strip()}")
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if base in cmd and pid_alive(int(p.name)) and int(p.name) != os.getpid():
+            found.append(f"process {p.name}: {cmd[:150]}")
+    return found
