@@ -2,10 +2,10 @@
 # Build a systemd fleet-host image for podman without any container registry:
 #   debootstrap (Debian's packages) -> rootfs tarball (cached outside the repo) -> podman import.
 #
-#   hack/fleet-image.sh [bookworm|bullseye]
+#   hack/fleet-image.sh [bookworm|trixie|bullseye]
 #
-# bookworm (Debian 12) is the fleet host for molecule scenarios; bullseye (Debian 11) carries
-# Python 3.9, the oldest Python our modules must run on (the RHEL 9 host floor).
+# bookworm (Debian 12) and trixie (Debian 13) are fleet hosts for molecule scenarios; bullseye
+# (Debian 11) carries Python 3.9, the oldest Python our modules must run on (the RHEL 9 host floor).
 # The tarball is rebuilt only when this script or the package list changes; the podman image only
 # when it is missing or older than the tarball. Prints the image name on stdout.
 set -euo pipefail
@@ -17,8 +17,9 @@ suite=${1:-bookworm}
 mirror=${KVMOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 case "$suite" in
   bookworm) tag=12 ;;
+  trixie) tag=13 ;;
   bullseye) tag=11 ;;
-  *) echo "fleet-image: unknown suite '$suite' (bookworm or bullseye)" >&2; exit 2 ;;
+  *) echo "fleet-image: unknown suite '$suite' (bookworm, trixie or bullseye)" >&2; exit 2 ;;
 esac
 image=localhost/kvmops-fleet-debian:$tag
 packages=systemd,systemd-sysv,dbus,python3,python3-apt,openssh-server,iproute2,iputils-ping,procps,sudo,ca-certificates,kmod,less,apt-utils
