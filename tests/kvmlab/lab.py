@@ -136,6 +136,13 @@ def _teardown_one(conn: libvirt.virConnect, rec: dict[str, Any]) -> None:
             p.unlink(missing_ok=True)
 
 
+def _unix_socket_connected(path: str) -> bool:
+    """True if /proc/net/unix shows a connected (state 03) socket on ``path`` (accepted server side)."""
+    with open("/proc/net/unix", encoding="utf-8", errors="replace") as f:
+        next(f)
+        return any(len(p) >= 8 and p[5] == "03" and p[7] == path for p in (line.split() for line in f))
+
+
 def _job_done(name: str) -> bool:
     st = status_file_state(name)
     return st is None or st[0] != PAUSED or st[1] not in (libvirt.VIR_DOMAIN_PAUSED_SAVE,
@@ -435,9 +442,24 @@ class Lab:
         return nbd
 
     def _restart_healthy_nbd(self, d: LabDomain) -> None:
-        assert d.nbd is not None
+        """Replace the export by a healthy one and wait until QEMU is connected to it again.
+
+        QEMU's NBD client reconnects only when a request comes and, without reconnect-delay, in the
+        background: the first request after the server is back fails. Resuming the guest would thus
+        pause it once more. So a harmless read is issued through the monitor (HMP ``qemu-io``, which
+        taints the domain as custom-monitor) until the server shows a connected client."""
+        assert d.nbd is not None and d.dom is not None and d.nbd_socket is not None
         d.nbd.kill()
         d.nbd.start(d.record, inject_eio=False)
+        hmp = libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
+        node = libvirt_qemu.qemuMonitorCommand(d.dom, "info block", hmp).split(":")[0].strip()
+        sock = str(d.nbd_socket)
+
+        def connected() -> bool:
+            libvirt_qemu.qemuMonitorCommand(d.dom, f'qemu-io {node} "read 0 512"', hmp)
+            return _unix_socket_connected(sock)
+
+        wait_for(connected, 15, f"QEMU to reconnect to {sock}", interval=0.1)
 
     # -- one method per state ------------------------------------------------------------------------
     def _bring_running(self, d: LabDomain) -> None:

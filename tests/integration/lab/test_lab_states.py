@@ -1,0 +1,144 @@
+"""The lab proves itself: each state is brought up and checked against what libvirt itself reports."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from kvmlab import STATES, Lab, LabError, LabTimeout, leftovers, state_text
+
+pytestmark = pytest.mark.lab
+SHUTOFF, RUNNING, PAUSED = libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED
+
+
+def wait(cond, timeout: float, what: str):
+    from kvmlab.proc import wait_for
+    return wait_for(cond, timeout, what)
+
+
+@pytest.mark.parametrize("state", list(STATES))
+def test_state_as_libvirt_reports_it(lab_domain, state):
+    spec = STATES[state]
+    d = lab_domain(state)
+    print(f"\n{state}: {state_text(d.expected)} after {d.time_to_state:.2f}s")
+    assert d.time_to_state <= spec.timeout
+    assert d.expected == spec.expected and d.state_name == state
+    if spec.libvirt_blocked:
+        # every API call on the domain hangs; libvirtd's own status file carries the state
+        assert d.status_file_state() == spec.expected
+        with pytest.raises(LabTimeout):
+            d.state(timeout=1.0)
+        return
+    assert d.state() == spec.expected, d.details()
+    errors = d.disk_errors()
+    if spec.disk_error is None:
+        assert errors == {}
+    else:
+        assert errors == {"vda": spec.disk_error}
+
+
+def test_enospc_is_the_root_reserve_and_clears(lab_domain):
+    d = lab_domain("enospc")
+    assert d.loop_device and d.loop_device.startswith("/dev/loop")
+    assert os.path.ismount(d.mount_point)
+    st = os.statvfs(d.mount_point)
+    # QEMU (libvirt-qemu) has no space left; root still has the reserved blocks
+    assert st.f_bavail * st.f_frsize < 1024 * 1024
+    assert (st.f_bfree - st.f_bavail) * st.f_frsize >= 512 * 1024
+    d.clear()
+    assert os.statvfs(d.mount_point).f_bavail * st.f_frsize > 4 * 1024 * 1024
+    assert d.state() == d.expected, "clear() must not resume"
+    d.dom.resume()
+    wait(lambda: d.state()[0] == SHUTOFF, 60, "guest to finish its dd and power off")
+    assert "KVMLAB: dd done" in d.console()
+
+
+def test_eio_stays_until_the_export_is_fixed(lab_domain):
+    d = lab_domain("eio")
+    d.dom.resume()                              # the export still fails every write: pauses again
+    wait(lambda: d.state() == d.expected, 30, "re-pause on the still failing export")
+    assert d.disk_errors() == {"vda": libvirt.VIR_DOMAIN_DISK_ERROR_UNSPEC}
+    d.clear()
+    assert d.state() == d.expected, "clear() must not resume"
+    d.dom.resume()
+    wait(lambda: d.state()[0] == SHUTOFF, 60, "guest to finish its dd on the healthy export")
+    assert "KVMLAB: dd done" in d.console()
+
+
+def test_nbd_gone_recovers_when_the_server_is_back(lab_domain):
+    d = lab_domain("nbd_gone")
+    assert d.nbd_socket and not d.nbd_socket.exists() or not d.nbd.alive()
+    d.clear()
+    assert d.nbd.alive() and d.nbd_socket.exists()
+    assert d.state() == d.expected, "clear() must not resume"
+    before = d.dom.blockStats("vda")[3]          # write requests
+    d.dom.resume()
+    wait(lambda: d.state()[0] == RUNNING and d.dom.blockStats("vda")[3] > before + 5, 30,
+         "guest writes going through the restarted export")
+
+
+@pytest.mark.parametrize("state,after", [
+    ("saving", (SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SAVED)),
+    ("dumping", (RUNNING, libvirt.VIR_DOMAIN_RUNNING_UNPAUSED)),   # libvirt resumes after a dump
+])
+def test_blocked_job_unblocks_when_the_fifo_is_read(lab_domain, state, after):
+    d = lab_domain(state)
+    d.clear()
+    assert d.job_error is None
+    assert d.state(timeout=5) == after
+
+
+def test_teardown_runs_after_a_failure_and_leaves_nothing(lab):
+    """A second Lab session in this process: an exception inside it still tears everything down."""
+    session = f"{os.getpid()}-fail"
+    with pytest.raises(RuntimeError, match="boom"):
+        with Lab(session=session) as other:
+            made = [other.create("enospc"), other.create("eio")]
+            assert leftovers(other.root, other.prefix, session)
+            raise RuntimeError("boom")
+    assert leftovers(other.root, other.prefix, session) == []
+    assert not other.dir.exists()
+    for d in made:
+        d.destroy()                              # idempotent
+
+
+def test_destroy_is_idempotent_and_complete(lab):
+    d = lab.create("nbd_gone")
+    d.destroy()
+    d.destroy()
+    with pytest.raises(libvirt.libvirtError):
+        lab.conn.lookupByName(d.name)
+    assert not any(d.name in item for item in leftovers(lab.root, lab.prefix, lab.session))
+
+
+def test_create_failure_raises_laberror_with_details(lab, monkeypatch):
+    monkeypatch.setitem(STATES, "running", STATES["running"].__class__(
+        "running", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_WATCHDOG), None, "idle", 3))
+    with pytest.raises(LabError, match="console tail"):
+        lab.create("running")
+    assert not [x for x in leftovers(lab.root, lab.prefix, lab.session) if "-running-" in x]
+
+
+def test_cli_up_status_down_from_other_processes(lab, tmp_path):
+    workdir = tmp_path / "cli"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+    def cli(*args: str) -> str:
+        cp = subprocess.run([sys.executable, "-m", "kvmlab", "--workdir", str(workdir), "--prefix", "kvmlabcli",
+                             *args], capture_output=True, text=True, env=env, timeout=300)
+        assert cp.returncode == 0, cp.stderr
+        return cp.stdout
+
+    try:
+        out = cli("up", "user", "saving")
+        assert "paused (user)" in out and "paused (save)" in out
+        status = cli("status")
+        assert "paused (user)" in status and "blocked" in status
+        assert leftovers(workdir, "kvmlabcli")
+    finally:
+        cli("down")
+    assert leftovers(workdir, "kvmlabcli") == []
