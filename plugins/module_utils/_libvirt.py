@@ -1,0 +1,153 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmops.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Guarded libvirt import, connections, error mapping and the bounded worker that runs libvirt calls.
+
+Every libvirt call of a module runs in a forked worker process. The parent holds the deadline, reads the
+worker's results as JSON lines as they come (so whatever finished is kept), and at the deadline kills the
+worker with SIGKILL and reaps it. Measured on libvirt 9.0: while a domain is blocked in a job (a save into
+a pipe nobody reads), *every* call that touches that domain or enumerates domains hangs (listAllDomains,
+getAllDomainStats with or without NOWAIT, numOfDomains, listDomainsID, lookups, state, XMLDesc, ...);
+calls on other domains by name/UUID still answer. No in-process timeout can interrupt such a call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import time
+import traceback
+
+LIBVIRT_IMPORT_ERROR = None
+try:
+    import libvirt
+except ImportError:
+    libvirt = None
+    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+HAS_LIBVIRT = libvirt is not None
+
+
+class KvmError(Exception):
+    """Base of the errors module_utils raise; ``main()`` turns them into one fail_json message."""
+
+
+class LibvirtConnectError(KvmError):
+    """The daemon is down, the URI is wrong, or access was denied."""
+
+
+class LibvirtTimeout(KvmError):
+    """libvirt did not answer within the timeout."""
+
+
+def classify_error(code, message: str, uri: str) -> str:
+    """libvirt error (code from get_error_code()) -> one clear sentence a person can act on."""
+    msg = (message or "").strip()
+    low = msg.lower()
+    codes = {}
+    if libvirt is not None:
+        codes = {getattr(libvirt, "VIR_ERR_AUTH_FAILED", -1): "auth", getattr(libvirt, "VIR_ERR_AUTH_CANCELLED", -1):
+                 "auth", getattr(libvirt, "VIR_ERR_ACCESS_DENIED", -1): "auth",
+                 getattr(libvirt, "VIR_ERR_NO_CONNECT", -1): "uri", getattr(libvirt, "VIR_ERR_INVALID_ARG", -1):
+                 "uri", getattr(libvirt, "VIR_ERR_CONFIG_UNSUPPORTED", -1): "uri"}
+    kind = codes.get(code)
+    if "permission denied" in low or "authentication" in low or "access denied" in low or kind == "auth":
+        return ("Permission denied connecting to %s: run the task as root (become: true) or as a member of the "
+                "libvirt group (%s)" % (uri, msg))
+    if ("no such file or directory" in low or "connection refused" in low) and "sock" in low:
+        return "libvirtd is not running on this host: cannot connect to %s (%s)" % (uri, msg)
+    if "no connection driver" in low or "unsupported" in low or kind == "uri" or "invalid" in low \
+            or "no such file" in low:
+        return "Cannot use libvirt URI %r: %s" % (uri, msg)
+    return "Cannot connect to libvirt at %s: %s" % (uri, msg)
+
+
+def open_connection(uri: str, readonly: bool = True):
+    """Open a (read-only by default) connection, silencing libvirt's default stderr error printer."""
+    libvirt.registerErrorHandler(lambda ctx, err: None, None)
+    try:
+        return libvirt.openReadOnly(uri) if readonly else libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise LibvirtConnectError(classify_error(exc.get_error_code(), exc.get_error_message() or str(exc),
+                                                 uri)) from exc
+
+
+# ---- the bounded worker ------------------------------------------------------------------------------
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == pid
+
+
+def run_bounded(body, deadline: float, *args):
+    """Run ``body(emit, *args)`` in a forked child until ``deadline`` (time.monotonic()).
+
+    ``emit(record)`` sends one JSON-serialisable dict to the parent at once. Returns
+    ``(records, finished)``; ``finished`` is False when the child was killed at the deadline (or died).
+    The child is always SIGKILLed if still alive and reaped before this returns: nothing is left behind.
+    """
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into the caller
+        code = 0
+        try:
+            os.close(rfd)
+            out = os.fdopen(wfd, "w", buffering=1)
+
+            def emit(record):
+                out.write(json.dumps(record, default=str) + "\n")
+                out.flush()
+            try:
+                body(emit, *args)
+            except KvmError as exc:
+                emit({"t": "error", "kind": type(exc).__name__, "message": str(exc)})
+            except Exception as exc:  # noqa: BLE001 - the child reports anything, the parent decides
+                emit({"t": "error", "kind": "internal", "message": "%s: %s" % (type(exc).__name__, exc),
+                      "traceback": traceback.format_exc()})
+            emit({"t": "done"})
+            out.close()
+        except BaseException:  # noqa: BLE001 - a forked child must never unwind into the module
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    records, buf, finished, eof = [], b"", False, False
+    try:
+        while not eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready, _, _ = select.select([rfd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(rfd, 65536)
+            if not chunk:
+                eof = True
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                try:
+                    rec = json.loads(line.decode("utf-8", "replace"))
+                except ValueError:
+                    continue
+                records.append(rec)
+                if rec.get("t") == "done":
+                    finished = True
+    finally:
+        os.close(rfd)
+        if not _pid_gone(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+    return records, finished
