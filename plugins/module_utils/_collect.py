@@ -252,8 +252,8 @@ def assemble(uri, timeout, records, finished, status, include_running, elapsed, 
         if not connected:
             errors.append("libvirt did not accept a connection to %s within %ss" % (uri, timeout))
         elif stats is None:
-            errors.append("libvirt did not list the domains within %ss (a domain is probably blocked in a job; "
-                          "see unresponsive)" % timeout)
+            errors.append("libvirt did not list the domains within %ss: a domain is probably blocked in a job "
+                          "(domains known from status files are under unresponsive)" % timeout)
         else:
             stuck = [n for n in begun if n not in details]
             errors.append("libvirt did not answer within %ss%s" % (

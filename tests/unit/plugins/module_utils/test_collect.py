@@ -1,0 +1,132 @@
+"""The collector on libvirt's test driver, the status-file fallback, and the bounded worker."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from ansible_collections.kvmops.fleet.plugins.module_utils import _collect, _libvirt
+from kvmlab.testdriver import write_fleet
+
+pytest.importorskip("libvirt")
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    return write_fleet(tmp_path / "fleet.xml", 40)
+
+
+def test_collect_on_test_driver(fleet, tmp_path):
+    f = _collect.collect(fleet, 10, include_running=True, status_dir=str(tmp_path / "none"),
+                         log_dir=str(tmp_path))
+    s = f["summary"]
+    assert (s["total"], s["running"], s["paused"], s["crashed"], s["shutoff"]) == (40, 24, 8, 4, 4)
+    assert f["complete"] and f["collection"] == "getAllDomainStats" and not f["errors"]
+    assert len(f["paused"]) == 12 and len(f["running"]) == 24
+    names = [p["name"] for p in f["paused"]]
+    assert names == sorted(names)
+    for p in f["paused"]:
+        assert p["responsive"] and p["source"] == "libvirt"
+        assert p["disks"][0]["source"].startswith("/var/lib/libvirt/images/")
+        assert p["cause"] == ("crashed" if p["state"] == "crashed" else "unknown")   # test driver: reason 0
+        assert p["safe_to_resume"] is False
+
+
+def test_domains_filter(fleet, tmp_path):
+    f = _collect.collect(fleet, 10, ["vm000[0-9]", "vm0016"], status_dir=str(tmp_path))
+    assert f["summary"]["total"] == 11 and "running" not in f
+    assert {p["name"] for p in f["paused"]} == {"vm0006", "vm0007", "vm0009", "vm0016"}
+
+
+def test_scale_1000_domains(tmp_path):
+    uri = write_fleet(tmp_path / "big.xml", 1000)
+    t = time.monotonic()
+    f = _collect.collect(uri, 20, status_dir=str(tmp_path / "none"), log_dir=str(tmp_path))
+    assert f["summary"]["total"] == 1000 and len(f["paused"]) == 300
+    assert time.monotonic() - t < 15
+
+
+STATUS = """<domstatus state='%s' reason='%s' pid='4242'>%s
+<domain type='qemu'><name>%s</name><uuid>%s</uuid><devices>
+<disk type='file' device='disk'><driver name='qemu' type='raw' error_policy='stop'/>
+<source file='%s'/><target dev='vda' bus='virtio'/></disk></devices></domain></domstatus>"""
+
+
+def test_busy_domain_from_status_file_is_never_queried(tmp_path, monkeypatch):
+    sd = tmp_path / "status"
+    sd.mkdir()
+    (sd / "kpf-busy.xml").write_text(STATUS % ("paused", "save", "<job type='none' async='save' asyncStarted='%d'/>"
+                                               % int((time.time() - 30) * 1000), "kpf-busy",
+                                               "11111111-1111-1111-1111-111111111111", tmp_path / "d.img"))
+    monkeypatch.setattr(_collect, "local_system_uri", lambda uri: True)
+    uri = write_fleet(tmp_path / "f.xml", 10)
+    f = _collect.collect(uri, 10, status_dir=str(sd), log_dir=str(tmp_path))
+    assert f["collection"] == "domainListGetStats"       # the bulk call is avoided while a domain is busy
+    busy = [p for p in f["paused"] if p["name"] == "kpf-busy"][0]
+    assert busy["cause"] == "save_job" and not busy["responsive"] and busy["source"] == "status_xml"
+    assert busy["safe_to_resume"] is False and busy["job"]["kind"] == "save"
+    assert 29 <= busy["paused_for_seconds"] < 60 and busy["paused_since_source"] == "status_xml_job_started"
+    assert busy["disks"][0]["filesystem"]["mount_point"]
+    assert f["unresponsive"][0]["name"] == "kpf-busy" and f["unresponsive"][0]["queried"] is False
+    assert f["unresponsive"][0]["pid"] == 4242
+
+
+def test_run_bounded_keeps_partial_results_and_reaps():
+    def body(emit):
+        emit({"t": "one"})
+        time.sleep(60)
+
+    t = time.monotonic()
+    records, finished = _libvirt.run_bounded(body, time.monotonic() + 0.5)
+    assert time.monotonic() - t < 2
+    assert records == [{"t": "one"}] and finished is False
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)                          # no child left behind
+
+
+def test_run_bounded_reports_child_errors():
+    def body(emit):
+        raise ValueError("boom")
+
+    records, finished = _libvirt.run_bounded(body, time.monotonic() + 5)
+    assert finished and records[0]["kind"] == "internal" and "boom" in records[0]["message"]
+
+
+def test_assemble_timeout_messages():
+    f = _collect.assemble("qemu:///system", 3, [], False, {}, False, 3.0, time.time())
+    assert f["errors"] == ["libvirt did not accept a connection to qemu:///system within 3s"]
+    assert not f["complete"]
+    f = _collect.assemble("qemu:///system", 3, [{"t": "connected"}], False, {}, False, 3.0, time.time())
+    assert "did not list the domains" in f["errors"][0]
+    recs = [{"t": "connected"}, {"t": "stats", "via": "getAllDomainStats", "domains": [
+        {"name": "a", "uuid": "u", "state": 3, "reason": 1, "block": []}]}, {"t": "begin", "name": "a"}]
+    f = _collect.assemble("qemu:///system", 3, recs, False, {}, False, 3.0, time.time())
+    assert "while querying domain a" in f["errors"][0]
+    assert f["paused"][0]["responsive"] is False and f["paused"][0]["safe_to_resume"] is False
+    assert f["unresponsive"][0]["queried"] is True
+
+
+def test_connect_error_is_typed():
+    recs = [{"t": "error", "kind": "LibvirtConnectError", "message": "libvirtd is not running"}]
+    with pytest.raises(_libvirt.LibvirtConnectError, match="not running"):
+        _collect.assemble("qemu:///system", 3, recs, True, {}, False, 0.1, time.time())
+
+
+@pytest.mark.parametrize("msg,expect", [
+    ("Failed to connect socket to '/run/libvirt/libvirt-sock-ro': No such file or directory", "not running"),
+    ("Failed to connect socket to '/run/x.sock': Connection refused", "not running"),
+    ("Failed to connect socket to '/run/x.sock': Permission denied", "Permission denied"),
+    ("authentication failed: access denied by policy", "Permission denied"),
+    ("no connection driver available for bogus:///x", "Cannot use libvirt URI"),
+    ("something else", "Cannot connect to libvirt"),
+])
+def test_classify_error(msg, expect):
+    assert expect in _libvirt.classify_error(None, msg, "qemu:///system")
+
+
+def test_job_from_stats():
+    assert _collect.job_from_stats({"type": 0}) is None
+    j = _collect.job_from_stats({"type": 2, "operation": 2, "data_total": 200, "data_processed": 50,
+                                 "time_elapsed": 1500})
+    assert j["kind"] == "save" and j["progress_percent"] == 25.0 and j["elapsed_seconds"] == 1.5
