@@ -143,7 +143,7 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
     emit({"t": "connected"})
     flags = libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BLOCK
     nowait = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
-    if plan["busy"]:
+    if not plan.get("bulk", True):
         doms = []
         for uuid in plan["status_candidates"]:
             try:
@@ -216,13 +216,15 @@ def collect(uri: str, timeout: float, patterns=None, include_running: bool = Fal
     deadline = started + timeout
     wall_deadline = time.time() + (deadline - time.monotonic())
     patterns = list(patterns or [])
-    status = read_status_dir(status_dir, host) if local_system_uri(uri) else {}
-    status = {n: s for n, s in status.items() if selected(n, patterns)}
+    status_all = read_status_dir(status_dir, host) if local_system_uri(uri) else {}
+    # any busy domain, selected or not, makes the enumerating bulk call unsafe
+    any_busy = any(s.get("job") for s in status_all.values())
+    status = {n: s for n, s in status_all.items() if selected(n, patterns)}
     busy = {n: s["domain"] for n, s in status.items() if s.get("job")}
     candidates = [s["domain"].get("uuid") for n, s in status.items()
                   if n not in busy and s["state"] in (PAUSED, CRASHED) and s["domain"].get("uuid")]
-    plan = {"busy": busy, "status_candidates": candidates, "patterns": patterns, "wall_deadline": wall_deadline,
-            "log_dir": log_dir, "status_dir": status_dir}
+    plan = {"busy": busy, "bulk": not any_busy, "status_candidates": candidates, "patterns": patterns,
+            "wall_deadline": wall_deadline, "log_dir": log_dir, "status_dir": status_dir}
     records, finished = run_bounded(worker, deadline, uri, plan)
     return assemble(uri, timeout, records, finished, status, include_running, time.monotonic() - started,
                     now=time.time())
