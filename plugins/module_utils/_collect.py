@@ -342,6 +342,7 @@ def _paused_entry(name, u, det, ev, st, now) -> dict:
         "disks": disks, "job": job, "watchdog": dom.get("watchdog"), "on_lockfailure": dom.get("on_lockfailure"),
         "on_crash": dom.get("on_crash"), "log_lines": log.get("lines") or [], "paused": paused_info,
         "responsive": responsive, "source": u["source"] if responsive else "status_xml",
+        "started_at": log.get("started_at"),
     }
     diag = _pause.diagnose(diag_input)
     if not responsive:

@@ -118,6 +118,23 @@ def thin_pool_for(dm_path: str, lvs: list):
             "metadata_percent": pool.get("metadata_percent")}
 
 
+_STARTING = re.compile(r"^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(\.\d+)?\+0000: starting up libvirt")
+
+
+def last_start(text: str):
+    """Epoch seconds of the last 'starting up libvirt' line libvirt wrote into a QEMU log (UTC), or None."""
+    found = None
+    for line in text.splitlines():
+        m = _STARTING.match(line)
+        if m:
+            found = m
+    if found is None:
+        return None
+    import calendar
+    secs = calendar.timegm(time.strptime("%s %s" % (found.group(1), found.group(2)), "%Y-%m-%d %H:%M:%S"))
+    return secs + (float(found.group(3)) if found.group(3) else 0.0)
+
+
 def relevant_log_lines(text: str, limit: int = LOG_LINES) -> list:
     """The last ``limit`` lines of a QEMU log that say something about errors, storage, jobs or the guest
     dying, from the domain's current run only (after the last 'starting up' line); the qemu command line
@@ -266,8 +283,8 @@ def log_evidence(name: str, host: Host, log_dir: str = LOG_DIR) -> dict:
     try:
         text = host.read_text(path, tail=LOG_TAIL_BYTES)
     except OSError as exc:
-        return {"path": path, "lines": [], "error": exc.strerror or str(exc)}
-    return {"path": path, "lines": relevant_log_lines(text), "error": None}
+        return {"path": path, "lines": [], "error": exc.strerror or str(exc), "started_at": None}
+    return {"path": path, "lines": relevant_log_lines(text), "error": None, "started_at": last_start(text)}
 
 
 def paused_since(status_mtime, job: dict | None, now: float) -> dict:

@@ -14,7 +14,8 @@ Table-driven over (state, reason, disk error codes, job in flight, host evidence
             evidence: {filesystem, block_device, endpoints, pool, thin_pool, errors}}],
     job {active, kind, progress_percent, elapsed_seconds, source} or None,
     watchdog {model, action} or None, on_lockfailure, on_crash,
-    log_lines [str], paused {since, seconds, source}, responsive (bool), source ('libvirt'|'status_xml')
+    log_lines [str], paused {since, seconds, source}, responsive (bool), source ('libvirt'|'status_xml'),
+    started_at (epoch the domain's QEMU was started, from its log, or None)
 
 and returns ``{cause, severity, summary, findings, remediation, safe_to_resume, safe_to_resume_reason}``.
 """
@@ -227,13 +228,19 @@ def _io_error(d: Diagnosis, ev: dict) -> None:
     disk = suspects[0] if suspects else {}
     d.summary = "disk %s got an I/O error from %s" % (disk.get("target"), _where(disk))
     paused_at = (ev.get("paused") or {}).get("since")
+    started_at = ev.get("started_at")
     restarted = []
     for x in suspects:
         for e in _endpoint_state(x)[0]:
             d.findings.append("endpoint %s of disk %s answers" % (e["endpoint"], x.get("target")))
-            if e.get("created") is not None and paused_at is not None and e["created"] > paused_at:
+            created = e.get("created")
+            if created is not None and paused_at is not None and created > paused_at:
                 restarted.append(e["endpoint"])
                 d.findings.append("endpoint %s was (re)created after the domain paused" % e["endpoint"])
+            elif created is not None and started_at is not None and created > started_at:
+                restarted.append(e["endpoint"])
+                d.findings.append("endpoint %s was (re)created after the domain started: the server that "
+                                  "failed has been replaced" % e["endpoint"])
         fs = (x.get("evidence") or {}).get("filesystem")
         if fs:
             d.findings.append("%s is on %s (%s), %s available" % (x.get("path"), fs.get("mount_point"),
@@ -242,7 +249,7 @@ def _io_error(d: Diagnosis, ev: dict) -> None:
     all_eps = [e for x in suspects for e in _endpoint_state(x)[0]]
     if network and all_eps and len(restarted) == len(all_eps) and len(network) == len(suspects):
         d.safe = True
-        d.why = "every storage endpoint of the failed disks was restarted after the pause and answers"
+        d.why = "every storage endpoint of the failed disks was replaced since the failure and answers"
         d.remediation.append("The storage server was replaced after the failure: resume (virsh resume %s) and "
                              "watch for a new pause." % ev.get("name"))
         return

@@ -72,6 +72,11 @@ def test_relevant_log_lines_current_run_only():
                      "2026-11-26T05:04:41.0Z qemu-system-x86_64: nbd: Connection reset by peer"]
 
 
+def test_last_start():
+    assert _evidence.last_start(LOG) == 1795669479.115
+    assert _evidence.last_start("nothing") is None
+
+
 def test_pool_for_path_longest_target():
     pools = [{"name": "a", "target_path": "/var/lib"}, {"name": "b", "target_path": "/var/lib/libvirt/images/"}]
     assert _evidence.pool_for_path("/var/lib/libvirt/images/x.img", pools)["name"] == "b"

@@ -130,6 +130,11 @@ def test_nbd_unreachable_then_restarted():
     # a new server came up after the pause
     d = _pause.diagnose(ev(5, 1, [nbd_disk(True, created=NOW - 10)]))
     assert d["cause"] == "storage_io_error" and d["safe_to_resume"] is True
+    # status file rewritten after the fix (e.g. a taint): the server still postdates the domain's start
+    d = _pause.diagnose(ev(5, 1, [nbd_disk(True, created=NOW - 100)], started_at=NOW - 200))
+    assert d["safe_to_resume"] is True and "replaced" in " ".join(d["findings"])
+    d = _pause.diagnose(ev(5, 1, [nbd_disk(True, created=NOW - 300)], started_at=NOW - 200))
+    assert d["safe_to_resume"] is False
 
 
 def test_lock_failure_and_user():
