@@ -1,0 +1,81 @@
+"""Black-box runs of kvm_host_facts (patch_module_args) on this machine, with the file readers faked
+where a verdict depends on them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.kvmops.fleet.plugins.modules import kvm_host_facts
+
+KEYS = {"kvm_capable", "cpu", "kvm_device", "nested", "iommu", "cgroups", "disk", "security_module", "validate",
+        "validate_available", "problems", "warnings"}
+
+
+def run(capsys, args):
+    with patch_module_args(args), pytest.raises(SystemExit):
+        kvm_host_facts.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def test_facts_shape_and_read_only(tmp_path, capsys):
+    out = run(capsys, {"images_dir": str(tmp_path / "not" / "yet"), "virt_host_validate": False,
+                       "_ansible_check_mode": True})
+    facts = out["ansible_facts"]["kvm_host"]
+    assert out["changed"] is False
+    assert set(facts) == KEYS
+    assert facts["disk"]["path"] == str(tmp_path)  # nearest existing ancestor
+    assert facts["disk"]["free_bytes"] > 0
+    assert facts["validate"] == [] and facts["validate_available"] is False
+    assert not (tmp_path / "not").exists()
+
+
+def test_too_little_disk_is_a_problem(tmp_path, capsys):
+    out = run(capsys, {"images_dir": str(tmp_path), "min_free_gib": 1024 * 1024, "virt_host_validate": False})
+    problems = out["ansible_facts"]["kvm_host"]["problems"]
+    assert any("MiB free under %s" % tmp_path in p for p in problems)
+
+
+def test_no_virt_flags_no_device(monkeypatch, tmp_path, capsys):
+    real_read = kvm_host_facts._read
+
+    def fake_read(path):
+        if path == "/proc/cpuinfo":
+            return "vendor_id\t: GenuineIntel\nflags\t\t: fpu sse2\n"
+        return real_read(path)
+
+    monkeypatch.setattr(kvm_host_facts, "_read", fake_read)
+    monkeypatch.setattr(kvm_host_facts.os, "stat", _stat_without("/dev/kvm"))
+    facts = run(capsys, {"images_dir": str(tmp_path), "virt_host_validate": False})["ansible_facts"]["kvm_host"]
+    assert facts["kvm_capable"] is False
+    assert facts["cpu"]["virt_extension"] is None
+    assert facts["kvm_device"]["exists"] is False
+    assert any("no virtualization extension" in p for p in facts["problems"])
+    assert any("/dev/kvm does not exist" in p for p in facts["problems"])
+
+
+def _stat_without(missing):
+    import os
+
+    real_stat = os.stat
+
+    def fake_stat(path, *args, **kwargs):
+        if path == missing:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return real_stat(path, *args, **kwargs)
+
+    return fake_stat
+
+
+def test_virt_host_validate_is_parsed(monkeypatch, tmp_path, capsys):
+    tool = tmp_path / "virt-host-validate"
+    tool.write_text("#!/bin/sh\necho '  QEMU: Checking if device /dev/kvm exists      : PASS'\nexit 1\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:/usr/bin:/bin" % tmp_path)
+    facts = run(capsys, {"images_dir": str(tmp_path)})["ansible_facts"]["kvm_host"]
+    assert facts["validate_available"] is True
+    assert facts["validate"] == [
+        {"driver": "QEMU", "check": "Checking if device /dev/kvm exists", "result": "PASS", "message": ""}
+    ]
