@@ -229,3 +229,17 @@ def test_permission_denied(tmp_path):
     finally:
         sock.close()
         subprocess.run(["rm", "-rf", str(priv), str(home)], check=False)
+
+
+def test_diagnose_playbook_prints_the_table(tmp_path):
+    uri = write_fleet(tmp_path / "fleet.xml", 12)
+    inv = tmp_path / "inv.ini"
+    inv.write_text(f"localhost ansible_connection=local ansible_python_interpreter={PY}\n")
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".build" / "collections"))
+    proc = subprocess.run([str(Path(PY).with_name("ansible-playbook")), "-i", str(inv), "kvmops.fleet.diagnose",
+                           "-e", f"kvmops_diagnose_uri={uri}", "-e", "kvmops_diagnose_hosts=localhost"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout
+    assert "VM                           CAUSE" in proc.stdout
+    assert "vm0009                       crashed" in proc.stdout
+    assert "12 domains: 8 running, 2 paused, 1 crashed, 0 unresponsive, 0 safe to resume" in proc.stdout

@@ -130,3 +130,17 @@ def test_job_from_stats():
     j = _collect.job_from_stats({"type": 2, "operation": 2, "data_total": 200, "data_processed": 50,
                                  "time_elapsed": 1500})
     assert j["kind"] == "save" and j["progress_percent"] == 25.0 and j["elapsed_seconds"] == 1.5
+
+
+def test_busy_domain_outside_the_filter_still_prevents_enumeration(tmp_path, monkeypatch):
+    sd = tmp_path / "status"
+    sd.mkdir()
+    (sd / "other.xml").write_text(STATUS % ("paused", "user", "<job type='none' async='dump'/>", "other",
+                                            "22222222-2222-2222-2222-222222222222", tmp_path / "o.img"))
+    (sd / "vm0006.xml").write_text(STATUS % ("paused", "ioerror", "", "vm0006",
+                                             "00000000-0000-0000-0000-000000000007", tmp_path / "v.img"))
+    monkeypatch.setattr(_collect, "local_system_uri", lambda uri: True)
+    uri = write_fleet(tmp_path / "f.xml", 10)
+    f = _collect.collect(uri, 10, ["vm0006"], status_dir=str(sd), log_dir=str(tmp_path))
+    assert f["collection"] == "domainListGetStats" and f["unresponsive"] == []
+    assert [p["name"] for p in f["paused"]] == ["vm0006"] and f["paused"][0]["responsive"]
