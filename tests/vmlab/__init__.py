@@ -12,7 +12,7 @@ hit the machine itself). vmlab boots Debian 12 guests with Debian's own kernel i
 """
 from __future__ import annotations
 
-from .fleet import Fleet, FleetSpec, LinkSpec, VMSpec, VmlabError
+from .fleet import Fleet, FleetSpec, LinkSpec, VmlabError, VMSpec
 from .image import BaseImage, ImageSpec, build_image
 
 __all__ = [

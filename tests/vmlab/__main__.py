@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from .fleet import Fleet, FleetSpec, LinkSpec, VMSpec, down_all, down_run, list_runs, runs_root
+from .fleet import Fleet, FleetSpec, LinkSpec, VMSpec, down_all, down_run, list_runs, reap_orphans, runs_root
 from .image import ImageSpec, build_image, cache_root, list_images
 
 
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build (or reuse) the cached base image")
     b.add_argument("--extra", action="append", default=[], help="extra package (repeatable)")
     b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    b.add_argument("--prune", action="store_true", help="delete cached images of other inputs")
     u = sub.add_parser("up", help="boot a fleet and leave it running (until `down`)")
     u.add_argument("-n", "--count", type=int, default=2)
     u.add_argument("--link", action="append", default=None,
@@ -26,13 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--extra", action="append", default=[], help="extra image package (repeatable)")
     d = sub.add_parser("down", help="tear down a run (or --all)")
     d.add_argument("run", nargs="?", help="run id or run directory")
-    d.add_argument("--all", action="store_true")
+    d.add_argument("--all", action="store_true", help="every run, plus stray vmlab-* namespaces")
+    d.add_argument("--orphans", action="store_true", help="runs whose owning test process is gone")
     sub.add_parser("status", help="list images and runs")
     a = ap.parse_args(argv)
 
     if a.cmd == "build":
         t0 = time.monotonic()
         img = build_image(ImageSpec.from_env(tuple(a.extra)), force=a.force)
+        if a.prune:
+            for other in list_images():
+                if other.path != img.path:
+                    shutil.rmtree(other.path)
+                    print(f"pruned {other.path}", file=sys.stderr)
         print(json.dumps({"image": str(img.path), "seconds": round(time.monotonic() - t0, 1),
                           **{k: img.manifest.get(k) for k in ("build_seconds", "kernel_version")}}, indent=2))
         return 0
@@ -45,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = FleetSpec([VMSpec(f"vm{chr(ord('a') + i)}", memory_mb=a.memory, disks=list(disks))
                           for i in range(a.count)], links)
         img = build_image(ImageSpec.from_env(tuple(a.extra)))
-        fleet = Fleet(spec, img).up()
+        fleet = Fleet(spec, img, owned=False).up()
         fleet.detach()
         print(json.dumps({"run": str(fleet.run_dir), "inventory": str(fleet.inventory_path),
                           "vms": fleet.stats()}, indent=2))
@@ -53,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "down":
         if a.all:
             done = down_all()
+        elif a.orphans:
+            done = reap_orphans()
         elif a.run:
             p = Path(a.run) if "/" in a.run else runs_root() / a.run
             done = down_run(p)

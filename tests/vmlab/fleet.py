@@ -23,6 +23,7 @@ lists QEMU PIDs with their start times), so :func:`down_run` can clean up from a
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import fcntl
 import ipaddress
@@ -89,12 +90,12 @@ class FleetSpec:
     tb_size_mb: int = int(os.environ.get("VMLAB_TB_SIZE", "128"))
 
     @classmethod
-    def simple(cls, n: int = 2, links: tuple[str, ...] = ("lan",), **vm_kw) -> "FleetSpec":
+    def simple(cls, n: int = 2, links: tuple[str, ...] = ("lan",), **vm_kw) -> FleetSpec:
         names = [f"vm{chr(ord('a') + i)}" for i in range(n)]
         return cls([VMSpec(name, **vm_kw) for name in names], [LinkSpec(x) for x in links])
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FleetSpec":
+    def from_dict(cls, d: dict) -> FleetSpec:
         return cls(
             vms=[VMSpec(**v) for v in d["vms"]],
             links=[LinkSpec(**x) for x in d["links"]],
@@ -153,7 +154,7 @@ def open_tap_in_netns(netns: str, ifname: str) -> int:
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run(["ip", *args], capture_output=True, text=True)
+    p = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
     if check and p.returncode != 0:
         raise VmlabError(f"ip {' '.join(args)}: {p.stderr.strip()}")
     return p
@@ -300,7 +301,7 @@ class VM:
 
     def ssh(self, command: str, *, check: bool = True, timeout: float = 120,
             input: str | None = None) -> subprocess.CompletedProcess:
-        p = subprocess.run(self.ssh_argv(command), capture_output=True, text=True,
+        p = subprocess.run(self.ssh_argv(command), capture_output=True, text=True, check=False,
                            timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
         if check and p.returncode != 0:
             raise VmlabError(f"{self.name}: `{command}` rc={p.returncode}\n{p.stdout}{p.stderr}")
@@ -332,7 +333,7 @@ class VM:
             if not self.alive():
                 raise VmlabError(f"{self.name}: QEMU died\n{self.serial_tail()}")
             if self.ssh_banner():
-                p = subprocess.run(self.ssh_argv("cat /proc/sys/kernel/random/boot_id"),
+                p = subprocess.run(self.ssh_argv("cat /proc/sys/kernel/random/boot_id"), check=False,
                                    capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
                 if p.returncode == 0 and p.stdout.strip() and p.stdout.strip() != not_boot_id:
                     return time.monotonic() - t0
@@ -356,8 +357,15 @@ class Fleet:
     """N VMs of one run. ``up()`` boots them (in parallel) and waits for SSH; ``down()`` always
     cleans everything (also after a failed ``up()``), from this or another process."""
 
-    def __init__(self, spec: FleetSpec, image: BaseImage, run_dir: Path | None = None):
+    def __init__(self, spec: FleetSpec, image: BaseImage, run_dir: Path | None = None, *,
+                 owned: bool = True):
+        """``owned``: the VMs belong to this process. QEMU gets SIGTERM when it dies (even by
+        SIGKILL, via PR_SET_PDEATHSIG), an atexit hook tears the run down, and
+        :func:`reap_orphans` cleans the rest (namespace, files) later. The CLI's ``up`` passes
+        False: its VMs outlive it until ``down``."""
         spec.validate()
+        self.owned = owned
+        self.owner: dict | None = None
         self.spec, self.image = spec, image
         self.run_id = run_dir.name if run_dir else f"{time.strftime('%H%M%S')}{secrets.token_hex(2)}"
         self.run_dir = run_dir or runs_root() / self.run_id
@@ -387,6 +395,7 @@ class Fleet:
             "image": str(self.image.path),
             "spec": asdict(self.spec),
             "link_subnets": self.link_subnets,
+            "owner": self.owner,
             "vms": {n: asdict(v) for n, v in self.vms.items()},
         }
         tmp = self.state_file.with_suffix(".tmp")
@@ -394,12 +403,14 @@ class Fleet:
         os.replace(tmp, self.state_file)
 
     @classmethod
-    def load(cls, run_dir: Path) -> "Fleet":
+    def load(cls, run_dir: Path) -> Fleet:
         state = json.loads((run_dir / "state.json").read_text())
         image = BaseImage.load(Path(state["image"])) or BaseImage(Path(state["image"]))
         f = cls(FleetSpec.from_dict(state["spec"]), image, run_dir)
         f.netns = state["netns"]
         f.link_subnets = state["link_subnets"]
+        f.owner = state.get("owner")
+        f.owned = False  # loading a run never makes this process its owner
         for n, v in state["vms"].items():
             v["nics"] = [NicInfo(**x) for x in v["nics"]]
             v["disks"] = [DiskInfo(**x) for x in v["disks"]]
@@ -413,14 +424,15 @@ class Fleet:
         return iter(self.vms.values())
 
     # ---- up
-    def up(self) -> "Fleet":
+    def up(self) -> Fleet:
         for tool in (QEMU, "qemu-img", "ssh", "ssh-keygen", "ip", "unshare"):
             if shutil.which(tool) is None:
                 raise VmlabError(f"{tool} not found")
         self.run_dir.mkdir(parents=True, exist_ok=False)
-        if not self._atexit:
-            atexit.register(self.down)
-            self._atexit = True
+        self._atexit = True  # a failed up() cleans up in any case; detach() undoes it
+        atexit.register(self.down)
+        if self.owned:
+            self.owner = {"pid": os.getpid(), "starttime": proc_starttime(os.getpid())}
         try:
             self._plan()
             self.save()
@@ -458,7 +470,7 @@ class Fleet:
                         "-f", str(self.key)], check=True)
         _ip("netns", "add", self.netns)
         self.save()
-        for li, link in enumerate(self.spec.links):
+        for li in range(len(self.spec.links)):
             br = f"br{li}"
             _ip("-n", self.netns, "link", "add", br, "mtu", "9000", "type", "bridge",
                 "stp_state", "0", "forward_delay", "0")
@@ -556,14 +568,15 @@ class Fleet:
                 fds[n.link] = open_tap_in_netns(self.netns, n.tap)
                 br = f"br{[x.name for x in self.spec.links].index(n.link)}"
                 _ip("-n", self.netns, "link", "set", n.tap, "mtu", "9000", "master", br, "up")
-            for attempt in range(4):  # a free port can be taken by someone else before QEMU binds it
+            for _attempt in range(4):  # a free port can be taken by someone else before QEMU binds it
                 vm.ssh_port = free_port()
-                log = open(self.run_dir / f"{vm.name}.qemu.log", "w")
                 vm.started_at = time.time()
-                p = subprocess.Popen(self._qemu_argv(vm, fds), stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, pass_fds=list(fds.values()),
-                                     start_new_session=True)
-                log.close()
+                with open(self.run_dir / f"{vm.name}.qemu.log", "w") as log:
+                    # preexec_fn only calls prctl (async-signal-safe); vmlab starts no threads.
+                    p = subprocess.Popen(self._qemu_argv(vm, fds), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, pass_fds=list(fds.values()),
+                                         start_new_session=True,
+                                         preexec_fn=_die_with_parent if self.owned else None)  # noqa: PLW1509
                 vm.pid, vm.starttime = p.pid, None
                 for _ in range(100):
                     vm.starttime = proc_starttime(p.pid)
@@ -609,7 +622,7 @@ class Fleet:
                 if not vm.alive():
                     raise VmlabError(f"{name}: QEMU died during boot\n{vm.serial_tail()}")
                 if vm.ssh_banner(timeout=2):
-                    p = subprocess.run(vm.ssh_argv("true"), capture_output=True, timeout=30,
+                    p = subprocess.run(vm.ssh_argv("true"), capture_output=True, timeout=30, check=False,
                                        stdin=subprocess.DEVNULL)
                     if p.returncode == 0:
                         vm.boot_seconds = round(time.time() - vm.started_at, 1)
@@ -651,7 +664,8 @@ class Fleet:
                          "memory_mb": v.memory_mb} for v in self.vms.values()}
 
     def write_inventory(self) -> Path:
-        from .inventory import write_inventory
+        from .inventory import write_inventory  # noqa: PLC0415  (inventory imports this module)
+
         return write_inventory(self, self.inventory_path)
 
     # ---- down
@@ -664,10 +678,8 @@ class Fleet:
             if vm.pid is None:
                 continue
             if vm.alive():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(vm.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
                 done.append(f"TERM qemu {vm.name} pid {vm.pid}")
             p = self._popen.get(vm.name)
             t0 = time.monotonic()
@@ -679,10 +691,8 @@ class Fleet:
                 os.kill(vm.pid, signal.SIGKILL)
                 done.append(f"KILL qemu {vm.name} pid {vm.pid}")
             if p is not None:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    pass
         self._popen.clear()
         if Path(f"/run/netns/{self.netns}").exists():
             _ip("netns", "del", self.netns, check=False)
@@ -696,16 +706,26 @@ class Fleet:
         return done
 
     def detach(self) -> None:
-        """Leave the VMs running when this process exits (the CLI's ``up``); ``down`` later."""
+        """Leave the VMs running when this process exits (the CLI's ``up``, with ``owned=False``);
+        ``down`` later."""
+        if self.owned:
+            raise VmlabError("an owned fleet dies with its process; create it with owned=False")
         if self._atexit:
             atexit.unregister(self.down)
             self._atexit = False
 
-    def __enter__(self) -> "Fleet":
+    def __enter__(self) -> Fleet:
         return self.up()
 
     def __exit__(self, *exc) -> None:
         self.down()
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the forked child before exec
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _mgmt_mac(index: int) -> str:
@@ -736,6 +756,21 @@ def list_runs() -> list[Path]:
 
 def down_run(run_dir: Path) -> list[str]:
     return Fleet.load(run_dir).down()
+
+
+def reap_orphans() -> list[str]:
+    """Tear down runs whose owning process is gone (a test run killed with SIGKILL: its QEMUs
+    died with it, its namespace and files did not)."""
+    done: list[str] = []
+    for run in list_runs():
+        try:
+            f = Fleet.load(run)
+        except (OSError, ValueError, KeyError):
+            continue
+        o = f.owner
+        if o and proc_starttime(o["pid"]) != o["starttime"]:
+            done += [f"orphan run {f.run_id} (owner pid {o['pid']} gone)", *f.down()]
+    return done
 
 
 def down_all() -> list[str]:

@@ -7,11 +7,16 @@ from typing import TYPE_CHECKING
 
 from .fleet import SSH_OPTS
 
+try:
+    import yaml
+except ImportError:  # the CLI may run under a python without PyYAML
+    yaml = None
+
 if TYPE_CHECKING:
     from .fleet import Fleet
 
 
-def inventory_data(fleet: "Fleet") -> dict:
+def inventory_data(fleet: Fleet) -> dict:
     """``all`` holds the connection settings (127.0.0.1 only, per-run key, root); every VM is a
     host with its forwarded SSH port and ``vmlab_links`` / ``vmlab_disks``; every link is a group
     ``vmlab_link_<name>`` of its members. Group ``vmlab`` has all VMs."""
@@ -54,13 +59,11 @@ def inventory_data(fleet: "Fleet") -> dict:
     }
 
 
-def write_inventory(fleet: "Fleet", path: Path) -> Path:
+def write_inventory(fleet: Fleet, path: Path) -> Path:
     data = inventory_data(fleet)
-    try:
-        import yaml
-
-        text = "# vmlab run {} (generated)\n".format(fleet.run_id) + yaml.safe_dump(data, sort_keys=False)
-    except ImportError:
+    if yaml is not None:
+        text = f"# vmlab run {fleet.run_id} (generated)\n" + yaml.safe_dump(data, sort_keys=False)
+    else:
         text = json.dumps(data, indent=2) + "\n"
     path.write_text(text)
     return path

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import time
 
 import pytest
 
-from .fleet import Fleet, FleetSpec
+from .fleet import Fleet, FleetSpec, reap_orphans
 from .image import ImageSpec, build_image
 
 
@@ -41,6 +42,8 @@ def vmlab_image():
     missing = missing_prerequisites()
     if missing:
         pytest.skip("vmlab needs: " + ", ".join(missing))
+    for line in reap_orphans():
+        report(line)
     t0 = time.monotonic()
     img = build_image(ImageSpec.from_env())
     report(f"image {img.path.name} ready in {time.monotonic() - t0:.1f} s "
@@ -48,9 +51,17 @@ def vmlab_image():
     return img
 
 
+def _sigterm_to_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="module")
 def vmlab_fleet_factory(vmlab_image):
     fleets: list[Fleet] = []
+    # A SIGTERM (CI timeout) becomes a KeyboardInterrupt, so pytest still runs the teardown below.
+    old = signal.getsignal(signal.SIGTERM)
+    if old is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
 
     def make(spec: FleetSpec) -> Fleet:
         fleet = Fleet(spec, vmlab_image)
@@ -63,10 +74,13 @@ def vmlab_fleet_factory(vmlab_image):
                    f"(guest RAM {st['memory_mb']} MiB), ssh 127.0.0.1:{st['ssh_port']}")
         return fleet
 
-    yield make
-    for fleet in fleets:
-        stats = fleet.stats() if fleet.vms else {}
-        for name, st in stats.items():
-            if st["alive"]:
-                report(f"  {name}: QEMU RSS at teardown {st['rss_mib']} MiB")
-        fleet.down()
+    try:
+        yield make
+    finally:
+        for fleet in fleets:
+            for name, st in (fleet.stats() if fleet.vms else {}).items():
+                if st["alive"]:
+                    report(f"  {name}: QEMU RSS at teardown {st['rss_mib']} MiB")
+            fleet.down()
+        if old is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from vmlab.fleet import Fleet, FleetSpec, LinkSpec, VMSpec, VmlabError, _size_bytes
+from vmlab.fleet import Fleet, FleetSpec, LinkSpec, VmlabError, VMSpec, _size_bytes
 from vmlab.image import BaseImage, ImageSpec
 from vmlab.inventory import inventory_data
 
