@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright (c) kvmops.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -22,10 +21,15 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
+import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmops.fleet.plugins.module_utils import _domxml, _evidence, _pause
 from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import (
-    LibvirtConnectError, libvirt, open_connection, run_bounded)
+    LibvirtConnectError,
+    libvirt,
+    open_connection,
+    run_bounded,
+)
 
 STATUS_DIR = "/run/libvirt/qemu"
 SCHEMA_VERSION = 1
@@ -37,7 +41,7 @@ PAUSED, CRASHED, RUNNING = 3, 6, 1
 
 def local_system_uri(uri: str) -> bool:
     """Status files are only meaningful for the local system QEMU driver."""
-    return uri.split("?")[0] in ("qemu:///system", "qemu+unix:///system")
+    return uri.split("?", maxsplit=1)[0] in ("qemu:///system", "qemu+unix:///system")
 
 
 def read_status_dir(status_dir: str, host) -> dict:
@@ -100,7 +104,7 @@ def _job_stats(dom) -> dict:
 def _block_stats(params: dict) -> list:
     out = []
     for i in range(int(params.get("block.count", 0))):
-        p = "block.%d." % i
+        p = f"block.{i}."
         out.append({"target": params.get(p + "name"), "path": params.get(p + "path"),
                     "capacity": params.get(p + "capacity"), "allocation": params.get(p + "allocation"),
                     "physical": params.get(p + "physical")})
@@ -109,11 +113,11 @@ def _block_stats(params: dict) -> list:
 
 # ---- the worker (runs in the forked child) -------------------------------------------------------------
 
-def _evidence_for(name: str, dom: dict, host, mounts: list, pools: list, lvs_cache: dict, timeout: float,
+def _evidence_for(name: str, dom: dict, host, mounts: list, pools: list, *, lvs_cache: dict, timeout: float,
                   log_dir: str, status_dir: str) -> dict:
     disks = [_evidence.gather_disk(x, host, mounts, pools, lvs_cache=lvs_cache, timeout=timeout)
              for x in dom.get("disks", [])]
-    status_path = os.path.join(status_dir, "%s.xml" % name)
+    status_path = os.path.join(status_dir, f"{name}.xml")
     try:
         mtime = host.mtime(status_path)
     except OSError:
@@ -136,8 +140,8 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
         mounts = []
     lvs_cache = {}
     for name in plan["busy"]:
-        emit(_evidence_for(name, plan["busy"][name], host, mounts, [], lvs_cache, probe_timeout(),
-                           plan["log_dir"], plan["status_dir"]))
+        emit(_evidence_for(name, plan["busy"][name], host, mounts, [], lvs_cache=lvs_cache,
+                           timeout=probe_timeout(), log_dir=plan["log_dir"], status_dir=plan["status_dir"]))
 
     conn = open_connection(uri)
     emit({"t": "connected"})
@@ -172,12 +176,13 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
         emit({"t": "begin", "name": name})
         rec = {"t": "domain", "name": name, "xml": None, "disk_errors": {}, "job": None, "control": None,
                "errors": []}
-        for key, call in (("xml", lambda: dom.XMLDesc(0)), ("disk_errors", dom.diskErrors),
-                          ("job", lambda: _job_stats(dom)), ("control", dom.controlInfo)):
+        calls = (("xml", lambda d=dom: d.XMLDesc(0)), ("disk_errors", dom.diskErrors),
+                 ("job", lambda d=dom: _job_stats(d)), ("control", dom.controlInfo))
+        for key, call in calls:
             try:
                 rec[key] = call()
             except libvirt.libvirtError as exc:
-                rec["errors"].append("%s: %s" % (key, exc.get_error_message()))
+                rec["errors"].append(f"{key}: {exc.get_error_message()}")
         emit(rec)
         details[name] = rec
 
@@ -188,22 +193,21 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
                 info = pool.info()
                 target = None
                 try:
-                    import xml.etree.ElementTree as ET
-                    target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+                    target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")  # noqa: S314 - libvirtd's own XML
                 except (libvirt.libvirtError, ET.ParseError):
                     target = None
                 pools.append({"name": pool.name(), "target_path": target, "capacity": info[1],
                               "allocation": info[2], "available": info[3]})
         except libvirt.libvirtError as exc:
-            emit({"t": "warning", "message": "storage pools: %s" % exc.get_error_message()})
+            emit({"t": "warning", "message": f"storage pools: {exc.get_error_message()}"})
         emit({"t": "pools", "pools": pools})
     for name, rec in details.items():
         try:
             dom = _domxml.parse_domain(rec["xml"]) if rec.get("xml") else {"disks": []}
         except _domxml.DomainXMLError:
             dom = {"disks": []}
-        emit(_evidence_for(name, dom, host, mounts, pools, lvs_cache, probe_timeout(), plan["log_dir"],
-                           plan["status_dir"]))
+        emit(_evidence_for(name, dom, host, mounts, pools, lvs_cache=lvs_cache, timeout=probe_timeout(),
+                           log_dir=plan["log_dir"], status_dir=plan["status_dir"]))
 
 
 # ---- the parent: plan, run, assemble --------------------------------------------------------------------
@@ -226,7 +230,8 @@ def collect(uri: str, timeout: float, patterns=None, include_running: bool = Fal
     plan = {"busy": busy, "bulk": not any_busy, "status_candidates": candidates, "patterns": patterns,
             "wall_deadline": wall_deadline, "log_dir": log_dir, "status_dir": status_dir}
     records, finished = run_bounded(worker, deadline, uri, plan)
-    return assemble(uri, timeout, records, finished, status, include_running, time.monotonic() - started,
+    return assemble(uri, timeout, records, finished, status, include_running=include_running,
+                    elapsed=time.monotonic() - started,
                     now=time.time())
 
 
@@ -236,7 +241,7 @@ def _iso(ts):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def assemble(uri, timeout, records, finished, status, include_running, elapsed, now) -> dict:
+def assemble(uri, timeout, records, finished, status, *, include_running, elapsed, now) -> dict:
     errors, warnings = [], []
     connected = any(r.get("t") == "connected" for r in records)
     stats = next((r for r in records if r.get("t") == "stats"), None)
@@ -252,14 +257,14 @@ def assemble(uri, timeout, records, finished, status, include_running, elapsed, 
             warnings.append(r["message"])
     if not finished:
         if not connected:
-            errors.append("libvirt did not accept a connection to %s within %ss" % (uri, timeout))
+            errors.append(f"libvirt did not accept a connection to {uri} within {timeout}s")
         elif stats is None:
-            errors.append("libvirt did not list the domains within %ss: a domain is probably blocked in a job "
-                          "(domains known from status files are under unresponsive)" % timeout)
+            errors.append(f"libvirt did not list the domains within {timeout}s: a domain is probably blocked in a job "
+                          "(domains known from status files are under unresponsive)")
         else:
             stuck = [n for n in begun if n not in details]
-            errors.append("libvirt did not answer within %ss%s" % (
-                timeout, " while querying domain %s" % stuck[0] if stuck else ""))
+            errors.append("libvirt did not answer within {}s{}".format(
+                timeout, f" while querying domain {stuck[0]}" if stuck else ""))
 
     # the domain universe: libvirt's answer, else the status files
     universe = {}
@@ -283,7 +288,7 @@ def assemble(uri, timeout, records, finished, status, include_running, elapsed, 
             running.append({"name": name, "uuid": u.get("uuid"), "reason_code": u.get("reason")})
         if state not in (PAUSED, CRASHED):
             continue
-        entry = _paused_entry(name, u, details.get(name), evidence.get(name), status.get(name), now)
+        entry = _paused_entry(name, u, details.get(name), evidence.get(name), status.get(name), now=now)
         paused.append(entry)
         if not entry["responsive"]:
             st = status.get(name)
@@ -310,7 +315,7 @@ def assemble(uri, timeout, records, finished, status, include_running, elapsed, 
     return facts
 
 
-def _paused_entry(name, u, det, ev, st, now) -> dict:
+def _paused_entry(name, u, det, ev, st, *, now) -> dict:
     responsive = det is not None
     dom = {}
     if det and det.get("xml"):
@@ -346,8 +351,8 @@ def _paused_entry(name, u, det, ev, st, now) -> dict:
     }
     diag = _pause.diagnose(diag_input)
     if not responsive:
-        why = ("not queried: its status file shows a %s job in flight, which can hold the domain lock so that "
-               "every libvirt call on it hangs" % job["kind"]) if job else \
+        why = ("not queried: its status file shows a {} job in flight, which can hold the domain lock so that "
+               "every libvirt call on it hangs".format(job["kind"])) if job else \
             "libvirt did not answer for this domain within the timeout"
     else:
         why = None
@@ -367,8 +372,8 @@ def _paused_entry(name, u, det, ev, st, now) -> dict:
         "job": job, "control": _control(det.get("control") if det else None),
         "watchdog_action": (dom.get("watchdog") or {}).get("action"), "on_lockfailure": dom.get("on_lockfailure"),
         "on_crash": dom.get("on_crash"), "log": {"path": log.get("path"), "lines": log.get("lines") or []},
-        "errors": list((det or {}).get("errors") or []) + list(
-            (e for x in ev_disks for e in x.get("errors", []))),
+        "errors": list((det or {}).get("errors") or []) + [
+            e for x in ev_disks for e in x.get("errors", [])],
     }
 
 
@@ -385,10 +390,10 @@ def _public_disk(x: dict, disk_errors: dict) -> dict:
     if x.get("path"):
         source = x["path"]
     elif x.get("type") == "network":
-        source = "%s://%s/%s" % (x.get("protocol"), ",".join(_evidence.endpoint_text(h) for h in x.get("hosts")),
+        source = "{}://{}/{}".format(x.get("protocol"), ",".join(_evidence.endpoint_text(h) for h in x.get("hosts")),
                                  x.get("export") or "")
     elif x.get("type") == "volume":
-        source = "%s/%s" % (x.get("pool"), x.get("volume"))
+        source = "{}/{}".format(x.get("pool"), x.get("volume"))
     else:
         source = None
     return {"target": x.get("target"), "type": x.get("type"), "device": x.get("device"), "source": source,

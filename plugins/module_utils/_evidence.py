@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright (c) kvmops.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -11,6 +10,7 @@ tests can hand in fakes. No ansible imports: this runs inside the module's forke
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import re
@@ -37,11 +37,11 @@ def fmt_bytes(num) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(num) < 1024 or unit == "TiB":
             if unit == "B":
-                return "%d B" % num
-            text = ("%.1f" % num).rstrip("0").rstrip(".")
-            return "%s %s" % (text, unit)
+                return f"{num:.0f} B"
+            text = (f"{num:.1f}").rstrip("0").rstrip(".")
+            return f"{text} {unit}"
         num /= 1024.0
-    return "%d B" % num  # pragma: no cover
+    return f"{num:.0f} B"  # pragma: no cover
 
 
 def _unescape(field: str) -> str:
@@ -69,9 +69,9 @@ def mount_for(path: str, mounts: list):
     best = None
     for m in mounts:
         mp = m["mount_point"]
-        if path == mp or path.startswith(mp.rstrip("/") + "/") or mp == "/":
-            if best is None or len(mp) >= len(best["mount_point"]):
-                best = m
+        inside = path == mp or path.startswith(mp.rstrip("/") + "/") or mp == "/"
+        if inside and (best is None or len(mp) >= len(best["mount_point"])):
+            best = m
     return best
 
 
@@ -114,7 +114,7 @@ def thin_pool_for(dm_path: str, lvs: list):
                 None)
     if pool is None:
         return None
-    return {"name": "%s/%s" % (pool.get("vg_name"), pool["lv_name"]), "data_percent": pool.get("data_percent"),
+    return {"name": "{}/{}".format(pool.get("vg_name"), pool["lv_name"]), "data_percent": pool.get("data_percent"),
             "metadata_percent": pool.get("metadata_percent")}
 
 
@@ -130,8 +130,7 @@ def last_start(text: str):
             found = m
     if found is None:
         return None
-    import calendar
-    secs = calendar.timegm(time.strptime("%s %s" % (found.group(1), found.group(2)), "%Y-%m-%d %H:%M:%S"))
+    secs = calendar.timegm(time.strptime(f"{found.group(1)} {found.group(2)}", "%Y-%m-%d %H:%M:%S"))
     return secs + (float(found.group(3)) if found.group(3) else 0.0)
 
 
@@ -147,7 +146,7 @@ def relevant_log_lines(text: str, limit: int = LOG_LINES) -> list:
             break
     for line in all_lines:
         s = line.strip()
-        if not s or s.startswith("-") or s.endswith("\\") or s.startswith("LC_ALL=") or "/usr/bin/qemu" in s:
+        if not s or s.startswith(("-", "LC_ALL=")) or s.endswith("\\") or "/usr/bin/qemu" in s:
             continue
         if _RELEVANT.search(s):
             lines.append(s[:400])
@@ -159,17 +158,17 @@ def pool_for_path(path: str, pools: list):
     best = None
     for p in pools:
         target = (p.get("target_path") or "").rstrip("/")
-        if target and path.startswith(target + "/"):
-            if best is None or len(target) > len(best["target_path"].rstrip("/")):
-                best = p
+        inside = bool(target) and path.startswith(target + "/")
+        if inside and (best is None or len(target) > len(best["target_path"].rstrip("/"))):
+            best = p
     return best
 
 
 def endpoint_text(host: dict) -> str:
     if host.get("transport") == "unix":
-        return "unix:%s" % host.get("socket")
+        return "unix:{}".format(host.get("socket"))
     port = host.get("port")
-    return "%s:%s" % (host.get("name"), port if port is not None else "default")
+    return "{}:{}".format(host.get("name"), port if port is not None else "default")
 
 
 class Host:
@@ -244,7 +243,7 @@ def gather_disk(disk: dict, host: Host, mounts: list, pools: list, *, lvs_cache:
         try:
             usage = fs_usage(host.statvfs(probe))
         except OSError as exc:
-            ev["errors"].append("statvfs %s: %s" % (probe, exc.strerror or exc))
+            ev["errors"].append(f"statvfs {probe}: {exc.strerror or exc}")
             usage = None
         mount = mount_for(real, mounts)
         if usage is not None or mount is not None:
@@ -279,7 +278,7 @@ def gather_disk(disk: dict, host: Host, mounts: list, pools: list, *, lvs_cache:
 
 
 def log_evidence(name: str, host: Host, log_dir: str = LOG_DIR) -> dict:
-    path = os.path.join(log_dir, "%s.log" % name)
+    path = os.path.join(log_dir, f"{name}.log")
     try:
         text = host.read_text(path, tail=LOG_TAIL_BYTES)
     except OSError as exc:

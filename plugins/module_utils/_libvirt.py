@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright (c) kvmops.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -14,6 +13,7 @@ calls on other domains by name/UUID still answer. No in-process timeout can inte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -54,14 +54,14 @@ def classify_error(code, message: str, uri: str) -> str:
                  "uri", getattr(libvirt, "VIR_ERR_CONFIG_UNSUPPORTED", -1): "uri"}
     kind = codes.get(code)
     if "permission denied" in low or "authentication" in low or "access denied" in low or kind == "auth":
-        return ("Permission denied connecting to %s: run the task as root (become: true) or as a member of the "
-                "libvirt group (%s)" % (uri, msg))
+        return (f"Permission denied connecting to {uri}: run the task as root (become: true) or as a member of the "
+                f"libvirt group ({msg})")
     if ("no such file or directory" in low or "connection refused" in low) and "sock" in low:
-        return "libvirtd is not running on this host: cannot connect to %s (%s)" % (uri, msg)
+        return f"libvirtd is not running on this host: cannot connect to {uri} ({msg})"
     if "no connection driver" in low or "unsupported" in low or kind == "uri" or "invalid" in low \
             or "no such file" in low:
-        return "Cannot use libvirt URI %r: %s" % (uri, msg)
-    return "Cannot connect to libvirt at %s: %s" % (uri, msg)
+        return f"Cannot use libvirt URI {uri!r}: {msg}"
+    return f"Cannot connect to libvirt at {uri}: {msg}"
 
 
 def open_connection(uri: str, readonly: bool = True):
@@ -106,12 +106,12 @@ def run_bounded(body, deadline: float, *args):
                 body(emit, *args)
             except KvmError as exc:
                 emit({"t": "error", "kind": type(exc).__name__, "message": str(exc)})
-            except Exception as exc:  # noqa: BLE001 - the child reports anything, the parent decides
-                emit({"t": "error", "kind": "internal", "message": "%s: %s" % (type(exc).__name__, exc),
+            except Exception as exc:
+                emit({"t": "error", "kind": "internal", "message": f"{type(exc).__name__}: {exc}",
                       "traceback": traceback.format_exc()})
             emit({"t": "done"})
             out.close()
-        except BaseException:  # noqa: BLE001 - a forked child must never unwind into the module
+        except BaseException:
             code = 1
         finally:
             os._exit(code)
@@ -142,12 +142,8 @@ def run_bounded(body, deadline: float, *args):
     finally:
         os.close(rfd)
         if not _pid_gone(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
     return records, finished

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright (c) kvmops.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -112,10 +111,10 @@ def _where(disk: dict) -> str:
     if disk.get("path"):
         return disk["path"]
     if disk.get("type") == "volume":
-        return "volume %s in pool %s" % (disk.get("volume"), disk.get("pool"))
+        return "volume {} in pool {}".format(disk.get("volume"), disk.get("pool"))
     if disk.get("type") == "network":
         hosts = ", ".join(e["endpoint"] for e in (disk.get("evidence") or {}).get("endpoints", []))
-        return "%s export %s (%s)" % (disk.get("protocol") or "network", disk.get("export") or "-",
+        return "{} export {} ({})".format(disk.get("protocol") or "network", disk.get("export") or "-",
                                       hosts or "no host")
     return disk.get("target") or "?"
 
@@ -127,20 +126,20 @@ def _space_state(disk: dict):
     if fs and fs.get("available_bytes") is not None:
         need = _headroom_needed(disk, fs)
         where = fs.get("mount_point") or disk.get("path")
-        dev = " (%s on %s)" % (fs.get("fstype"), fs.get("device")) if fs.get("device") else ""
+        dev = " ({} on {})".format(fs.get("fstype"), fs.get("device")) if fs.get("device") else ""
         avail, total = fs["available_bytes"], fs.get("total_bytes")
-        text = "%s%s has %s available for QEMU of %s" % (where, dev, fmt_bytes(avail), fmt_bytes(total))
+        text = f"{where}{dev} has {fmt_bytes(avail)} available for QEMU of {fmt_bytes(total)}"
         return avail >= need, text, need
     if thin and thin.get("data_percent") is not None:
         pct = thin["data_percent"]
-        text = "LVM thin pool %s is %.1f %% full (metadata %s %%)" % (thin["name"], pct,
+        text = "LVM thin pool {} is {:.1f} % full (metadata {} %)".format(thin["name"], pct,
                                                                    thin.get("metadata_percent"))
         return pct < 98.0 and (thin.get("metadata_percent") or 0) < 98.0, text, None
     if pool and pool.get("available") is not None:
-        text = "storage pool %s has %s available of %s" % (pool["name"], fmt_bytes(pool["available"]),
+        text = "storage pool {} has {} available of {}".format(pool["name"], fmt_bytes(pool["available"]),
                                                           fmt_bytes(pool.get("capacity")))
         return pool["available"] >= _headroom_needed(disk, None), text, None
-    return None, "free space of the storage behind %s is unknown" % _where(disk), None
+    return None, f"free space of the storage behind {_where(disk)} is unknown", None
 
 
 def _storage_full(d: Diagnosis, ev: dict, disks: list, inferred: bool) -> None:
@@ -153,33 +152,33 @@ def _storage_full(d: Diagnosis, ev: dict, disks: list, inferred: bool) -> None:
         fs = ev_disk.get("filesystem")
         if ok is None:
             unknown.append(disk)
-            d.remediation.append("Check free space behind %s (disk %s), free space or grow it, then resume."
-                                 % (_where(disk), disk.get("target")))
+            d.remediation.append(f"Check free space behind {_where(disk)} (disk {disk.get('target')}), free space "
+                                 "or grow it, then resume.")
         elif not ok:
             still_full.append(disk)
             if fs:
                 where = fs.get("mount_point") or disk.get("path")
                 d.remediation.append(
-                    "%s is full for QEMU (%s available of %s): free space or grow it (at least %s for disk %s "
-                    "at %s), then resume." % (where, fmt_bytes(fs.get("available_bytes")),
+                    "{} is full for QEMU ({} available of {}): free space or grow it (at least {} for disk {} "
+                    "at {}), then resume.".format(where, fmt_bytes(fs.get("available_bytes")),
                                               fmt_bytes(fs.get("total_bytes")), fmt_bytes(need),
                                               disk.get("target"), disk.get("path")))
             elif ev_disk.get("thin_pool"):
-                d.remediation.append("Extend LVM thin pool %s (lvextend) or free space in it, then resume."
-                                     % ev_disk["thin_pool"]["name"])
+                d.remediation.append(f"Extend LVM thin pool {ev_disk['thin_pool']['name']} (lvextend) or free space "
+                                     "in it, then resume.")
             else:
-                d.remediation.append("Free space in storage pool %s or grow it, then resume."
-                                     % (ev_disk.get("pool") or {}).get("name"))
+                pool_name = (ev_disk.get("pool") or {}).get("name")
+                d.remediation.append(f"Free space in storage pool {pool_name} or grow it, then resume.")
     first = disks[0] if disks else {}
-    d.summary = "disk %s ran out of space on %s%s" % (first.get("target"), _where(first),
+    d.summary = "disk {} ran out of space on {}{}".format(first.get("target"), _where(first),
                                                        " (inferred from free space)" if inferred else "")
     if still_full:
         d.safe, d.why = False, "the storage is still full: resuming would pause the domain again at once"
     elif unknown:
-        d.safe, d.why = False, "free space behind %s cannot be verified" % ", ".join(_where(x) for x in unknown)
+        d.safe, d.why = False, "free space behind {} cannot be verified".format(", ".join(_where(x) for x in unknown))
     else:
         d.safe, d.why = True, "enough space is available again on the storage that ran full"
-        d.remediation = ["Space is available again: resume the domain (virsh resume %s)." % ev.get("name")]
+        d.remediation = ["Space is available again: resume the domain (virsh resume {}).".format(ev.get("name"))]
 
 
 def _endpoint_state(disk: dict):
@@ -195,7 +194,7 @@ def _io_error(d: Diagnosis, ev: dict) -> None:
     nospace = [by_target.get(t, {"target": t}) for t, c in sorted(errors.items()) if c == 2]
     unspec = [by_target.get(t, {"target": t}) for t, c in sorted(errors.items()) if c == 1]
     for t, c in sorted(errors.items()):
-        d.findings.append("libvirt disk error on %s: %s (%d)" % (t, DISK_ERRORS.get(c, c), c))
+        d.findings.append(f"libvirt disk error on {t}: {DISK_ERRORS.get(c, c)} ({c})")
     if nospace:
         _storage_full(d, ev, nospace, inferred=False)
         return
@@ -214,62 +213,62 @@ def _io_error(d: Diagnosis, ev: dict) -> None:
         d.cause = "storage_unreachable"
         disk = unreachable[0]
         down = _endpoint_state(disk)[1]
-        d.summary = "disk %s lost its %s server %s" % (disk.get("target"), disk.get("protocol") or "network",
+        d.summary = "disk {} lost its {} server {}".format(disk.get("target"), disk.get("protocol") or "network",
                                                         ", ".join(e["endpoint"] for e in down))
         for x in unreachable:
             for e in _endpoint_state(x)[1]:
-                d.findings.append("endpoint %s of disk %s does not answer: %s" % (e["endpoint"], x.get("target"),
+                d.findings.append("endpoint {} of disk {} does not answer: {}".format(e["endpoint"], x.get("target"),
                                                                                   e.get("error")))
-                d.remediation.append("Bring the %s export %s back at %s, then resume."
-                                     % (x.get("protocol") or "network", x.get("export") or "", e["endpoint"]))
+                d.remediation.append(f"Bring the {x.get('protocol') or 'network'} export {x.get('export') or ''} "
+                                     f"back at {e['endpoint']}, then resume.")
         d.safe, d.why = False, "the storage endpoint still does not answer"
         return
     d.cause = "storage_io_error"
     disk = suspects[0] if suspects else {}
-    d.summary = "disk %s got an I/O error from %s" % (disk.get("target"), _where(disk))
+    d.summary = "disk {} got an I/O error from {}".format(disk.get("target"), _where(disk))
     paused_at = (ev.get("paused") or {}).get("since")
     started_at = ev.get("started_at")
     restarted = []
     for x in suspects:
         for e in _endpoint_state(x)[0]:
-            d.findings.append("endpoint %s of disk %s answers" % (e["endpoint"], x.get("target")))
+            d.findings.append("endpoint {} of disk {} answers".format(e["endpoint"], x.get("target")))
             created = e.get("created")
             if created is not None and paused_at is not None and created > paused_at:
                 restarted.append(e["endpoint"])
-                d.findings.append("endpoint %s was (re)created after the domain paused" % e["endpoint"])
+                d.findings.append("endpoint {} was (re)created after the domain paused".format(e["endpoint"]))
             elif created is not None and started_at is not None and created > started_at:
                 restarted.append(e["endpoint"])
-                d.findings.append("endpoint %s was (re)created after the domain started: the server that "
-                                  "failed has been replaced" % e["endpoint"])
+                d.findings.append("endpoint {} was (re)created after the domain started: the server that "
+                                  "failed has been replaced".format(e["endpoint"]))
         fs = (x.get("evidence") or {}).get("filesystem")
         if fs:
-            d.findings.append("%s is on %s (%s), %s available" % (x.get("path"), fs.get("mount_point"),
+            d.findings.append("{} is on {} ({}), {} available".format(x.get("path"), fs.get("mount_point"),
                                                                    fs.get("device"),
                                                                    fmt_bytes(fs.get("available_bytes"))))
     all_eps = [e for x in suspects for e in _endpoint_state(x)[0]]
     if network and all_eps and len(restarted) == len(all_eps) and len(network) == len(suspects):
         d.safe = True
         d.why = "every storage endpoint of the failed disks was replaced since the failure and answers"
-        d.remediation.append("The storage server was replaced after the failure: resume (virsh resume %s) and "
-                             "watch for a new pause." % ev.get("name"))
+        d.remediation.append("The storage server was replaced after the failure: resume (virsh resume {}) and "
+                             "watch for a new pause.".format(ev.get("name")))
         return
     d.safe = False
     d.why = ("an I/O error whose cause cannot be shown to be gone: the storage that failed is the one still "
              "serving") if all_eps else "an unspecified I/O error cannot be shown to be gone from the host side"
     for x in suspects or [{}]:
         if x.get("type") == "network":
-            d.remediation.append("Check the %s server for %s (its logs, the device behind it); restart or "
-                                 "replace it, then resume." % (x.get("protocol") or "network", _where(x)))
+            d.remediation.append("Check the {} server for {} (its logs, the device behind it); restart or "
+                                 "replace it, then resume.".format(x.get("protocol") or "network", _where(x)))
         elif x.get("type") == "block":
-            d.remediation.append("Check block device %s (dmesg, SMART, multipath, SAN); once healthy, resume."
-                                 % x.get("path"))
+            d.remediation.append(f"Check block device {x.get('path')} (dmesg, SMART, multipath, SAN); once healthy, "
+                                 "resume.")
         elif x.get("path"):
             fs = (x.get("evidence") or {}).get("filesystem") or {}
-            d.remediation.append("Check the device %s under %s (dmesg, SMART) for %s; once healthy, resume."
-                                 % (fs.get("device") or "?", fs.get("mount_point") or "?", x.get("path")))
+            d.remediation.append(f"Check the device {fs.get('device') or '?'} under {fs.get('mount_point') or '?'} "
+                                 f"(dmesg, SMART) for {x.get('path')}; once healthy, resume.")
         else:
-            d.remediation.append("Find the failing disk (virsh domblkerror %s), fix its storage, then resume."
-                                 % ev.get("name"))
+            d.remediation.append(f"Find the failing disk (virsh domblkerror {ev.get('name')}), fix its storage, "
+                                 "then resume.")
 
 
 # ---- other reasons -----------------------------------------------------------------------------------
@@ -281,20 +280,20 @@ def _job_rule(d: Diagnosis, ev: dict, job: dict, reason: int) -> None:
         d.cause = REASONS[reason][1]
     prog = job.get("progress_percent")
     elapsed = job.get("elapsed_seconds")
-    d.summary = "a %s job is in flight%s%s" % (kind.replace("_", " "),
-                                               ", %.0f %% done" % prog if prog is not None else "",
-                                               ", running for %ds" % elapsed if elapsed is not None else "")
-    d.findings.append("job %s (source: %s)" % (kind, job.get("source")))
+    d.summary = "a {} job is in flight{}{}".format(kind.replace("_", " "),
+                                               f", {prog:.0f} % done" if prog is not None else "",
+                                               f", running for {elapsed:.0f}s" if elapsed is not None else "")
+    d.findings.append("job {} (source: {})".format(kind, job.get("source")))
     if not ev.get("responsive", True):
         d.findings.append("libvirt does not answer for this domain: the job may be blocked (e.g. writing into "
                           "a pipe or file nobody reads)")
         d.remediation.append("Find the job's target (ps for the virsh/client that started it, ls -l "
-                             "/proc/$(pgrep -f 'guest=%s')/fd) and unblock it, or abort it with virsh "
-                             "domjobabort %s." % (ev.get("name"), ev.get("name")))
+                             "/proc/$(pgrep -f 'guest={}')/fd) and unblock it, or abort it with virsh "
+                             "domjobabort {}.".format(ev.get("name"), ev.get("name")))
     else:
-        d.remediation.append("Wait for the %s job to finish (virsh domjobinfo %s) or abort it (virsh domjobabort "
-                             "%s)." % (kind.replace("_", " "), ev.get("name"), ev.get("name")))
-    d.safe, d.why = False, "a %s job is in flight" % kind.replace("_", " ")
+        d.remediation.append("Wait for the {} job to finish (virsh domjobinfo {}) or abort it (virsh domjobabort "
+                             "{}).".format(kind.replace("_", " "), ev.get("name"), ev.get("name")))
+    d.safe, d.why = False, "a {} job is in flight".format(kind.replace("_", " "))
     if d.cause in ("postcopy", "postcopy_failed"):
         _postcopy(d, ev, reason)
 
@@ -304,16 +303,16 @@ def _postcopy(d: Diagnosis, ev: dict, reason: int) -> None:
     if reason == 12:
         d.summary = d.summary or "post-copy migration in progress"
         d.why = "post-copy migration: the destination owns the running state; never resume the source"
-        d.remediation = ["Let the post-copy migration finish on the destination (virsh domjobinfo %s); if it "
+        d.remediation = ["Let the post-copy migration finish on the destination (virsh domjobinfo {}); if it "
                          "stalls, recover it (virsh migrate-postcopy / migrate --postcopy-resume), never resume "
-                         "here." % ev.get("name")]
+                         "here.".format(ev.get("name"))]
     else:
         d.summary = d.summary or "post-copy migration failed"
         d.why = ("post-copy failed: guest memory is split between two hosts; resuming either copy corrupts "
                  "the guest")
-        d.remediation = ["Try to recover the migration (virsh migrate --postcopy-resume %s); if that is "
+        d.remediation = ["Try to recover the migration (virsh migrate --postcopy-resume {}); if that is "
                          "impossible the guest state is lost: destroy both halves and restore from backup."
-                         % ev.get("name")]
+                         .format(ev.get("name"))]
 
 
 def _lock_evidence(ev: dict) -> bool:
@@ -329,11 +328,11 @@ def diagnose(ev: dict) -> dict:
 
     if state == CRASHED:
         d.cause = "crashed"
-        d.summary = "the guest crashed (%s); on_crash=%s kept it for inspection" % (
+        d.summary = "the guest crashed ({}); on_crash={} kept it for inspection".format(
             CRASHED_REASONS.get(reason, reason), ev.get("on_crash") or "?")
         d.safe, d.why = False, "a crashed domain cannot be resumed"
-        d.remediation = ["Collect a memory dump if needed (virsh dump --memory-only %s /var/tmp/%s.core), "
-                         "then restart it (virsh destroy %s; virsh start %s)." % (name, name, name, name)]
+        d.remediation = [f"Collect a memory dump if needed (virsh dump --memory-only {name} /var/tmp/{name}.core), "
+                         f"then restart it (virsh destroy {name}; virsh start {name})."]
         return _finish(d, ev)
 
     if job and job.get("active"):
@@ -342,9 +341,9 @@ def diagnose(ev: dict) -> dict:
 
     entry = REASONS.get(reason)
     if entry is None:
-        d.cause, d.summary = "unknown", "paused for reason code %s this module does not know" % reason
+        d.cause, d.summary = "unknown", f"paused for reason code {reason} this module does not know"
         d.safe, d.why = False, "unknown pause reason"
-        d.remediation = ["Check virsh domstate --reason %s and the libvirtd log." % name]
+        d.remediation = [f"Check virsh domstate --reason {name} and the libvirtd log."]
         return _finish(d, ev)
     d.cause = entry[1]
 
@@ -356,23 +355,23 @@ def diagnose(ev: dict) -> dict:
             d.cause = "emulation_failure"
             d.summary = "QEMU stopped the guest after an emulation/internal error"
             d.safe, d.why = False, "QEMU refuses to continue a guest after an emulation failure"
-            d.remediation = ["Read the QEMU log (/var/log/libvirt/qemu/%s.log); destroy and start the domain "
-                             "(consider TCG or a newer kernel/QEMU)." % name]
+            d.remediation = [f"Read the QEMU log (/var/log/libvirt/qemu/{name}.log); destroy and start the domain "
+                             "(consider TCG or a newer kernel/QEMU)."]
         else:
             d.summary = "QEMU is stopped but libvirt does not know why"
             if "custom-monitor" in lines:
                 d.findings.append("the domain is tainted by custom-monitor: someone stopped QEMU through its "
                                   "monitor behind libvirt's back")
             d.safe, d.why = False, "the cause is unknown; inspect before resuming"
-            d.remediation = ["Look at the QEMU log (/var/log/libvirt/qemu/%s.log) and who drove its monitor; "
-                             "resume (virsh resume %s) only once the cause is understood." % (name, name)]
+            d.remediation = [f"Look at the QEMU log (/var/log/libvirt/qemu/{name}.log) and who drove its monitor; "
+                             f"resume (virsh resume {name}) only once the cause is understood."]
     elif reason == 1:
         if ev.get("on_lockfailure") == "pause" and _lock_evidence(ev):
             d.cause = "lock_failure"
             d.summary = "the disk lease was lost (on_lockfailure=pause)"
             d.safe, d.why = False, "the domain lost its disk lock; another host may be using the disks"
-            d.remediation = ["Check the lock manager (sanlock/virtlockd) and that no other host runs %s; "
-                             "re-acquire the lease before resuming." % name]
+            d.remediation = [f"Check the lock manager (sanlock/virtlockd) and that no other host runs {name}; "
+                             "re-acquire the lease before resuming."]
         else:
             d.summary = "paused by a user or a management tool (virsh suspend)"
             if ev.get("on_lockfailure") == "pause":
@@ -380,42 +379,40 @@ def diagnose(ev: dict) -> dict:
                 d.safe, d.why = False, ("on_lockfailure=pause makes a lost lock look like a user pause; "
                                         "verify the lease first")
                 d.remediation = ["Verify the disk lease (sanlock client status / virtlockd) then resume "
-                                 "(virsh resume %s)." % name]
+                                 f"(virsh resume {name})."]
             else:
                 d.safe, d.why = True, "paused on request; nothing points at a fault"
-                d.remediation = ["Resume when whoever paused it is done (virsh resume %s)." % name]
+                d.remediation = [f"Resume when whoever paused it is done (virsh resume {name})."]
     elif reason == 2:
         d.summary = "paused for a migration, no migration job is running any more"
         d.safe, d.why = False, "the migration may have completed on the destination: resuming here could run " \
                                "the guest twice"
-        d.remediation = ["Check whether %s runs on the destination host; if it does, destroy this copy; if "
-                         "not, resume here." % name]
+        d.remediation = [f"Check whether {name} runs on the destination host; if it does, destroy this copy; if "
+                         "not, resume here."]
     elif reason in (3, 4, 9):
         what = {3: "save", 4: "dump", 9: "snapshot"}[reason]
-        d.summary = "left paused by a %s that is no longer running" % what
-        d.safe, d.why = True, "no %s job is in flight any more" % what
-        d.remediation = ["Check that the %s finished (virsh domjobinfo --completed %s), then resume."
-                         % (what, name)]
+        d.summary = f"left paused by a {what} that is no longer running"
+        d.safe, d.why = True, f"no {what} job is in flight any more"
+        d.remediation = [f"Check that the {what} finished (virsh domjobinfo --completed {name}), then resume."]
     elif reason == 6:
         action = (ev.get("watchdog") or {}).get("action")
-        d.summary = "the guest stopped feeding its watchdog (%s, action=%s)" % (
+        d.summary = "the guest stopped feeding its watchdog ({}, action={})".format(
             (ev.get("watchdog") or {}).get("model"), action)
         d.safe, d.why = False, "the guest OS hung; resuming continues a hung guest"
-        d.remediation = ["Look at the guest console (virsh console %s) or take a dump; then reset it (virsh "
-                         "reset %s) rather than resume." % (name, name)]
+        d.remediation = [f"Look at the guest console (virsh console {name}) or take a dump; then reset it (virsh "
+                         f"reset {name}) rather than resume."]
     elif reason == 7:
         d.summary = "restored from a snapshot in the paused state"
         d.safe, d.why = True, "restored paused on request; nothing points at a fault"
-        d.remediation = ["Resume when ready (virsh resume %s)." % name]
+        d.remediation = [f"Resume when ready (virsh resume {name})."]
     elif reason == 8:
         d.summary = "paused while shutting down"
         d.safe, d.why = False, "the domain is shutting down"
-        d.remediation = ["Wait for the shutdown to finish or destroy it (virsh destroy %s)." % name]
+        d.remediation = [f"Wait for the shutdown to finish or destroy it (virsh destroy {name})."]
     elif reason == 10:
         d.summary = "the guest crashed and was kept paused (on_crash=%s)" % (ev.get("on_crash") or "?")
         d.safe, d.why = False, "the guest crashed; resuming does not recover it"
-        d.remediation = ["Dump it for analysis (virsh dump --memory-only %s FILE), then destroy and start it."
-                         % name]
+        d.remediation = [f"Dump it for analysis (virsh dump --memory-only {name} FILE), then destroy and start it."]
     elif reason == 11:
         d.summary = "the domain is starting up"
         d.safe, d.why = False, "libvirt is still starting the domain"
@@ -425,7 +422,7 @@ def diagnose(ev: dict) -> dict:
     elif reason == 14:
         d.summary = "libvirt paused the domain after a failed API call"
         d.safe, d.why = False, "an API call failed half-way; the domain's state needs checking"
-        d.remediation = ["Read the libvirtd log for %s, fix what failed, then resume." % name]
+        d.remediation = [f"Read the libvirtd log for {name}, fix what failed, then resume."]
     return _finish(d, ev)
 
 

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright (c) kvmops.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -119,7 +118,9 @@ ansible_facts:
           type: float
           sample: 0.21
         complete:
-          description: V(false) when libvirt did not answer everything within O(timeout); see RV(ansible_facts.kvm_pause.errors).
+          description:
+            - V(false) when libvirt did not answer everything within O(timeout).
+            - See RV(ansible_facts.kvm_pause.errors).
           returned: always
           type: bool
           sample: true
@@ -203,7 +204,10 @@ ansible_facts:
               returned: always
               type: list
               elements: str
-              sample: ['/var/lib/libvirt/images is full for QEMU (0 B available of 20 MiB): free space or grow it, then resume.']
+              sample:
+                - >-
+                  /var/lib/libvirt/images is full for QEMU (0 B available of 20 MiB): free space or grow it,
+                  then resume.
             safe_to_resume:
               description:
                 - Whether resuming now is safe. Never V(true) for post-copy, jobs in flight, or an I/O error whose
@@ -330,26 +334,25 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import (
-    HAS_LIBVIRT, KvmError)
 from ansible_collections.kvmops.fleet.plugins.module_utils._collect import collect
+from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import HAS_LIBVIRT, KvmError
 
 
 def main():
     started = time.monotonic()
     module = AnsibleModule(
-        argument_spec=dict(
-            uri=dict(type="str", default="qemu:///system"),
-            timeout=dict(type="float", default=10),
-            domains=dict(type="list", elements="str", default=[]),
-            include_running=dict(type="bool", default=False),
-        ),
+        argument_spec={
+            "uri": {"type": "str", "default": "qemu:///system"},
+            "timeout": {"type": "float", "default": 10},
+            "domains": {"type": "list", "elements": "str", "default": []},
+            "include_running": {"type": "bool", "default": False},
+        },
         supports_check_mode=True,
     )
     if not HAS_LIBVIRT:
         module.fail_json(msg=missing_required_lib("libvirt-python (import libvirt)"))
     if module.params["timeout"] <= 0:
-        module.fail_json(msg="timeout must be a positive number of seconds, got %s" % module.params["timeout"])
+        module.fail_json(msg="timeout must be a positive number of seconds, got {}".format(module.params["timeout"]))
 
     try:
         facts = collect(module.params["uri"], module.params["timeout"], module.params["domains"],

@@ -29,7 +29,8 @@ def domain_xml(i: int, state: int, prefix: str = "vm", images: str = "/var/lib/l
     network disk every 5th, a watchdog every 4th; error policies stop/enospace alternate."""
     name = f"{prefix}{i:04d}"
     policy = "stop" if i % 2 == 0 else "enospace"
-    disks = [f"""<disk type='file' device='disk'><driver name='qemu' type='qcow2' error_policy='{policy}' rerror_policy='stop'/>
+    driver = f"<driver name='qemu' type='qcow2' error_policy='{policy}' rerror_policy='stop'/>"
+    disks = [f"""<disk type='file' device='disk'>{driver}
         <source file='{escape(images)}/{name}.qcow2'/><target dev='vda' bus='virtio'/></disk>"""]
     if i % 3 == 0:
         disks.append(f"""<disk type='block' device='disk'><driver name='qemu' type='raw' error_policy='stop'/>
@@ -55,7 +56,7 @@ def domain_xml(i: int, state: int, prefix: str = "vm", images: str = "/var/lib/l
 """
 
 
-def fleet_xml(n: int, mix: tuple[int, ...] = DEFAULT_MIX, numa_nodes: int = 2, sockets: int = 2, cores: int = 4,
+def fleet_xml(n: int, *, mix: tuple[int, ...] = DEFAULT_MIX, numa_nodes: int = 2, sockets: int = 2, cores: int = 4,
               threads: int = 2, mhz: int = 2600, memory_kib: int = 64 * 1024 * 1024, prefix: str = "vm") -> str:
     if numa_nodes < 1 or n < 0 or not mix:
         raise ValueError("need numa_nodes >= 1, n >= 0 and a non-empty state mix")

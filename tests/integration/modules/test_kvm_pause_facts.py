@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.kvmops.fleet.plugins.module_utils._collect import collect
 from kvmlab.testdriver import write_fleet
 
 pytestmark = pytest.mark.lab
@@ -28,18 +31,18 @@ def run_module(args: dict, *, env_extra: dict | None = None, interpreter: str = 
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_COLLECTIONS_PATH=str(REPO / ".build" / "collections"), ANSIBLE_HOST_KEY_CHECKING="0",
                **(env_extra or {}))
-    cmd = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={interpreter}",
+    cmd = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local",
+           "-e", f"ansible_python_interpreter={interpreter}",
            "-m", "kvmops.fleet.kvm_pause_facts"] + (["-a", json.dumps(args)] if args else [])
     if user:
-        cmd = ["runuser", "-u", user, "--", "env", *[f"{k}={v}" for k, v in env.items() if k.startswith(
-            ("ANSIBLE_", "PATH", "HOME"))]] + cmd
+        keep = [f"{k}={v}" for k, v in env.items() if k.startswith(("ANSIBLE_", "PATH", "HOME"))]
+        cmd = ["runuser", "-u", user, "--", "env", *keep, *cmd]
     t = time.monotonic()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     wall = time.monotonic() - t
     out = json.loads(proc.stdout)
     task = out["plays"][0]["tasks"][0]
     d = task["task"]["duration"]
-    from datetime import datetime
     secs = (datetime.fromisoformat(d["end"].rstrip("Z")) - datetime.fromisoformat(d["start"].rstrip("Z"))
             ).total_seconds()
     return task["hosts"]["localhost"], secs, wall
@@ -57,7 +60,7 @@ def text(entry) -> str:
 
 
 def module_leftovers() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], stdout=subprocess.PIPE, text=True).stdout
+    out = subprocess.run(["ps", "-eo", "pid,args"], stdout=subprocess.PIPE, text=True, check=True).stdout
     return [line for line in out.splitlines() if "kvm_pause_facts" in line and "ps -eo" not in line]
 
 
@@ -177,7 +180,6 @@ def test_hung_job_does_not_hang_the_task(lab_domain):
 
 def test_worker_is_killed_when_libvirt_itself_hangs(lab_domain):
     """Without the status files the one bulk call hangs on the blocked domain: the worker is killed."""
-    from ansible_collections.kvmops.fleet.plugins.module_utils._collect import collect
     lab_domain("saving")
     t = time.monotonic()
     f = collect("qemu:///system", 2, status_dir="/nonexistent")
@@ -191,7 +193,7 @@ def test_worker_is_killed_when_libvirt_itself_hangs(lab_domain):
 
 def test_module_on_test_driver(tmp_path):
     uri = write_fleet(tmp_path / "fleet.xml", 200)
-    res, task_s, _ = run_module({"uri": uri, "include_running": True})
+    res, _, _ = run_module({"uri": uri, "include_running": True})
     f = res["ansible_facts"]["kvm_pause"]
     assert f["summary"]["total"] == 200 and len(f["paused"]) == 60 and len(f["running"]) == 120
     assert f["collection"] == "getAllDomainStats"
@@ -219,8 +221,7 @@ def test_libvirt_python_missing():
     assert_no_traceback(res)
 
 
-def test_permission_denied(tmp_path):
-    import socket
+def test_permission_denied():
     priv = Path("/tmp") / f"kpf-priv-{os.getpid()}"
     priv.mkdir(mode=0o700)
     home = Path("/tmp") / f"kpf-home-{os.getpid()}"
@@ -246,7 +247,8 @@ def test_diagnose_playbook_prints_the_table(tmp_path):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".build" / "collections"))
     proc = subprocess.run([str(Path(PY).with_name("ansible-playbook")), "-i", str(inv), "kvmops.fleet.diagnose",
                            "-e", f"kvmops_diagnose_uri={uri}", "-e", "kvmops_diagnose_hosts=localhost"],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+                          check=False)
     assert proc.returncode == 0, proc.stdout
     assert "VM                           CAUSE" in proc.stdout
     assert "vm0009                       crashed" in proc.stdout

@@ -56,14 +56,15 @@ STATUS = """<domstatus state='%s' reason='%s' pid='4242'>%s
 def test_busy_domain_from_status_file_is_never_queried(tmp_path, monkeypatch):
     sd = tmp_path / "status"
     sd.mkdir()
-    (sd / "kpf-busy.xml").write_text(STATUS % ("paused", "save", "<job type='none' async='save' asyncStarted='%d'/>"
-                                               % int((time.time() - 30) * 1000), "kpf-busy",
+    started_ms = int((time.time() - 30) * 1000)
+    job = f"<job type='none' async='save' asyncStarted='{started_ms}'/>"
+    (sd / "kpf-busy.xml").write_text(STATUS % ("paused", "save", job, "kpf-busy",
                                                "11111111-1111-1111-1111-111111111111", tmp_path / "d.img"))
     monkeypatch.setattr(_collect, "local_system_uri", lambda uri: True)
     uri = write_fleet(tmp_path / "f.xml", 10)
     f = _collect.collect(uri, 10, status_dir=str(sd), log_dir=str(tmp_path))
     assert f["collection"] == "domainListGetStats"       # the bulk call is avoided while a domain is busy
-    busy = [p for p in f["paused"] if p["name"] == "kpf-busy"][0]
+    busy = next(p for p in f["paused"] if p["name"] == "kpf-busy")
     assert busy["cause"] == "save_job" and not busy["responsive"] and busy["source"] == "status_xml"
     assert busy["safe_to_resume"] is False and busy["job"]["kind"] == "save"
     assert 29 <= busy["paused_for_seconds"] < 60 and busy["paused_since_source"] == "status_xml_job_started"
@@ -94,14 +95,15 @@ def test_run_bounded_reports_child_errors():
 
 
 def test_assemble_timeout_messages():
-    f = _collect.assemble("qemu:///system", 3, [], False, {}, False, 3.0, time.time())
+    f = _collect.assemble("qemu:///system", 3, [], False, {}, include_running=False, elapsed=3.0, now=time.time())
     assert f["errors"] == ["libvirt did not accept a connection to qemu:///system within 3s"]
     assert not f["complete"]
-    f = _collect.assemble("qemu:///system", 3, [{"t": "connected"}], False, {}, False, 3.0, time.time())
+    f = _collect.assemble("qemu:///system", 3, [{"t": "connected"}], False, {}, include_running=False, elapsed=3.0,
+                          now=time.time())
     assert "did not list the domains" in f["errors"][0]
     recs = [{"t": "connected"}, {"t": "stats", "via": "getAllDomainStats", "domains": [
         {"name": "a", "uuid": "u", "state": 3, "reason": 1, "block": []}]}, {"t": "begin", "name": "a"}]
-    f = _collect.assemble("qemu:///system", 3, recs, False, {}, False, 3.0, time.time())
+    f = _collect.assemble("qemu:///system", 3, recs, False, {}, include_running=False, elapsed=3.0, now=time.time())
     assert "while querying domain a" in f["errors"][0]
     assert f["paused"][0]["responsive"] is False and f["paused"][0]["safe_to_resume"] is False
     assert f["unresponsive"][0]["queried"] is True
@@ -110,7 +112,7 @@ def test_assemble_timeout_messages():
 def test_connect_error_is_typed():
     recs = [{"t": "error", "kind": "LibvirtConnectError", "message": "libvirtd is not running"}]
     with pytest.raises(_libvirt.LibvirtConnectError, match="not running"):
-        _collect.assemble("qemu:///system", 3, recs, True, {}, False, 0.1, time.time())
+        _collect.assemble("qemu:///system", 3, recs, True, {}, include_running=False, elapsed=0.1, now=time.time())
 
 
 @pytest.mark.parametrize("msg,expect", [

@@ -29,10 +29,10 @@ DOMAIN = """<domain type='kvm' id='7'>
   </devices>
 </domain>"""
 
-STATUS = """<domstatus state='paused' reason='save' pid='5070'>
+STATUS = f"""<domstatus state='paused' reason='save' pid='5070'>
   <job type='none' async='save' flags='0x0' asyncStarted='1795669479115'/>
-  %s
-</domstatus>""" % DOMAIN
+  {DOMAIN}
+</domstatus>"""
 
 
 def test_parse_domain_disks_and_policies():
@@ -59,9 +59,9 @@ def test_parse_status_job_and_state():
 
 @pytest.mark.parametrize("code,name", list(enumerate(_domxml.PAUSED_REASON_NAMES)))
 def test_every_paused_reason_name_round_trips(code, name):
-    s = _domxml.parse_status("<domstatus state='paused' reason='%s' pid='1'>%s</domstatus>" % (name, DOMAIN))
+    s = _domxml.parse_status(f"<domstatus state='paused' reason='{name}' pid='1'>{DOMAIN}</domstatus>")
     assert s["reason"] == code and s["job"] is None
-    assert _domxml.state_text(3, code) == "paused (%s)" % name
+    assert _domxml.state_text(3, code) == f"paused ({name})"
 
 
 def test_crashed_status_and_defaults():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from types import SimpleNamespace
 
 import pytest
@@ -137,7 +138,6 @@ def test_gather_disk_file_block_network():
 def test_real_connect_is_bounded_and_reports(tmp_path):
     err = _evidence.Host().connect({"transport": "unix", "socket": str(tmp_path / "none.sock")}, 0.2)
     assert "No such file" in err
-    import socket
     srv = socket.socket(socket.AF_UNIX)
     srv.bind(str(tmp_path / "ok.sock"))
     srv.listen(1)

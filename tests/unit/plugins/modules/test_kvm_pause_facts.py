@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 
+import libvirt
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
+from ansible_collections.kvmops.fleet.plugins.module_utils import _libvirt
 from ansible_collections.kvmops.fleet.plugins.modules import kvm_pause_facts
 from kvmlab.testdriver import write_fleet
 
@@ -44,10 +46,6 @@ def test_daemon_down(tmp_path, capsys):
 
 
 def test_permission_denied(monkeypatch, capsys):
-    import libvirt
-
-    from ansible_collections.kvmops.fleet.plugins.module_utils import _libvirt
-
     def denied(uri):
         err = libvirt.libvirtError("Failed to connect socket to '/run/libvirt/libvirt-sock-ro': Permission denied")
         raise err
