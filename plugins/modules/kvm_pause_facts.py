@@ -21,7 +21,7 @@ description:
     job (whose libvirt calls would hang) is reported from libvirtd's status file under C(/run/libvirt/qemu).
   - Read-only. Uses a read-only libvirt connection.
 author:
-  - kvmops.fleet maintainers
+  - kvmops.fleet contributors (@kvmops)
 extends_documentation_fragment:
   - kvmops.fleet._attributes
   - kvmops.fleet._attributes.FACTS

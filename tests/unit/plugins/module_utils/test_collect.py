@@ -6,10 +6,10 @@ import time
 
 import pytest
 
+pytest.importorskip("libvirt")     # the Python 3.9 tier runs without libvirt-python: pure tests only
+
 from ansible_collections.kvmops.fleet.plugins.module_utils import _collect, _libvirt
 from kvmlab.testdriver import write_fleet
-
-pytest.importorskip("libvirt")
 
 
 @pytest.fixture
