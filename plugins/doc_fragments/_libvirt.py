@@ -6,7 +6,6 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-
     # libvirt connection options shared by the collection's modules
     DOCUMENTATION = r"""
 options:

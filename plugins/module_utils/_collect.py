@@ -33,8 +33,19 @@ from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import (
 
 STATUS_DIR = "/run/libvirt/qemu"
 SCHEMA_VERSION = 1
-JOB_OPERATIONS = {0: "unknown", 1: "start", 2: "save", 3: "restore", 4: "migration_in", 5: "migration_out",
-                  6: "snapshot", 7: "snapshot_revert", 8: "dump", 9: "backup", 10: "snapshot_delete"}
+JOB_OPERATIONS = {
+    0: "unknown",
+    1: "start",
+    2: "save",
+    3: "restore",
+    4: "migration_in",
+    5: "migration_out",
+    6: "snapshot",
+    7: "snapshot_revert",
+    8: "dump",
+    9: "backup",
+    10: "snapshot_delete",
+}
 CONTROL_STATES = {0: "ok", 1: "job", 2: "occupied", 3: "error"}
 PAUSED, CRASHED, RUNNING = 3, 6, 1
 
@@ -74,20 +85,29 @@ def status_job(st: dict | None) -> dict | None:
     if not job:
         return None
     kind = job["async"] if job.get("async") not in (None, "none") else job.get("type")
-    return {"active": True, "kind": (kind or "unknown").replace(" ", "_").replace(".", "_"),
-            "progress_percent": None, "elapsed_seconds": None, "started_ms": job.get("started_ms"),
-            "source": "status_xml"}
+    return {
+        "active": True,
+        "kind": (kind or "unknown").replace(" ", "_").replace(".", "_"),
+        "progress_percent": None,
+        "elapsed_seconds": None,
+        "started_ms": job.get("started_ms"),
+        "source": "status_xml",
+    }
 
 
 def job_from_stats(stats: dict | None) -> dict | None:
     """virDomainGetJobStats dict -> our job dict; None when no job is active."""
-    if not stats or stats.get("type", 0) in (0, 3, 4, 5):   # none, completed, failed, cancelled
+    if not stats or stats.get("type", 0) in (0, 3, 4, 5):  # none, completed, failed, cancelled
         return None
     total, done = stats.get("data_total"), stats.get("data_processed")
-    return {"active": True, "kind": JOB_OPERATIONS.get(stats.get("operation", 0), "unknown"),
-            "progress_percent": round(100.0 * done / total, 1) if total and done is not None else None,
-            "elapsed_seconds": round(stats["time_elapsed"] / 1000.0, 1) if stats.get("time_elapsed") else None,
-            "started_ms": None, "source": "libvirt"}
+    return {
+        "active": True,
+        "kind": JOB_OPERATIONS.get(stats.get("operation", 0), "unknown"),
+        "progress_percent": round(100.0 * done / total, 1) if total and done is not None else None,
+        "elapsed_seconds": round(stats["time_elapsed"] / 1000.0, 1) if stats.get("time_elapsed") else None,
+        "started_ms": None,
+        "source": "libvirt",
+    }
 
 
 def _job_stats(dom) -> dict:
@@ -105,25 +125,49 @@ def _block_stats(params: dict) -> list:
     out = []
     for i in range(int(params.get("block.count", 0))):
         p = f"block.{i}."
-        out.append({"target": params.get(p + "name"), "path": params.get(p + "path"),
-                    "capacity": params.get(p + "capacity"), "allocation": params.get(p + "allocation"),
-                    "physical": params.get(p + "physical")})
+        out.append(
+            {
+                "target": params.get(p + "name"),
+                "path": params.get(p + "path"),
+                "capacity": params.get(p + "capacity"),
+                "allocation": params.get(p + "allocation"),
+                "physical": params.get(p + "physical"),
+            }
+        )
     return out
 
 
 # ---- the worker (runs in the forked child) -------------------------------------------------------------
 
-def _evidence_for(name: str, dom: dict, host, mounts: list, pools: list, *, lvs_cache: dict, timeout: float,
-                  log_dir: str, status_dir: str) -> dict:
-    disks = [_evidence.gather_disk(x, host, mounts, pools, lvs_cache=lvs_cache, timeout=timeout)
-             for x in dom.get("disks", [])]
+
+def _evidence_for(
+    name: str,
+    dom: dict,
+    host,
+    mounts: list,
+    pools: list,
+    *,
+    lvs_cache: dict,
+    timeout: float,
+    log_dir: str,
+    status_dir: str,
+) -> dict:
+    disks = [
+        _evidence.gather_disk(x, host, mounts, pools, lvs_cache=lvs_cache, timeout=timeout)
+        for x in dom.get("disks", [])
+    ]
     status_path = os.path.join(status_dir, f"{name}.xml")
     try:
         mtime = host.mtime(status_path)
     except OSError:
         mtime = None
-    return {"t": "evidence", "name": name, "disks": disks, "log": _evidence.log_evidence(name, host, log_dir),
-            "status_mtime": mtime}
+    return {
+        "t": "evidence",
+        "name": name,
+        "disks": disks,
+        "log": _evidence.log_evidence(name, host, log_dir),
+        "status_mtime": mtime,
+    }
 
 
 def worker(emit, uri: str, plan: dict, host=None) -> None:
@@ -140,8 +184,19 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
         mounts = []
     lvs_cache = {}
     for name in plan["busy"]:
-        emit(_evidence_for(name, plan["busy"][name], host, mounts, [], lvs_cache=lvs_cache,
-                           timeout=probe_timeout(), log_dir=plan["log_dir"], status_dir=plan["status_dir"]))
+        emit(
+            _evidence_for(
+                name,
+                plan["busy"][name],
+                host,
+                mounts,
+                [],
+                lvs_cache=lvs_cache,
+                timeout=probe_timeout(),
+                log_dir=plan["log_dir"],
+                status_dir=plan["status_dir"],
+            )
+        )
 
     conn = open_connection(uri)
     emit({"t": "connected"})
@@ -164,8 +219,13 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
         name = dom.name()
         if not selected(name, plan["patterns"]):
             continue
-        entry = {"name": name, "uuid": dom.UUIDString(), "state": params.get("state.state"),
-                 "reason": params.get("state.reason"), "block": _block_stats(params)}
+        entry = {
+            "name": name,
+            "uuid": dom.UUIDString(),
+            "state": params.get("state.state"),
+            "reason": params.get("state.reason"),
+            "block": _block_stats(params),
+        }
         domains.append(entry)
         if entry["state"] in (PAUSED, CRASHED):
             handles[name] = dom
@@ -174,10 +234,13 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
     details = {}
     for name, dom in handles.items():
         emit({"t": "begin", "name": name})
-        rec = {"t": "domain", "name": name, "xml": None, "disk_errors": {}, "job": None, "control": None,
-               "errors": []}
-        calls = (("xml", lambda d=dom: d.XMLDesc(0)), ("disk_errors", dom.diskErrors),
-                 ("job", lambda d=dom: _job_stats(d)), ("control", dom.controlInfo))
+        rec = {"t": "domain", "name": name, "xml": None, "disk_errors": {}, "job": None, "control": None, "errors": []}
+        calls = (
+            ("xml", lambda d=dom: d.XMLDesc(0)),
+            ("disk_errors", dom.diskErrors),
+            ("job", lambda d=dom: _job_stats(d)),
+            ("control", dom.controlInfo),
+        )
         for key, call in calls:
             try:
                 rec[key] = call()
@@ -196,8 +259,15 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
                     target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")  # noqa: S314 - libvirtd's own XML
                 except (libvirt.libvirtError, ET.ParseError):
                     target = None
-                pools.append({"name": pool.name(), "target_path": target, "capacity": info[1],
-                              "allocation": info[2], "available": info[3]})
+                pools.append(
+                    {
+                        "name": pool.name(),
+                        "target_path": target,
+                        "capacity": info[1],
+                        "allocation": info[2],
+                        "available": info[3],
+                    }
+                )
         except libvirt.libvirtError as exc:
             emit({"t": "warning", "message": f"storage pools: {exc.get_error_message()}"})
         emit({"t": "pools", "pools": pools})
@@ -206,14 +276,35 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
             dom = _domxml.parse_domain(rec["xml"]) if rec.get("xml") else {"disks": []}
         except _domxml.DomainXMLError:
             dom = {"disks": []}
-        emit(_evidence_for(name, dom, host, mounts, pools, lvs_cache=lvs_cache, timeout=probe_timeout(),
-                           log_dir=plan["log_dir"], status_dir=plan["status_dir"]))
+        emit(
+            _evidence_for(
+                name,
+                dom,
+                host,
+                mounts,
+                pools,
+                lvs_cache=lvs_cache,
+                timeout=probe_timeout(),
+                log_dir=plan["log_dir"],
+                status_dir=plan["status_dir"],
+            )
+        )
 
 
 # ---- the parent: plan, run, assemble --------------------------------------------------------------------
 
-def collect(uri: str, timeout: float, patterns=None, include_running: bool = False, *, started=None,
-            status_dir: str = STATUS_DIR, log_dir: str = _evidence.LOG_DIR, host=None) -> dict:
+
+def collect(
+    uri: str,
+    timeout: float,
+    patterns=None,
+    include_running: bool = False,
+    *,
+    started=None,
+    status_dir: str = STATUS_DIR,
+    log_dir: str = _evidence.LOG_DIR,
+    host=None,
+) -> dict:
     """Return the kvm_pause facts. Raises LibvirtConnectError when libvirt refuses the connection."""
     host = host or _evidence.Host()
     started = time.monotonic() if started is None else started
@@ -225,14 +316,31 @@ def collect(uri: str, timeout: float, patterns=None, include_running: bool = Fal
     any_busy = any(s.get("job") for s in status_all.values())
     status = {n: s for n, s in status_all.items() if selected(n, patterns)}
     busy = {n: s["domain"] for n, s in status.items() if s.get("job")}
-    candidates = [s["domain"].get("uuid") for n, s in status.items()
-                  if n not in busy and s["state"] in (PAUSED, CRASHED) and s["domain"].get("uuid")]
-    plan = {"busy": busy, "bulk": not any_busy, "status_candidates": candidates, "patterns": patterns,
-            "wall_deadline": wall_deadline, "log_dir": log_dir, "status_dir": status_dir}
+    candidates = [
+        s["domain"].get("uuid")
+        for n, s in status.items()
+        if n not in busy and s["state"] in (PAUSED, CRASHED) and s["domain"].get("uuid")
+    ]
+    plan = {
+        "busy": busy,
+        "bulk": not any_busy,
+        "status_candidates": candidates,
+        "patterns": patterns,
+        "wall_deadline": wall_deadline,
+        "log_dir": log_dir,
+        "status_dir": status_dir,
+    }
     records, finished = run_bounded(worker, deadline, uri, plan)
-    return assemble(uri, timeout, records, finished, status, include_running=include_running,
-                    elapsed=time.monotonic() - started,
-                    now=time.time())
+    return assemble(
+        uri,
+        timeout,
+        records,
+        finished,
+        status,
+        include_running=include_running,
+        elapsed=time.monotonic() - started,
+        now=time.time(),
+    )
 
 
 def _iso(ts):
@@ -259,12 +367,17 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
         if not connected:
             errors.append(f"libvirt did not accept a connection to {uri} within {timeout}s")
         elif stats is None:
-            errors.append(f"libvirt did not list the domains within {timeout}s: a domain is probably blocked in a job "
-                          "(domains known from status files are under unresponsive)")
+            errors.append(
+                f"libvirt did not list the domains within {timeout}s: a domain is probably blocked in a job "
+                "(domains known from status files are under unresponsive)"
+            )
         else:
             stuck = [n for n in begun if n not in details]
-            errors.append("libvirt did not answer within {}s{}".format(
-                timeout, f" while querying domain {stuck[0]}" if stuck else ""))
+            errors.append(
+                "libvirt did not answer within {}s{}".format(
+                    timeout, f" while querying domain {stuck[0]}" if stuck else ""
+                )
+            )
 
     # the domain universe: libvirt's answer, else the status files
     universe = {}
@@ -273,8 +386,14 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
             universe[d["name"]] = dict(d, source="libvirt")
     for name, st in status.items():
         if name not in universe and (stats is None or st.get("job") or stats.get("via") != "getAllDomainStats"):
-            universe[name] = {"name": name, "uuid": st["domain"].get("uuid"), "state": st["state"],
-                              "reason": st["reason"], "block": [], "source": "status_xml"}
+            universe[name] = {
+                "name": name,
+                "uuid": st["domain"].get("uuid"),
+                "state": st["state"],
+                "reason": st["reason"],
+                "block": [],
+                "source": "status_xml",
+            }
 
     paused, unresponsive, running = [], [], []
     counts = {"total": 0, "running": 0, "paused": 0, "crashed": 0, "shutoff": 0, "other": 0}
@@ -293,23 +412,41 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
         if not entry["responsive"]:
             st = status.get(name)
             job = entry.get("job")
-            unresponsive.append({
-                "name": name, "uuid": entry["uuid"], "state": entry["state"], "reason": entry["reason"],
-                "job": job["kind"] if job else None,
-                "job_seconds": entry.get("paused_for_seconds") if job and job.get("started_ms") else None,
-                "pid": st.get("pid") if st else None,
-                "queried": name in begun or u["source"] == "libvirt",
-                "message": entry["unresponsive_reason"]})
+            unresponsive.append(
+                {
+                    "name": name,
+                    "uuid": entry["uuid"],
+                    "state": entry["state"],
+                    "reason": entry["reason"],
+                    "job": job["kind"] if job else None,
+                    "job_seconds": entry.get("paused_for_seconds") if job and job.get("started_ms") else None,
+                    "pid": st.get("pid") if st else None,
+                    "queried": name in begun or u["source"] == "libvirt",
+                    "message": entry["unresponsive_reason"],
+                }
+            )
     by_cause = {}
     for e in paused:
         by_cause[e["cause"]] = by_cause.get(e["cause"], 0) + 1
-    summary = dict(counts, unresponsive=len(unresponsive), safe_to_resume=sum(1 for e in paused
-                                                                            if e["safe_to_resume"]),
-                   by_cause=by_cause)
-    facts = {"schema_version": SCHEMA_VERSION, "uri": uri, "collected_at": _iso(now),
-             "duration_seconds": round(elapsed, 3), "complete": bool(finished) and not errors,
-             "collection": stats["via"] if stats else "status_xml", "summary": summary, "paused": paused,
-             "unresponsive": unresponsive, "errors": errors, "warnings": warnings}
+    summary = dict(
+        counts,
+        unresponsive=len(unresponsive),
+        safe_to_resume=sum(1 for e in paused if e["safe_to_resume"]),
+        by_cause=by_cause,
+    )
+    facts = {
+        "schema_version": SCHEMA_VERSION,
+        "uri": uri,
+        "collected_at": _iso(now),
+        "duration_seconds": round(elapsed, 3),
+        "complete": bool(finished) and not errors,
+        "collection": stats["via"] if stats else "status_xml",
+        "summary": summary,
+        "paused": paused,
+        "unresponsive": unresponsive,
+        "errors": errors,
+        "warnings": warnings,
+    }
     if include_running:
         facts["running"] = running
     return facts
@@ -334,8 +471,13 @@ def _paused_entry(name, u, det, ev, st, *, now) -> dict:
     disks = []
     for i, disk in enumerate(dom.get("disks", [])):
         b = blocks.get(disk.get("target"), {})
-        d = dict(disk, capacity=b.get("capacity"), allocation=b.get("allocation"), physical=b.get("physical"),
-                 evidence=ev_disks[i] if i < len(ev_disks) else {})
+        d = dict(
+            disk,
+            capacity=b.get("capacity"),
+            allocation=b.get("allocation"),
+            physical=b.get("physical"),
+            evidence=ev_disks[i] if i < len(ev_disks) else {},
+        )
         disks.append(d)
     status_mtime = (ev or {}).get("status_mtime")
     if status_mtime is None and st:
@@ -343,45 +485,73 @@ def _paused_entry(name, u, det, ev, st, *, now) -> dict:
     paused_info = _evidence.paused_since(status_mtime, job if (job or {}).get("started_ms") else None, now)
     log = (ev or {}).get("log") or {"path": None, "lines": [], "error": "not collected"}
     diag_input = {
-        "name": name, "state": u.get("state"), "reason": u.get("reason") or 0, "disk_errors": disk_errors,
-        "disks": disks, "job": job, "watchdog": dom.get("watchdog"), "on_lockfailure": dom.get("on_lockfailure"),
-        "on_crash": dom.get("on_crash"), "log_lines": log.get("lines") or [], "paused": paused_info,
-        "responsive": responsive, "source": u["source"] if responsive else "status_xml",
+        "name": name,
+        "state": u.get("state"),
+        "reason": u.get("reason") or 0,
+        "disk_errors": disk_errors,
+        "disks": disks,
+        "job": job,
+        "watchdog": dom.get("watchdog"),
+        "on_lockfailure": dom.get("on_lockfailure"),
+        "on_crash": dom.get("on_crash"),
+        "log_lines": log.get("lines") or [],
+        "paused": paused_info,
+        "responsive": responsive,
+        "source": u["source"] if responsive else "status_xml",
         "started_at": log.get("started_at"),
     }
     diag = _pause.diagnose(diag_input)
     if not responsive:
-        why = ("not queried: its status file shows a {} job in flight, which can hold the domain lock so that "
-               "every libvirt call on it hangs".format(job["kind"])) if job else \
-            "libvirt did not answer for this domain within the timeout"
+        why = (
+            (
+                "not queried: its status file shows a {} job in flight, which can hold the domain lock so that "
+                "every libvirt call on it hangs".format(job["kind"])
+            )
+            if job
+            else "libvirt did not answer for this domain within the timeout"
+        )
     else:
         why = None
     state = u.get("state")
     return {
-        "name": name, "uuid": u.get("uuid") or dom.get("uuid"),
-        "state": "crashed" if state == CRASHED else "paused", "state_code": state,
-        "reason": _pause.reason_name(state, u.get("reason") or 0), "reason_code": u.get("reason") or 0,
-        "cause": diag["cause"], "severity": diag["severity"], "summary": diag["summary"],
-        "findings": diag["findings"], "remediation": diag["remediation"],
-        "safe_to_resume": diag["safe_to_resume"], "safe_to_resume_reason": diag["safe_to_resume_reason"],
-        "responsive": responsive, "unresponsive_reason": why,
+        "name": name,
+        "uuid": u.get("uuid") or dom.get("uuid"),
+        "state": "crashed" if state == CRASHED else "paused",
+        "state_code": state,
+        "reason": _pause.reason_name(state, u.get("reason") or 0),
+        "reason_code": u.get("reason") or 0,
+        "cause": diag["cause"],
+        "severity": diag["severity"],
+        "summary": diag["summary"],
+        "findings": diag["findings"],
+        "remediation": diag["remediation"],
+        "safe_to_resume": diag["safe_to_resume"],
+        "safe_to_resume_reason": diag["safe_to_resume_reason"],
+        "responsive": responsive,
+        "unresponsive_reason": why,
         "source": "libvirt" if responsive else "status_xml",
-        "paused_since": _iso(paused_info["since"]), "paused_for_seconds": paused_info["seconds"],
+        "paused_since": _iso(paused_info["since"]),
+        "paused_for_seconds": paused_info["seconds"],
         "paused_since_source": paused_info["source"],
         "disks": [_public_disk(x, disk_errors) for x in disks],
-        "job": job, "control": _control(det.get("control") if det else None),
-        "watchdog_action": (dom.get("watchdog") or {}).get("action"), "on_lockfailure": dom.get("on_lockfailure"),
-        "on_crash": dom.get("on_crash"), "log": {"path": log.get("path"), "lines": log.get("lines") or []},
-        "errors": list((det or {}).get("errors") or []) + [
-            e for x in ev_disks for e in x.get("errors", [])],
+        "job": job,
+        "control": _control(det.get("control") if det else None),
+        "watchdog_action": (dom.get("watchdog") or {}).get("action"),
+        "on_lockfailure": dom.get("on_lockfailure"),
+        "on_crash": dom.get("on_crash"),
+        "log": {"path": log.get("path"), "lines": log.get("lines") or []},
+        "errors": list((det or {}).get("errors") or []) + [e for x in ev_disks for e in x.get("errors", [])],
     }
 
 
 def _control(ctl):
     if not ctl:
         return None
-    return {"state": CONTROL_STATES.get(ctl[0], str(ctl[0])), "details": ctl[1],
-            "seconds": round(ctl[2] / 1000.0, 3) if len(ctl) > 2 else None}
+    return {
+        "state": CONTROL_STATES.get(ctl[0], str(ctl[0])),
+        "details": ctl[1],
+        "seconds": round(ctl[2] / 1000.0, 3) if len(ctl) > 2 else None,
+    }
 
 
 def _public_disk(x: dict, disk_errors: dict) -> dict:
@@ -390,16 +560,29 @@ def _public_disk(x: dict, disk_errors: dict) -> dict:
     if x.get("path"):
         source = x["path"]
     elif x.get("type") == "network":
-        source = "{}://{}/{}".format(x.get("protocol"), ",".join(_evidence.endpoint_text(h) for h in x.get("hosts")),
-                                 x.get("export") or "")
+        source = "{}://{}/{}".format(
+            x.get("protocol"), ",".join(_evidence.endpoint_text(h) for h in x.get("hosts")), x.get("export") or ""
+        )
     elif x.get("type") == "volume":
         source = "{}/{}".format(x.get("pool"), x.get("volume"))
     else:
         source = None
-    return {"target": x.get("target"), "type": x.get("type"), "device": x.get("device"), "source": source,
-            "format": x.get("format"), "error_policy": x.get("error_policy"),
-            "rerror_policy": x.get("rerror_policy"), "error": _pause.DISK_ERRORS.get(code, str(code)),
-            "error_code": code, "capacity": x.get("capacity"), "allocation": x.get("allocation"),
-            "physical": x.get("physical"), "filesystem": ev.get("filesystem"),
-            "block_device": ev.get("block_device"), "endpoints": ev.get("endpoints") or [],
-            "pool": ev.get("pool"), "thin_pool": ev.get("thin_pool")}
+    return {
+        "target": x.get("target"),
+        "type": x.get("type"),
+        "device": x.get("device"),
+        "source": source,
+        "format": x.get("format"),
+        "error_policy": x.get("error_policy"),
+        "rerror_policy": x.get("rerror_policy"),
+        "error": _pause.DISK_ERRORS.get(code, str(code)),
+        "error_code": code,
+        "capacity": x.get("capacity"),
+        "allocation": x.get("allocation"),
+        "physical": x.get("physical"),
+        "filesystem": ev.get("filesystem"),
+        "block_device": ev.get("block_device"),
+        "endpoints": ev.get("endpoints") or [],
+        "pool": ev.get("pool"),
+        "thin_pool": ev.get("thin_pool"),
+    }

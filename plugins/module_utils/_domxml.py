@@ -13,13 +13,38 @@ import xml.etree.ElementTree as ET
 # virDomainState as numbers, and the names libvirt writes into its status XML (<domstatus state=...>)
 STATE_NAMES = ("nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended")
 # virDomainPausedReason 0..14, as libvirt spells them in status XML (virDomainPausedReasonTypeToString)
-PAUSED_REASON_NAMES = ("unknown", "user", "migration", "save", "dump", "ioerror", "watchdog", "from snapshot",
-                       "shutdown", "snapshot", "panicked", "starting up", "post-copy", "post-copy failed",
-                       "api error")
+PAUSED_REASON_NAMES = (
+    "unknown",
+    "user",
+    "migration",
+    "save",
+    "dump",
+    "ioerror",
+    "watchdog",
+    "from snapshot",
+    "shutdown",
+    "snapshot",
+    "panicked",
+    "starting up",
+    "post-copy",
+    "post-copy failed",
+    "api error",
+)
 CRASHED_REASON_NAMES = ("unknown", "panicked")
-RUNNING_REASON_NAMES = ("unknown", "booted", "migrated", "restored", "from snapshot", "unpaused",
-                        "migration canceled", "save canceled", "wakeup", "crashed", "post-copy",
-                        "post-copy failed")
+RUNNING_REASON_NAMES = (
+    "unknown",
+    "booted",
+    "migrated",
+    "restored",
+    "from snapshot",
+    "unpaused",
+    "migration canceled",
+    "save canceled",
+    "wakeup",
+    "crashed",
+    "post-copy",
+    "post-copy failed",
+)
 _REASON_NAMES = {1: RUNNING_REASON_NAMES, 3: PAUSED_REASON_NAMES, 6: CRASHED_REASON_NAMES}
 
 
@@ -91,8 +116,9 @@ def _disk(disk: ET.Element) -> dict:
             if transport == "unix":
                 entry["hosts"].append({"transport": "unix", "socket": host.get("socket")})
             else:
-                entry["hosts"].append({"transport": transport, "name": host.get("name"),
-                                       "port": _int(host.get("port"))})
+                entry["hosts"].append(
+                    {"transport": transport, "name": host.get("name"), "port": _int(host.get("port"))}
+                )
     return entry
 
 

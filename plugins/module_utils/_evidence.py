@@ -26,7 +26,8 @@ LOG_LINES = 8
 _RELEVANT = re.compile(
     r"(error|fail|no space|enospc|i/o|eio|nbd|watchdog|panic|terminat|shutting down|migrat|postcopy|"
     r"post-copy|lock|emulation|internal|abort|signal|block|disk|reconnect|connection|tainted)",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
 def fmt_bytes(num) -> str:
@@ -59,8 +60,14 @@ def parse_mountinfo(text: str) -> list:
         left, right = parts[0].split(), parts[1].split()
         if len(left) < 5 or len(right) < 2:
             continue
-        mounts.append({"mount_point": _unescape(left[4]), "fstype": right[0], "device": _unescape(right[1]),
-                       "options": left[5] if len(left) > 5 else ""})
+        mounts.append(
+            {
+                "mount_point": _unescape(left[4]),
+                "fstype": right[0],
+                "device": _unescape(right[1]),
+                "options": left[5] if len(left) > 5 else "",
+            }
+        )
     return mounts
 
 
@@ -81,8 +88,12 @@ def fs_usage(st) -> dict:
     frsize = st.f_frsize or st.f_bsize
     total = st.f_blocks * frsize
     available = st.f_bavail * frsize
-    return {"total_bytes": total, "available_bytes": available, "free_bytes": st.f_bfree * frsize,
-            "used_percent": round(100.0 * (total - available) / total, 1) if total else None}
+    return {
+        "total_bytes": total,
+        "available_bytes": available,
+        "free_bytes": st.f_bfree * frsize,
+        "used_percent": round(100.0 * (total - available) / total, 1) if total else None,
+    }
 
 
 def parse_lvs(text: str) -> list:
@@ -110,12 +121,14 @@ def thin_pool_for(dm_path: str, lvs: list):
     lv = next((x for x in lvs if x.get("lv_dm_path") == dm_path), None)
     if lv is None or not lv.get("pool_lv"):
         return None
-    pool = next((x for x in lvs if x.get("lv_name") == lv["pool_lv"] and x.get("vg_name") == lv.get("vg_name")),
-                None)
+    pool = next((x for x in lvs if x.get("lv_name") == lv["pool_lv"] and x.get("vg_name") == lv.get("vg_name")), None)
     if pool is None:
         return None
-    return {"name": "{}/{}".format(pool.get("vg_name"), pool["lv_name"]), "data_percent": pool.get("data_percent"),
-            "metadata_percent": pool.get("metadata_percent")}
+    return {
+        "name": "{}/{}".format(pool.get("vg_name"), pool["lv_name"]),
+        "data_percent": pool.get("data_percent"),
+        "metadata_percent": pool.get("metadata_percent"),
+    }
 
 
 _STARTING = re.compile(r"^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(\.\d+)?\+0000: starting up libvirt")
@@ -142,7 +155,7 @@ def relevant_log_lines(text: str, limit: int = LOG_LINES) -> list:
     all_lines = text.splitlines()
     for i in range(len(all_lines) - 1, -1, -1):
         if "starting up libvirt" in all_lines[i]:
-            all_lines = all_lines[i + 1:]
+            all_lines = all_lines[i + 1 :]
             break
     for line in all_lines:
         s = line.strip()
@@ -198,6 +211,14 @@ class Host:
     def ctime(self, path):
         return os.stat(path).st_ctime
 
+    def block_size(self, device):
+        """Size in bytes of a block device (from /sys/class/block/NAME/size, 512-byte sectors), or None."""
+        try:
+            with open(f"/sys/class/block/{os.path.basename(device)}/size", encoding="ascii") as f:
+                return int(f.read().strip()) * 512
+        except (OSError, ValueError):
+            return None
+
     def now(self):
         return time.time()
 
@@ -222,9 +243,21 @@ class Host:
     def lvs(self, timeout: float):
         try:
             proc = subprocess.run(
-                ["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
-                 "lv_name,vg_name,lv_dm_path,pool_lv,data_percent,metadata_percent,lv_attr"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=timeout, check=False)
+                [
+                    "lvs",
+                    "--reportformat",
+                    "json",
+                    "--units",
+                    "b",
+                    "--nosuffix",
+                    "-o",
+                    "lv_name,vg_name,lv_dm_path,pool_lv,data_percent,metadata_percent,lv_attr",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                timeout=timeout,
+                check=False,
+            )
         except (OSError, subprocess.SubprocessError):
             return []
         return parse_lvs(proc.stdout.decode("utf-8", "replace")) if proc.returncode == 0 else []
@@ -232,8 +265,7 @@ class Host:
 
 def gather_disk(disk: dict, host: Host, mounts: list, pools: list, *, lvs_cache: dict, timeout: float) -> dict:
     """Evidence for one disk of the domain's XML (see _domxml._disk): filesystem/device, fill, endpoint."""
-    ev = {"filesystem": None, "block_device": None, "endpoints": [], "pool": None, "thin_pool": None,
-          "errors": []}
+    ev = {"filesystem": None, "block_device": None, "endpoints": [], "pool": None, "thin_pool": None, "errors": []}
     path = disk.get("path")
     if disk.get("type") == "volume" and disk.get("pool"):
         ev["pool"] = next((p for p in pools if p.get("name") == disk["pool"]), {"name": disk["pool"]})
@@ -247,13 +279,16 @@ def gather_disk(disk: dict, host: Host, mounts: list, pools: list, *, lvs_cache:
             usage = None
         mount = mount_for(real, mounts)
         if usage is not None or mount is not None:
-            ev["filesystem"] = dict(usage or {}, mount_point=mount["mount_point"] if mount else None,
-                                    device=mount["device"] if mount else None,
-                                    fstype=mount["fstype"] if mount else None)
+            ev["filesystem"] = dict(
+                usage or {},
+                mount_point=mount["mount_point"] if mount else None,
+                device=mount["device"] if mount else None,
+                fstype=mount["fstype"] if mount else None,
+            )
         ev["pool"] = ev["pool"] or pool_for_path(real, pools)
     elif path and disk.get("type") == "block":
         real = host.realpath(path)
-        ev["block_device"] = {"path": path, "device": real}
+        ev["block_device"] = {"path": path, "device": real, "total_bytes": host.block_size(real)}
         if "/dev/mapper/" in path or real.startswith("/dev/dm-"):
             if "lvs" not in lvs_cache:
                 lvs_cache["lvs"] = host.lvs(timeout)
@@ -272,8 +307,9 @@ def gather_disk(disk: dict, host: Host, mounts: list, pools: list, *, lvs_cache:
                     created = host.ctime(h["socket"])
                 except OSError:
                     created = None
-            ev["endpoints"].append({"endpoint": endpoint_text(h), "reachable": err is None, "error": err,
-                                    "created": created})
+            ev["endpoints"].append(
+                {"endpoint": endpoint_text(h), "reachable": err is None, "error": err, "created": created}
+            )
     return ev
 
 
@@ -294,9 +330,7 @@ def paused_since(status_mtime, job: dict | None, now: float) -> dict:
     at least this long). An async job in the status XML carries its own start time (asyncStarted, ms)."""
     if job and job.get("started_ms"):
         start = job["started_ms"] / 1000.0
-        return {"since": start, "seconds": max(0.0, round(now - start, 1)),
-                "source": "status_xml_job_started"}
+        return {"since": start, "seconds": max(0.0, round(now - start, 1)), "source": "status_xml_job_started"}
     if status_mtime is not None:
-        return {"since": status_mtime, "seconds": max(0.0, round(now - status_mtime, 1)),
-                "source": "status_xml_mtime"}
+        return {"since": status_mtime, "seconds": max(0.0, round(now - status_mtime, 1)), "source": "status_xml_mtime"}
     return {"since": None, "seconds": None, "source": "unknown"}

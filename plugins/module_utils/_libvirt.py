@@ -48,18 +48,29 @@ def classify_error(code, message: str, uri: str) -> str:
     low = msg.lower()
     codes = {}
     if libvirt is not None:
-        codes = {getattr(libvirt, "VIR_ERR_AUTH_FAILED", -1): "auth", getattr(libvirt, "VIR_ERR_AUTH_CANCELLED", -1):
-                 "auth", getattr(libvirt, "VIR_ERR_ACCESS_DENIED", -1): "auth",
-                 getattr(libvirt, "VIR_ERR_NO_CONNECT", -1): "uri", getattr(libvirt, "VIR_ERR_INVALID_ARG", -1):
-                 "uri", getattr(libvirt, "VIR_ERR_CONFIG_UNSUPPORTED", -1): "uri"}
+        codes = {
+            getattr(libvirt, "VIR_ERR_AUTH_FAILED", -1): "auth",
+            getattr(libvirt, "VIR_ERR_AUTH_CANCELLED", -1): "auth",
+            getattr(libvirt, "VIR_ERR_ACCESS_DENIED", -1): "auth",
+            getattr(libvirt, "VIR_ERR_NO_CONNECT", -1): "uri",
+            getattr(libvirt, "VIR_ERR_INVALID_ARG", -1): "uri",
+            getattr(libvirt, "VIR_ERR_CONFIG_UNSUPPORTED", -1): "uri",
+        }
     kind = codes.get(code)
     if "permission denied" in low or "authentication" in low or "access denied" in low or kind == "auth":
-        return (f"Permission denied connecting to {uri}: run the task as root (become: true) or as a member of the "
-                f"libvirt group ({msg})")
+        return (
+            f"Permission denied connecting to {uri}: run the task as root (become: true) or as a member of the "
+            f"libvirt group ({msg})"
+        )
     if ("no such file or directory" in low or "connection refused" in low) and "sock" in low:
         return f"libvirtd is not running on this host: cannot connect to {uri} ({msg})"
-    if "no connection driver" in low or "unsupported" in low or kind == "uri" or "invalid" in low \
-            or "no such file" in low:
+    if (
+        "no connection driver" in low
+        or "unsupported" in low
+        or kind == "uri"
+        or "invalid" in low
+        or "no such file" in low
+    ):
         return f"Cannot use libvirt URI {uri!r}: {msg}"
     return f"Cannot connect to libvirt at {uri}: {msg}"
 
@@ -70,15 +81,17 @@ def open_connection(uri: str, readonly: bool = True):
     try:
         return libvirt.openReadOnly(uri) if readonly else libvirt.open(uri)
     except libvirt.libvirtError as exc:
-        raise LibvirtConnectError(classify_error(exc.get_error_code(), exc.get_error_message() or str(exc),
-                                                 uri)) from exc
+        raise LibvirtConnectError(
+            classify_error(exc.get_error_code(), exc.get_error_message() or str(exc), uri)
+        ) from exc
 
 
 # ---- the bounded worker ------------------------------------------------------------------------------
 
+
 def _pid_gone(pid: int) -> bool:
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        done, _status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return True
     return done == pid
@@ -102,13 +115,20 @@ def run_bounded(body, deadline: float, *args):
             def emit(record):
                 out.write(json.dumps(record, default=str) + "\n")
                 out.flush()
+
             try:
                 body(emit, *args)
             except KvmError as exc:
                 emit({"t": "error", "kind": type(exc).__name__, "message": str(exc)})
             except Exception as exc:
-                emit({"t": "error", "kind": "internal", "message": f"{type(exc).__name__}: {exc}",
-                      "traceback": traceback.format_exc()})
+                emit(
+                    {
+                        "t": "error",
+                        "kind": "internal",
+                        "message": f"{type(exc).__name__}: {exc}",
+                        "traceback": traceback.format_exc(),
+                    }
+                )
             emit({"t": "done"})
             out.close()
         except BaseException:
@@ -122,7 +142,7 @@ def run_bounded(body, deadline: float, *args):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            ready, _, _ = select.select([rfd], [], [], left)
+            ready = select.select([rfd], [], [], left)[0]
             if not ready:
                 continue
             chunk = os.read(rfd, 65536)

@@ -49,18 +49,40 @@ DISK_ERRORS = {0: "none", 1: "unspecified", 2: "no_space"}
 
 # kind of job in flight -> cause
 JOB_CAUSES = {
-    "save": "save_job", "dump": "dump_job", "snapshot": "snapshot_job", "snapshot_revert": "snapshot_job",
-    "snapshot_delete": "snapshot_job", "migration_out": "migration", "migration_in": "migration",
-    "backup": "backup_job", "start": "starting_up", "restore": "starting_up",
+    "save": "save_job",
+    "dump": "dump_job",
+    "snapshot": "snapshot_job",
+    "snapshot_revert": "snapshot_job",
+    "snapshot_delete": "snapshot_job",
+    "migration_out": "migration",
+    "migration_in": "migration",
+    "backup": "backup_job",
+    "start": "starting_up",
+    "restore": "starting_up",
 }
 
 SEVERITY = {
-    "user_paused": "info", "from_snapshot": "info", "starting_up": "info",
-    "migration": "warning", "save_job": "warning", "dump_job": "warning", "snapshot_job": "warning",
-    "backup_job": "warning", "job_in_flight": "warning", "shutting_down": "warning", "unknown": "warning",
-    "storage_full": "critical", "storage_io_error": "critical", "storage_unreachable": "critical",
-    "watchdog": "critical", "lock_failure": "critical", "crashed": "critical", "postcopy": "critical",
-    "postcopy_failed": "critical", "api_error": "critical", "emulation_failure": "critical",
+    "user_paused": "info",
+    "from_snapshot": "info",
+    "starting_up": "info",
+    "migration": "warning",
+    "save_job": "warning",
+    "dump_job": "warning",
+    "snapshot_job": "warning",
+    "backup_job": "warning",
+    "job_in_flight": "warning",
+    "shutting_down": "warning",
+    "unknown": "warning",
+    "storage_full": "critical",
+    "storage_io_error": "critical",
+    "storage_unreachable": "critical",
+    "watchdog": "critical",
+    "lock_failure": "critical",
+    "crashed": "critical",
+    "postcopy": "critical",
+    "postcopy_failed": "critical",
+    "api_error": "critical",
+    "emulation_failure": "critical",
 }
 CAUSES = tuple(sorted(SEVERITY))
 
@@ -80,9 +102,15 @@ class Diagnosis:
         self.why = why
 
     def as_dict(self):
-        return {"cause": self.cause, "severity": SEVERITY.get(self.cause, "warning"), "summary": self.summary,
-                "findings": list(self.findings), "remediation": list(self.remediation),
-                "safe_to_resume": bool(self.safe), "safe_to_resume_reason": self.why}
+        return {
+            "cause": self.cause,
+            "severity": SEVERITY.get(self.cause, "warning"),
+            "summary": self.summary,
+            "findings": list(self.findings),
+            "remediation": list(self.remediation),
+            "safe_to_resume": bool(self.safe),
+            "safe_to_resume_reason": self.why,
+        }
 
 
 def reason_name(state: int, reason: int) -> str:
@@ -92,6 +120,7 @@ def reason_name(state: int, reason: int) -> str:
 
 
 # ---- storage ---------------------------------------------------------------------------------------
+
 
 def _headroom_needed(disk: dict, fs: dict | None) -> int:
     """Bytes that must be available before resuming an ENOSPC-paused file disk is worth it: what the
@@ -114,8 +143,9 @@ def _where(disk: dict) -> str:
         return "volume {} in pool {}".format(disk.get("volume"), disk.get("pool"))
     if disk.get("type") == "network":
         hosts = ", ".join(e["endpoint"] for e in (disk.get("evidence") or {}).get("endpoints", []))
-        return "{} export {} ({})".format(disk.get("protocol") or "network", disk.get("export") or "-",
-                                      hosts or "no host")
+        return "{} export {} ({})".format(
+            disk.get("protocol") or "network", disk.get("export") or "-", hosts or "no host"
+        )
     return disk.get("target") or "?"
 
 
@@ -132,12 +162,14 @@ def _space_state(disk: dict):
         return avail >= need, text, need
     if thin and thin.get("data_percent") is not None:
         pct = thin["data_percent"]
-        text = "LVM thin pool {} is {:.1f} % full (metadata {} %)".format(thin["name"], pct,
-                                                                   thin.get("metadata_percent"))
+        text = "LVM thin pool {} is {:.1f} % full (metadata {} %)".format(
+            thin["name"], pct, thin.get("metadata_percent")
+        )
         return pct < 98.0 and (thin.get("metadata_percent") or 0) < 98.0, text, None
     if pool and pool.get("available") is not None:
-        text = "storage pool {} has {} available of {}".format(pool["name"], fmt_bytes(pool["available"]),
-                                                          fmt_bytes(pool.get("capacity")))
+        text = "storage pool {} has {} available of {}".format(
+            pool["name"], fmt_bytes(pool["available"]), fmt_bytes(pool.get("capacity"))
+        )
         return pool["available"] >= _headroom_needed(disk, None), text, None
     return None, f"free space of the storage behind {_where(disk)} is unknown", None
 
@@ -152,26 +184,36 @@ def _storage_full(d: Diagnosis, ev: dict, disks: list, inferred: bool) -> None:
         fs = ev_disk.get("filesystem")
         if ok is None:
             unknown.append(disk)
-            d.remediation.append(f"Check free space behind {_where(disk)} (disk {disk.get('target')}), free space "
-                                 "or grow it, then resume.")
+            d.remediation.append(
+                f"Check free space behind {_where(disk)} (disk {disk.get('target')}), free space "
+                "or grow it, then resume."
+            )
         elif not ok:
             still_full.append(disk)
             if fs:
                 where = fs.get("mount_point") or disk.get("path")
                 d.remediation.append(
                     "{} is full for QEMU ({} available of {}): free space or grow it (at least {} for disk {} "
-                    "at {}), then resume.".format(where, fmt_bytes(fs.get("available_bytes")),
-                                              fmt_bytes(fs.get("total_bytes")), fmt_bytes(need),
-                                              disk.get("target"), disk.get("path")))
+                    "at {}), then resume.".format(
+                        where,
+                        fmt_bytes(fs.get("available_bytes")),
+                        fmt_bytes(fs.get("total_bytes")),
+                        fmt_bytes(need),
+                        disk.get("target"),
+                        disk.get("path"),
+                    )
+                )
             elif ev_disk.get("thin_pool"):
-                d.remediation.append(f"Extend LVM thin pool {ev_disk['thin_pool']['name']} (lvextend) or free space "
-                                     "in it, then resume.")
+                d.remediation.append(
+                    f"Extend LVM thin pool {ev_disk['thin_pool']['name']} (lvextend) or free space in it, then resume."
+                )
             else:
                 pool_name = (ev_disk.get("pool") or {}).get("name")
                 d.remediation.append(f"Free space in storage pool {pool_name} or grow it, then resume.")
     first = disks[0] if disks else {}
-    d.summary = "disk {} ran out of space on {}{}".format(first.get("target"), _where(first),
-                                                       " (inferred from free space)" if inferred else "")
+    d.summary = "disk {} ran out of space on {}{}".format(
+        first.get("target"), _where(first), " (inferred from free space)" if inferred else ""
+    )
     if still_full:
         d.safe, d.why = False, "the storage is still full: resuming would pause the domain again at once"
     elif unknown:
@@ -213,14 +255,18 @@ def _io_error(d: Diagnosis, ev: dict) -> None:
         d.cause = "storage_unreachable"
         disk = unreachable[0]
         down = _endpoint_state(disk)[1]
-        d.summary = "disk {} lost its {} server {}".format(disk.get("target"), disk.get("protocol") or "network",
-                                                        ", ".join(e["endpoint"] for e in down))
+        d.summary = "disk {} lost its {} server {}".format(
+            disk.get("target"), disk.get("protocol") or "network", ", ".join(e["endpoint"] for e in down)
+        )
         for x in unreachable:
             for e in _endpoint_state(x)[1]:
-                d.findings.append("endpoint {} of disk {} does not answer: {}".format(e["endpoint"], x.get("target"),
-                                                                                  e.get("error")))
-                d.remediation.append(f"Bring the {x.get('protocol') or 'network'} export {x.get('export') or ''} "
-                                     f"back at {e['endpoint']}, then resume.")
+                d.findings.append(
+                    "endpoint {} of disk {} does not answer: {}".format(e["endpoint"], x.get("target"), e.get("error"))
+                )
+                d.remediation.append(
+                    f"Bring the {x.get('protocol') or 'network'} export {x.get('export') or ''} "
+                    f"back at {e['endpoint']}, then resume."
+                )
         d.safe, d.why = False, "the storage endpoint still does not answer"
         return
     d.cause = "storage_io_error"
@@ -238,40 +284,56 @@ def _io_error(d: Diagnosis, ev: dict) -> None:
                 d.findings.append("endpoint {} was (re)created after the domain paused".format(e["endpoint"]))
             elif created is not None and started_at is not None and created > started_at:
                 restarted.append(e["endpoint"])
-                d.findings.append("endpoint {} was (re)created after the domain started: the server that "
-                                  "failed has been replaced".format(e["endpoint"]))
+                d.findings.append(
+                    "endpoint {} was (re)created after the domain started: the server that "
+                    "failed has been replaced".format(e["endpoint"])
+                )
         fs = (x.get("evidence") or {}).get("filesystem")
         if fs:
-            d.findings.append("{} is on {} ({}), {} available".format(x.get("path"), fs.get("mount_point"),
-                                                                   fs.get("device"),
-                                                                   fmt_bytes(fs.get("available_bytes"))))
+            d.findings.append(
+                "{} is on {} ({}), {} available".format(
+                    x.get("path"), fs.get("mount_point"), fs.get("device"), fmt_bytes(fs.get("available_bytes"))
+                )
+            )
     all_eps = [e for x in suspects for e in _endpoint_state(x)[0]]
     if network and all_eps and len(restarted) == len(all_eps) and len(network) == len(suspects):
         d.safe = True
         d.why = "every storage endpoint of the failed disks was replaced since the failure and answers"
-        d.remediation.append("The storage server was replaced after the failure: resume (virsh resume {}) and "
-                             "watch for a new pause.".format(ev.get("name")))
+        d.remediation.append(
+            "The storage server was replaced after the failure: resume (virsh resume {}) and "
+            "watch for a new pause.".format(ev.get("name"))
+        )
         return
     d.safe = False
-    d.why = ("an I/O error whose cause cannot be shown to be gone: the storage that failed is the one still "
-             "serving") if all_eps else "an unspecified I/O error cannot be shown to be gone from the host side"
+    d.why = (
+        ("an I/O error whose cause cannot be shown to be gone: the storage that failed is the one still serving")
+        if all_eps
+        else "an unspecified I/O error cannot be shown to be gone from the host side"
+    )
     for x in suspects or [{}]:
         if x.get("type") == "network":
-            d.remediation.append("Check the {} server for {} (its logs, the device behind it); restart or "
-                                 "replace it, then resume.".format(x.get("protocol") or "network", _where(x)))
+            d.remediation.append(
+                "Check the {} server for {} (its logs, the device behind it); restart or "
+                "replace it, then resume.".format(x.get("protocol") or "network", _where(x))
+            )
         elif x.get("type") == "block":
-            d.remediation.append(f"Check block device {x.get('path')} (dmesg, SMART, multipath, SAN); once healthy, "
-                                 "resume.")
+            d.remediation.append(
+                f"Check block device {x.get('path')} (dmesg, SMART, multipath, SAN); once healthy, resume."
+            )
         elif x.get("path"):
             fs = (x.get("evidence") or {}).get("filesystem") or {}
-            d.remediation.append(f"Check the device {fs.get('device') or '?'} under {fs.get('mount_point') or '?'} "
-                                 f"(dmesg, SMART) for {x.get('path')}; once healthy, resume.")
+            d.remediation.append(
+                f"Check the device {fs.get('device') or '?'} under {fs.get('mount_point') or '?'} "
+                f"(dmesg, SMART) for {x.get('path')}; once healthy, resume."
+            )
         else:
-            d.remediation.append(f"Find the failing disk (virsh domblkerror {ev.get('name')}), fix its storage, "
-                                 "then resume.")
+            d.remediation.append(
+                f"Find the failing disk (virsh domblkerror {ev.get('name')}), fix its storage, then resume."
+            )
 
 
 # ---- other reasons -----------------------------------------------------------------------------------
+
 
 def _job_rule(d: Diagnosis, ev: dict, job: dict, reason: int) -> None:
     kind = job.get("kind") or "unknown"
@@ -280,19 +342,28 @@ def _job_rule(d: Diagnosis, ev: dict, job: dict, reason: int) -> None:
         d.cause = REASONS[reason][1]
     prog = job.get("progress_percent")
     elapsed = job.get("elapsed_seconds")
-    d.summary = "a {} job is in flight{}{}".format(kind.replace("_", " "),
-                                               f", {prog:.0f} % done" if prog is not None else "",
-                                               f", running for {elapsed:.0f}s" if elapsed is not None else "")
+    d.summary = "a {} job is in flight{}{}".format(
+        kind.replace("_", " "),
+        f", {prog:.0f} % done" if prog is not None else "",
+        f", running for {elapsed:.0f}s" if elapsed is not None else "",
+    )
     d.findings.append("job {} (source: {})".format(kind, job.get("source")))
     if not ev.get("responsive", True):
-        d.findings.append("libvirt does not answer for this domain: the job may be blocked (e.g. writing into "
-                          "a pipe or file nobody reads)")
-        d.remediation.append("Find the job's target (ps for the virsh/client that started it, ls -l "
-                             "/proc/$(pgrep -f 'guest={}')/fd) and unblock it, or abort it with virsh "
-                             "domjobabort {}.".format(ev.get("name"), ev.get("name")))
+        d.findings.append(
+            "libvirt does not answer for this domain: the job may be blocked (e.g. writing into "
+            "a pipe or file nobody reads)"
+        )
+        d.remediation.append(
+            "Find the job's target (ps for the virsh/client that started it, ls -l "
+            "/proc/$(pgrep -f 'guest={}')/fd) and unblock it, or abort it with virsh "
+            "domjobabort {}.".format(ev.get("name"), ev.get("name"))
+        )
     else:
-        d.remediation.append("Wait for the {} job to finish (virsh domjobinfo {}) or abort it (virsh domjobabort "
-                             "{}).".format(kind.replace("_", " "), ev.get("name"), ev.get("name")))
+        d.remediation.append(
+            "Wait for the {} job to finish (virsh domjobinfo {}) or abort it (virsh domjobabort {}).".format(
+                kind.replace("_", " "), ev.get("name"), ev.get("name")
+            )
+        )
     d.safe, d.why = False, "a {} job is in flight".format(kind.replace("_", " "))
     if d.cause in ("postcopy", "postcopy_failed"):
         _postcopy(d, ev, reason)
@@ -303,16 +374,18 @@ def _postcopy(d: Diagnosis, ev: dict, reason: int) -> None:
     if reason == 12:
         d.summary = d.summary or "post-copy migration in progress"
         d.why = "post-copy migration: the destination owns the running state; never resume the source"
-        d.remediation = ["Let the post-copy migration finish on the destination (virsh domjobinfo {}); if it "
-                         "stalls, recover it (virsh migrate-postcopy / migrate --postcopy-resume), never resume "
-                         "here.".format(ev.get("name"))]
+        d.remediation = [
+            "Let the post-copy migration finish on the destination (virsh domjobinfo {}); if it "
+            "stalls, recover it (virsh migrate-postcopy / migrate --postcopy-resume), never resume "
+            "here.".format(ev.get("name"))
+        ]
     else:
         d.summary = d.summary or "post-copy migration failed"
-        d.why = ("post-copy failed: guest memory is split between two hosts; resuming either copy corrupts "
-                 "the guest")
-        d.remediation = ["Try to recover the migration (virsh migrate --postcopy-resume {}); if that is "
-                         "impossible the guest state is lost: destroy both halves and restore from backup."
-                         .format(ev.get("name"))]
+        d.why = "post-copy failed: guest memory is split between two hosts; resuming either copy corrupts the guest"
+        d.remediation = [
+            "Try to recover the migration (virsh migrate --postcopy-resume {}); if that is "
+            "impossible the guest state is lost: destroy both halves and restore from backup.".format(ev.get("name"))
+        ]
 
 
 def _lock_evidence(ev: dict) -> bool:
@@ -329,10 +402,13 @@ def diagnose(ev: dict) -> dict:
     if state == CRASHED:
         d.cause = "crashed"
         d.summary = "the guest crashed ({}); on_crash={} kept it for inspection".format(
-            CRASHED_REASONS.get(reason, reason), ev.get("on_crash") or "?")
+            CRASHED_REASONS.get(reason, reason), ev.get("on_crash") or "?"
+        )
         d.safe, d.why = False, "a crashed domain cannot be resumed"
-        d.remediation = [f"Collect a memory dump if needed (virsh dump --memory-only {name} /var/tmp/{name}.core), "
-                         f"then restart it (virsh destroy {name}; virsh start {name})."]
+        d.remediation = [
+            f"Collect a memory dump if needed (virsh dump --memory-only {name} /var/tmp/{name}.core), "
+            f"then restart it (virsh destroy {name}; virsh start {name})."
+        ]
         return _finish(d, ev)
 
     if job and job.get("active"):
@@ -355,40 +431,54 @@ def diagnose(ev: dict) -> dict:
             d.cause = "emulation_failure"
             d.summary = "QEMU stopped the guest after an emulation/internal error"
             d.safe, d.why = False, "QEMU refuses to continue a guest after an emulation failure"
-            d.remediation = [f"Read the QEMU log (/var/log/libvirt/qemu/{name}.log); destroy and start the domain "
-                             "(consider TCG or a newer kernel/QEMU)."]
+            d.remediation = [
+                f"Read the QEMU log (/var/log/libvirt/qemu/{name}.log); destroy and start the domain "
+                "(consider TCG or a newer kernel/QEMU)."
+            ]
         else:
             d.summary = "QEMU is stopped but libvirt does not know why"
             if "custom-monitor" in lines:
-                d.findings.append("the domain is tainted by custom-monitor: someone stopped QEMU through its "
-                                  "monitor behind libvirt's back")
+                d.findings.append(
+                    "the domain is tainted by custom-monitor: someone stopped QEMU through its "
+                    "monitor behind libvirt's back"
+                )
             d.safe, d.why = False, "the cause is unknown; inspect before resuming"
-            d.remediation = [f"Look at the QEMU log (/var/log/libvirt/qemu/{name}.log) and who drove its monitor; "
-                             f"resume (virsh resume {name}) only once the cause is understood."]
+            d.remediation = [
+                f"Look at the QEMU log (/var/log/libvirt/qemu/{name}.log) and who drove its monitor; "
+                f"resume (virsh resume {name}) only once the cause is understood."
+            ]
     elif reason == 1:
         if ev.get("on_lockfailure") == "pause" and _lock_evidence(ev):
             d.cause = "lock_failure"
             d.summary = "the disk lease was lost (on_lockfailure=pause)"
             d.safe, d.why = False, "the domain lost its disk lock; another host may be using the disks"
-            d.remediation = [f"Check the lock manager (sanlock/virtlockd) and that no other host runs {name}; "
-                             "re-acquire the lease before resuming."]
+            d.remediation = [
+                f"Check the lock manager (sanlock/virtlockd) and that no other host runs {name}; "
+                "re-acquire the lease before resuming."
+            ]
         else:
             d.summary = "paused by a user or a management tool (virsh suspend)"
             if ev.get("on_lockfailure") == "pause":
                 d.findings.append("on_lockfailure=pause: a lost disk lease also shows up as 'user'")
-                d.safe, d.why = False, ("on_lockfailure=pause makes a lost lock look like a user pause; "
-                                        "verify the lease first")
-                d.remediation = ["Verify the disk lease (sanlock client status / virtlockd) then resume "
-                                 f"(virsh resume {name})."]
+                d.safe, d.why = (
+                    False,
+                    ("on_lockfailure=pause makes a lost lock look like a user pause; verify the lease first"),
+                )
+                d.remediation = [
+                    f"Verify the disk lease (sanlock client status / virtlockd) then resume (virsh resume {name})."
+                ]
             else:
                 d.safe, d.why = True, "paused on request; nothing points at a fault"
                 d.remediation = [f"Resume when whoever paused it is done (virsh resume {name})."]
     elif reason == 2:
         d.summary = "paused for a migration, no migration job is running any more"
-        d.safe, d.why = False, "the migration may have completed on the destination: resuming here could run " \
-                               "the guest twice"
-        d.remediation = [f"Check whether {name} runs on the destination host; if it does, destroy this copy; if "
-                         "not, resume here."]
+        d.safe, d.why = (
+            False,
+            "the migration may have completed on the destination: resuming here could run the guest twice",
+        )
+        d.remediation = [
+            f"Check whether {name} runs on the destination host; if it does, destroy this copy; if not, resume here."
+        ]
     elif reason in (3, 4, 9):
         what = {3: "save", 4: "dump", 9: "snapshot"}[reason]
         d.summary = f"left paused by a {what} that is no longer running"
@@ -397,10 +487,13 @@ def diagnose(ev: dict) -> dict:
     elif reason == 6:
         action = (ev.get("watchdog") or {}).get("action")
         d.summary = "the guest stopped feeding its watchdog ({}, action={})".format(
-            (ev.get("watchdog") or {}).get("model"), action)
+            (ev.get("watchdog") or {}).get("model"), action
+        )
         d.safe, d.why = False, "the guest OS hung; resuming continues a hung guest"
-        d.remediation = [f"Look at the guest console (virsh console {name}) or take a dump; then reset it (virsh "
-                         f"reset {name}) rather than resume."]
+        d.remediation = [
+            f"Look at the guest console (virsh console {name}) or take a dump; then reset it (virsh "
+            f"reset {name}) rather than resume."
+        ]
     elif reason == 7:
         d.summary = "restored from a snapshot in the paused state"
         d.safe, d.why = True, "restored paused on request; nothing points at a fault"

@@ -355,8 +355,13 @@ def main():
         module.fail_json(msg="timeout must be a positive number of seconds, got {}".format(module.params["timeout"]))
 
     try:
-        facts = collect(module.params["uri"], module.params["timeout"], module.params["domains"],
-                        module.params["include_running"], started=started)
+        facts = collect(
+            module.params["uri"],
+            module.params["timeout"],
+            module.params["domains"],
+            module.params["include_running"],
+            started=started,
+        )
     except KvmError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, ansible_facts={"kvm_pause": facts})

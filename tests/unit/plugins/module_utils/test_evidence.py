@@ -111,6 +111,9 @@ class FakeHost(_evidence.Host):
     def ctime(self, path):
         return 123.0
 
+    def block_size(self, device):
+        return 8 * 1024 ** 3
+
     def lvs(self, timeout):
         return _evidence.parse_lvs(LVS)
 
@@ -125,6 +128,8 @@ def test_gather_disk_file_block_network():
     ev = _evidence.gather_disk({"type": "block", "path": "/dev/mapper/vg0-web"}, host, mounts, [],
                                lvs_cache={}, timeout=1)
     assert ev["thin_pool"]["name"] == "vg0/pool0"
+    assert ev["block_device"] == {"path": "/dev/mapper/vg0-web", "device": "/dev/mapper/vg0-web",
+                                  "total_bytes": 8 * 1024 ** 3}
     host = FakeHost(refused=True)
     ev = _evidence.gather_disk({"type": "network", "hosts": [{"transport": "unix", "socket": "/run/n.sock"},
                                                              {"transport": "tcp", "name": "127.0.0.1",
