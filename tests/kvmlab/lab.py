@@ -27,6 +27,7 @@ import libvirt_qemu
 
 from .daemons import URI, Daemons
 from .guest import PROGRAMS, GuestImages
+from .peer import Peer, remove_container
 from .proc import LabError, pid_alive, pid_starttime, stop_pid, wait_for
 from .states import CRASHED, PAUSED, RUNNING, SHUTOFF, STATES, StateSpec, parse_state_text, state_text
 from .storage import LoopExt4, NbdExport, detach_loop, drain_fifo, make_fifo, umount
@@ -34,11 +35,12 @@ from .storage import LoopExt4, NbdExport, detach_loop, drain_fifo, make_fifo, um
 log = logging.getLogger("kvmlab")
 
 DEFAULT_WORKDIR = Path("/tmp/kvmops-lab")
+PAUSED_POSTCOPY = (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY)
 READY = "KVMLAB: ready"
 UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                   | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
 # teardown order: unblock jobs, then domains (QEMU holds files in its own mount namespace), then the rest
-PHASES = ("fifo", "domain", "process", "mount", "loop", "path")
+PHASES = ("fifo", "domain", "container", "process", "mount", "loop", "path")
 
 
 class LabTimeout(LabError):
@@ -119,8 +121,19 @@ def _teardown_one(conn: libvirt.virConnect, rec: dict[str, Any]) -> None:
     if kind == "fifo":
         if Path(rec["path"]).exists():
             drain_fifo(Path(rec["path"]), lambda: _job_done(rec["domain"]), timeout=120)
+    elif kind == "domain" and rec.get("uri"):          # the copy on the migration peer
+        try:
+            peer_conn = bounded(lambda: libvirt.open(rec["uri"]), 30, f"connect {rec['uri']}")
+        except libvirt.libvirtError:
+            return                                      # peer is gone, and its domains with it
+        try:
+            _remove_domain(peer_conn, rec["name"], rec.get("uuid"))
+        finally:
+            peer_conn.close()
     elif kind == "domain":
         _remove_domain(conn, rec["name"], rec.get("uuid"))
+    elif kind == "container":
+        remove_container(rec)
     elif kind == "process":
         stop_pid(rec["pid"], rec.get("starttime"))
     elif kind == "mount":
@@ -160,7 +173,11 @@ def _remove_domain(conn: libvirt.virConnect, name: str, uuid: str | None) -> Non
         raise LabError(f"domain {name} has UUID {dom.UUIDString()}, not ours ({uuid}); left alone")
     if bounded(dom.isActive, 30, f"isActive {name}"):
         bounded(dom.destroy, 60, f"destroy {name}")
-    bounded(lambda: dom.undefineFlags(UNDEFINE_FLAGS), 30, f"undefine {name}")
+    try:
+        bounded(lambda: dom.undefineFlags(UNDEFINE_FLAGS), 30, f"undefine {name}")
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # a transient domain is gone once destroyed
+            raise
 
 
 def clean_stale(root: Path, prefix: str, conn: libvirt.virConnect) -> list[str]:
@@ -205,6 +222,7 @@ class LabDomain:
         self.loop: LoopExt4 | None = None
         self.nbd: NbdExport | None = None
         self.job_error: libvirt.libvirtError | None = None
+        self.peer_uri: str | None = None
 
     def __repr__(self) -> str:
         return f"<LabDomain {self.name} {self.state_name} expected={state_text(self.expected)}>"
@@ -275,6 +293,8 @@ class Lab:
         self._domains: dict[str, LabDomain] = {}
         self._seq = 0
         self.timings: dict[str, float] = {}
+        self.peer: Peer | None = None
+        self.peer_conn: libvirt.virConnect | None = None
 
     # -- lifecycle --
     def __enter__(self) -> Lab:
@@ -294,6 +314,8 @@ class Lab:
         self.state.data["daemons"] += [list(x) for x in self.daemons.started]
         self.state.save()
         self.timings["daemons"] = t
+        # errors come back as exceptions; libvirt's default handler would also print them to stderr
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
         self.conn = libvirt.open(self.uri)
         errors = clean_stale(self.root, self.prefix, self.conn)
         if errors:
@@ -314,6 +336,9 @@ class Lab:
             for d in self._domains.values():
                 d.destroyed = True
             self._domains.clear()
+            if self.peer_conn is not None:
+                self.peer_conn.close()
+                self.peer_conn, self.peer = None, None
             self.conn.close()
             self.conn = None
         try:
@@ -560,6 +585,93 @@ class Lab:
         self._running_idle(d)
         libvirt_qemu.qemuMonitorCommand(d.dom, "stop", libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
         self._wait_state(d)
+
+    # -- migration: a second libvirtd in a podman container (kvmlab.peer) --
+    def _ensure_peer(self) -> Peer:
+        if self.peer is None:
+            cache = self.images.root.parent
+            peer = Peer(f"{self.prefix}-peer-{self.session}", self.dir, cache / "kvmlab-peer", self.images.root)
+            self.state.add({**peer.record, "owner": "__lab__"})
+            t0 = time.monotonic()
+            self.peer_conn = peer.start()
+            self.peer = peer
+            self.timings["peer"] = time.monotonic() - t0
+            log.info("peer libvirtd up in %.1fs (image build %.1fs)", self.timings["peer"], peer.image_seconds)
+        return self.peer
+
+    def _start_migration(self, d: LabDomain, flags: int, params: dict[str, Any]) -> None:
+        peer = self._ensure_peer()
+        params = {libvirt.VIR_MIGRATE_PARAM_URI: "tcp://127.0.0.1",            # loopback only
+                  libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS: "127.0.0.1",
+                  libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 1,
+                  **params}
+
+        def migrate() -> None:
+            src, dst = libvirt.open(self.uri), libvirt.open(peer.uri)
+            try:
+                src.lookupByName(d.name).migrate3(dst, params, flags)
+            except libvirt.libvirtError as e:
+                d.job_error = e
+            finally:
+                src.close()
+                dst.close()
+
+        d.record({"kind": "domain", "name": d.name, "uuid": d.uuid, "uri": peer.uri})
+        t = threading.Thread(target=migrate, name=f"kvmlab-migrate-{d.name}", daemon=True)
+        t.start()
+        d._threads.append(t)
+        d.peer_uri = peer.uri
+
+    def _bring_migrating(self, d: LabDomain) -> None:
+        """Offline (non-live) migration at 1 MiB/s: the source stays paused (migration) for tens of seconds."""
+        self._running_idle(d)
+        self._start_migration(d, 0, {})
+        self._wait_state(d)
+
+        def abort() -> None:            # libvirt then resumes the source (running, migration canceled)
+            d.dom.abortJob()            # type: ignore[union-attr]
+            for t in d._threads:
+                t.join(timeout=60)
+        d._clear = abort
+
+    def _bring_postcopy(self, d: LabDomain) -> None:
+        """Live migration with post-copy at 1 MiB/s, switched to post-copy: source paused (post-copy)."""
+        self._into_postcopy(d)
+
+        def finish() -> None:           # unlimited post-copy bandwidth: the migration completes
+            d.dom.migrateSetMaxSpeed(0, libvirt.VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY)  # type: ignore[union-attr]
+            for t in d._threads:
+                t.join(timeout=120)
+        d._clear = finish
+
+    def _bring_postcopy_failed(self, d: LabDomain) -> None:
+        """Post-copy, then the destination QEMU dies: the source is paused (post-copy failed).
+
+        The guest's state is split between two hosts and half of it is gone: nothing can clear this."""
+        self._into_postcopy(d, PAUSED_POSTCOPY)
+        assert self.peer_conn is not None
+        dest = self.peer_conn.lookupByName(d.name)
+        wait_for(lambda: tuple(dest.state()) == (RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY), 30,
+                 f"{d.name} to run (post-copy) on the peer")
+        dest.destroy()
+        self._wait_state(d)
+
+    def _into_postcopy(self, d: LabDomain, want: tuple[int, int] | None = None) -> None:
+        self._running_idle(d)
+        self._start_migration(d, libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_POSTCOPY,
+                              {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY: 1})
+
+        def switched() -> bool:
+            if d.job_error is not None:
+                raise LabError(f"migration failed: {d.job_error}")
+            try:
+                d.dom.migrateStartPostCopy(0)   # type: ignore[union-attr]
+            except libvirt.libvirtError:
+                return False                    # migration not running yet
+            return True
+
+        wait_for(switched, d.spec.timeout, f"{d.name} migration to accept post-copy", interval=0.1)
+        self._wait_state(d, want)
 
     # -- introspection --
     @property

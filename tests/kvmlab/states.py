@@ -41,6 +41,12 @@ STATES: dict[str, StateSpec] = {s.key: s for s in (
               how="virDomainCoreDump into a FIFO nobody reads"),
     StateSpec("from_snapshot", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_FROM_SNAPSHOT), None, "idle", 90,
               how="internal snapshot of the running domain (qcow2 disk), revert with REVERT_PAUSED"),
+    StateSpec("migrating", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION), None, "idle", 240,
+              how="offline migration at 1 MiB/s to a second libvirtd in a podman container"),
+    StateSpec("postcopy", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY), None, "idle", 240,
+              how="live migration switched to post-copy (1 MiB/s) to the container's libvirtd"),
+    StateSpec("postcopy_failed", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED), None, "idle", 240,
+              how="post-copy as above, then the destination domain is destroyed"),
     StateSpec("unknown", (PAUSED, libvirt.VIR_DOMAIN_PAUSED_UNKNOWN), None, "idle", 60,
               how="HMP 'stop' through qemu-monitor-command: QEMU stopped behind libvirt's back"),
 )}

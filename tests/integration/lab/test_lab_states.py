@@ -142,3 +142,27 @@ def test_cli_up_status_down_from_other_processes(lab, tmp_path):
     finally:
         cli("down")
     assert leftovers(workdir, "kvmlabcli") == []
+
+
+# -- migration: a second libvirtd in a podman container (see kvmlab/peer.py) --
+
+def test_migrating_clears_by_abort(lab_domain):
+    d = lab_domain("migrating")
+    assert d.dom.jobStats()["type"] != libvirt.VIR_DOMAIN_JOB_NONE
+    d.clear()
+    assert d.state() == (RUNNING, libvirt.VIR_DOMAIN_RUNNING_MIGRATION_CANCELED)
+
+
+def test_postcopy_source_and_destination(lab_domain, lab):
+    d = lab_domain("postcopy")
+    dest = lab.peer_conn.lookupByName(d.name)
+    assert tuple(dest.state()) == (RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY)
+    d.clear()                                    # lets post-copy complete
+    assert d.state() == (SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED)
+    assert tuple(dest.state()) == (RUNNING, libvirt.VIR_DOMAIN_RUNNING_MIGRATED)
+
+
+def test_postcopy_failed_cannot_be_cleared(lab_domain):
+    d = lab_domain("postcopy_failed")
+    d.clear()
+    assert d.state() == d.expected
