@@ -11,5 +11,15 @@ from .lab import Lab, LabDomain, LabTimeout, bounded, leftovers, status_file_sta
 from .proc import LabError
 from .states import STATES, StateSpec, state_text
 
-__all__ = ["Lab", "LabDomain", "LabError", "LabTimeout", "STATES", "StateSpec", "bounded", "leftovers", "state_text",
-           "status_file_state"]
+__all__ = [
+           "STATES",
+           "Lab",
+           "LabDomain",
+           "LabError",
+           "LabTimeout",
+           "StateSpec",
+           "bounded",
+           "leftovers",
+           "state_text",
+           "status_file_state",
+]

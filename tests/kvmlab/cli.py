@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+import libvirt
+
 from .lab import DEFAULT_WORKDIR, Lab, LabTimeout, bounded, leftovers, status_file_state
 from .proc import LabError
 from .states import STATES, state_text
@@ -65,13 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     if not sf.exists():
         print("nothing is up")
         return 0
-    import libvirt
     conn = libvirt.open(lab.uri)
     for rec in json.loads(sf.read_text())["records"]:
-        if rec["kind"] != "domain":
+        if rec["kind"] != "domain" or rec.get("uri"):     # (copies on the migration peer are not listed)
             continue
         try:
-            st = state_text(bounded(lambda: conn.lookupByName(rec["name"]).state(), 3, rec["name"]))
+            st = state_text(bounded(lambda n=rec["name"]: conn.lookupByName(n).state(), 3, rec["name"]))
         except LabTimeout:
             st = f"libvirt does not answer (blocked); status file: {state_text(status_file_state(rec['name']))}"
         except libvirt.libvirtError as e:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import libvirt
 
-from .proc import LabError, pid_alive, pid_starttime, run, stop_pid, wait_for
+from .proc import pid_alive, pid_starttime, run, stop_pid, wait_for
 
 log = logging.getLogger("kvmlab")
 URI = "qemu:///system"
@@ -53,7 +53,7 @@ class Daemons:
             if _running(name, pidfile):
                 continue
             run(cmd, timeout=30)
-            pid = wait_for(lambda: _pidfile_pid(pidfile) if _running(name, pidfile) else None, 15,
+            pid = wait_for(lambda n=name, pf=pidfile: _pidfile_pid(pf) if _running(n, pf) else None, 15,
                            f"{name} pid file {pidfile}")
             self.started.append((name, pid, pid_starttime(pid)))
             log.info("started %s pid %s", name, pid)

@@ -164,7 +164,8 @@ class GuestImages:
         self.kernel(prog.flavour)
         kdir = self._kernel_dir(prog.flavour)
         recipe = "\n".join([
-            (kdir / "package").read_text(), prog.init_script(list(prog.modules)), repr(sorted(prog.module_options.items())),
+            (kdir / "package").read_text(), prog.init_script(list(prog.modules)),
+            repr(sorted(prog.module_options.items())),
             hashlib.sha256(Path("/bin/busybox").read_bytes()).hexdigest(), "v1"])
         path = self.root / f"initrd-{prog.name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}.gz"
         if not path.is_file():

@@ -28,7 +28,7 @@ import libvirt_qemu
 from .daemons import URI, Daemons
 from .guest import PROGRAMS, GuestImages
 from .peer import Peer, remove_container
-from .proc import LabError, pid_alive, pid_starttime, stop_pid, wait_for
+from .proc import LabError, pid_alive, pid_starttime, run, stop_pid, wait_for
 from .states import CRASHED, PAUSED, RUNNING, SHUTOFF, STATES, StateSpec, parse_state_text, state_text
 from .storage import LoopExt4, NbdExport, detach_loop, drain_fifo, make_fifo, umount
 
@@ -54,7 +54,7 @@ def bounded(fn: Callable[[], Any], timeout: float, what: str) -> Any:
     def target() -> None:
         try:
             box["value"] = fn()
-        except BaseException as e:      # noqa: BLE001 - handed to the caller
+        except BaseException as e:
             box["error"] = e
 
     t = threading.Thread(target=target, name=f"kvmlab:{what}", daemon=True)
@@ -111,7 +111,7 @@ def teardown(conn: libvirt.virConnect, records: list[dict[str, Any]]) -> list[st
         for rec in reversed([r for r in records if r["kind"] == phase]):
             try:
                 _teardown_one(conn, rec)
-            except Exception as e:      # noqa: BLE001 - collected and reported together
+            except Exception as e:
                 errors.append(f"{rec}: {e}")
     return errors
 
@@ -251,7 +251,7 @@ class LabDomain:
     def details(self) -> str:
         try:
             st = state_text(self.state(2.0))
-        except Exception as e:          # noqa: BLE001 - diagnostics only
+        except Exception as e:
             st = f"? ({e})"
         tail = "\n".join(self.console().splitlines()[-25:])
         return (f"domain {self.name}: libvirt says {st}, status file {state_text(self.status_file_state())}, "
@@ -345,10 +345,9 @@ class Lab:
             daemons = self.state.data.get("daemons", [])
             self.daemons.started = [tuple(x) for x in daemons]  # type: ignore[misc]
             self.daemons.stop()
-        except Exception as e:          # noqa: BLE001
+        except Exception as e:
             errors.append(f"daemons: {e}")
-        if errors:
-            self.state.data["records"] = []
+        if errors:      # the state file stays: the next Lab (or `down`) retries what is left
             raise LabError("lab teardown incomplete:\n" + "\n".join(errors))
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -368,7 +367,7 @@ class Lab:
             details = d.details() if d.dom is not None and not spec.libvirt_blocked else ""
             try:
                 d.destroy()
-            except Exception as te:     # noqa: BLE001
+            except Exception as te:
                 details += f"\n(teardown after failure also failed: {te})"
             if isinstance(e, LabError):
                 raise LabError(f"{state}: {e}\n{details}") from e
@@ -445,7 +444,7 @@ class Lab:
     def _disk_xml(source: str, fmt: str = "raw", policy: bool = True) -> str:
         pol = " error_policy='stop' rerror_policy='stop'" if policy else ""
         return f"""
-    <disk {source.split('|')[0]} device='disk'>
+    <disk {source.split('|', maxsplit=1)[0]} device='disk'>
       <driver name='qemu' type='{fmt}'{pol}/>
       {source.split('|')[1]}
       <target dev='vda' bus='virtio'/>
@@ -572,7 +571,6 @@ class Lab:
     def _bring_from_snapshot(self, d: LabDomain) -> None:
         d.disk_path = self.dir / f"{d.name}.qcow2"
         d.record({"kind": "path", "path": str(d.disk_path)})
-        from .proc import run
         run(["qemu-img", "create", "-q", "-f", "qcow2", str(d.disk_path), "16M"])
         self._running_idle(d, disk=self._disk_xml(f"type='file'|<source file='{d.disk_path}'/>", "qcow2",
                                                    policy=False))
@@ -694,7 +692,6 @@ def leftovers(root: str | Path = DEFAULT_WORKDIR, prefix: str = "kvmlab", sessio
         mnt = line.split()[4].replace("\\040", " ")
         if mnt.startswith(base):
             found.append(f"mount {mnt}")
-    from .proc import run
     for line in run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"]).stdout.splitlines():
         if base in line:
             found.append(f"loop {line.strip()}")

@@ -48,7 +48,7 @@ def lab_domain(lab: Lab) -> Iterator[Callable[[str], LabDomain]]:
         pytest.fail("lab_domain teardown failed:\n" + "\n".join(errors))
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001 - pytest hook
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if not TIMINGS:
         return
     terminalreporter.section("kvmlab: seconds from define to state")

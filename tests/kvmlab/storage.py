@@ -159,4 +159,4 @@ def umount(path: str) -> None:
         run(["umount", path])
 
 
-__all__ = ["LoopExt4", "NbdExport", "drain_fifo", "make_fifo", "detach_loop", "umount", "reap"]
+__all__ = ["LoopExt4", "NbdExport", "detach_loop", "drain_fifo", "make_fifo", "reap", "umount"]

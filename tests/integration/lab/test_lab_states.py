@@ -10,13 +10,13 @@ import libvirt
 import pytest
 
 from kvmlab import STATES, Lab, LabError, LabTimeout, leftovers, state_text
+from kvmlab.proc import wait_for
 
 pytestmark = pytest.mark.lab
 SHUTOFF, RUNNING, PAUSED = libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED
 
 
 def wait(cond, timeout: float, what: str):
-    from kvmlab.proc import wait_for
     return wait_for(cond, timeout, what)
 
 
@@ -71,7 +71,7 @@ def test_eio_stays_until_the_export_is_fixed(lab_domain):
 
 def test_nbd_gone_recovers_when_the_server_is_back(lab_domain):
     d = lab_domain("nbd_gone")
-    assert d.nbd_socket and not d.nbd_socket.exists() or not d.nbd.alive()
+    assert (d.nbd_socket and not d.nbd_socket.exists()) or not d.nbd.alive()
     d.clear()
     assert d.nbd.alive() and d.nbd_socket.exists()
     assert d.state() == d.expected, "clear() must not resume"
@@ -95,11 +95,10 @@ def test_blocked_job_unblocks_when_the_fifo_is_read(lab_domain, state, after):
 def test_teardown_runs_after_a_failure_and_leaves_nothing(lab):
     """A second Lab session in this process: an exception inside it still tears everything down."""
     session = f"{os.getpid()}-fail"
-    with pytest.raises(RuntimeError, match="boom"):
-        with Lab(session=session) as other:
-            made = [other.create("enospc"), other.create("eio")]
-            assert leftovers(other.root, other.prefix, session)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), Lab(session=session) as other:
+        made = [other.create("enospc"), other.create("eio")]
+        assert leftovers(other.root, other.prefix, session)
+        raise RuntimeError("boom")
     assert leftovers(other.root, other.prefix, session) == []
     assert not other.dir.exists()
     for d in made:
@@ -129,7 +128,7 @@ def test_cli_up_status_down_from_other_processes(lab, tmp_path):
 
     def cli(*args: str) -> str:
         cp = subprocess.run([sys.executable, "-m", "kvmlab", "--workdir", str(workdir), "--prefix", "kvmlabcli",
-                             *args], capture_output=True, text=True, env=env, timeout=300)
+                             *args], capture_output=True, text=True, env=env, timeout=300, check=False)
         assert cp.returncode == 0, cp.stderr
         return cp.stdout
 
@@ -166,3 +165,20 @@ def test_postcopy_failed_cannot_be_cleared(lab_domain):
     d = lab_domain("postcopy_failed")
     d.clear()
     assert d.state() == d.expected
+
+
+def test_next_lab_cleans_up_after_a_killed_run(lab):
+    """A run that died (kill -9) leaves domains and mounts; the next Lab removes them when it opens."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    session = f"{os.getpid()}-killed"
+    crashed = Lab(session=session)
+    crashed.open()
+    crashed.create("enospc")
+    crashed.create("eio")
+    crashed.state.data["pid"] = int(dead.stdout)     # as if its process had died
+    crashed.detach()
+    assert leftovers(crashed.root, crashed.prefix, session)
+    with Lab(session=f"{os.getpid()}-next"):
+        assert leftovers(crashed.root, crashed.prefix, session) == []
+    assert not crashed.dir.exists()
