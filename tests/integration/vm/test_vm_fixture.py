@@ -126,6 +126,30 @@ def test_drbd_and_thin_lvm_modules_load(vm_pair):
           f"test -b /dev/vmlabvg/thin1; vgremove -q -f vmlabvg; pvremove -q {disk.dev}")
 
 
+def test_drbd_connects_over_the_replication_link(vm_pair):
+    """DRBD 8.4 (Debian's kernel) between the VMs on eth2 ("repl"), on their extra disks:
+    the peers connect and the forced primary starts syncing. Full sync is a later capability's test."""
+    a, b = vm_pair["vma"], vm_pair["vmb"]
+    res = "resource r0 {\n  net { protocol C; }\n" + "".join(
+        f"  on {vm.name} {{ device /dev/drbd0; disk {vm.disks[0].dev}; address {vm.addr('repl')}:7789; "
+        "meta-disk internal; }\n" for vm in (a, b)) + "}\n"
+    try:
+        for vm in (a, b):
+            vm.ssh("cat > /etc/drbd.d/r0.res", input=res)
+            vm.ssh("yes yes | drbdadm create-md --force r0 >/dev/null 2>&1; drbdadm up r0")
+        t0 = time.monotonic()
+        while "cs:Connected" not in a.ssh("cat /proc/drbd").stdout:
+            assert time.monotonic() - t0 < 60, a.ssh("cat /proc/drbd").stdout
+            time.sleep(1)
+        a.ssh("drbdadm primary --force r0")
+        out = a.ssh("sleep 1; cat /proc/drbd").stdout
+        assert "ro:Primary/Secondary" in out and ("SyncSource" in out or "UpToDate/UpToDate" in out), out
+        report(f"drbd: connected after {time.monotonic() - t0:.1f} s")
+    finally:
+        for vm in (a, b):
+            vm.ssh("drbdadm down r0; rm -f /etc/drbd.d/r0.res", check=False)
+
+
 def test_sysctl_inside_a_vm_does_not_touch_this_machine(vm_pair):
     a = vm_pair["vma"]
     host = Path("/proc/sys/vm/swappiness")
