@@ -71,6 +71,8 @@ def test_busy_domain_from_status_file_is_never_queried(tmp_path, monkeypatch):
     assert busy["disks"][0]["filesystem"]["mount_point"]
     assert f["unresponsive"][0]["name"] == "kpf-busy" and f["unresponsive"][0]["queried"] is False
     assert f["unresponsive"][0]["pid"] == 4242
+    assert set(f["unresponsive"][0]) == {"name", "uuid", "state", "reason", "job", "job_seconds", "pid", "queried",
+                                         "message"}          # as documented in RETURN (test_kvm_pause_facts)
 
 
 def test_run_bounded_keeps_partial_results_and_reaps():

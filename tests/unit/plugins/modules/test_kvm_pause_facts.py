@@ -5,6 +5,7 @@ import json
 
 import libvirt
 import pytest
+import yaml
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.kvmops.fleet.plugins.module_utils import _libvirt
@@ -63,3 +64,24 @@ def test_libvirt_missing(monkeypatch, capsys):
 def test_bad_timeout(capsys):
     out = run(capsys, {"timeout": 0})
     assert out["failed"] and "timeout must be a positive" in out["msg"]
+
+
+def _documented(contains: dict) -> set:
+    return set(contains)
+
+
+def test_return_schema_matches_documentation(tmp_path, capsys):
+    """Every key the module returns is documented in RETURN, and every documented key is returned."""
+
+    doc = yaml.safe_load(kvm_pause_facts.RETURN)["ansible_facts"]["contains"]["kvm_pause"]["contains"]
+    uri = write_fleet(tmp_path / "f.xml", 20)
+    f = run(capsys, {"uri": uri, "include_running": True})["ansible_facts"]["kvm_pause"]
+    assert set(f) == _documented(doc)
+    entry_doc = _documented(doc["paused"]["contains"])
+    for p in f["paused"]:
+        assert set(p) == entry_doc
+    assert set(f["summary"]) == set(doc["summary"]["sample"])
+    assert set(f["paused"][0]["disks"][0]) == set(doc["paused"]["contains"]["disks"]["sample"][0])
+    assert set(f["running"][0]) == set(doc["running"]["sample"][0])
+    unresp = set(doc["unresponsive"]["sample"][0])
+    assert unresp == {"name", "uuid", "state", "reason", "job", "job_seconds", "pid", "queried", "message"}
