@@ -121,7 +121,9 @@ def cgroup_state(mounts_text, proc_cgroups_text, v2_controllers_text):
     return {"layout": layout, "controllers": sorted(controllers), "missing": missing}
 
 
-_VHV_LINE = re.compile(r"^\s*(?P<driver>[A-Z]+):\s*(?P<check>.+?)\s*:\s*(?P<result>PASS|WARN|FAIL)\b\s*(?:\((?P<msg>.*)\))?\s*$")
+_VHV_LINE = re.compile(
+    r"^\s*(?P<driver>[A-Z]+):\s*(?P<check>.+?)\s*:\s*(?P<result>PASS|WARN|FAIL)\b\s*(?:\((?P<msg>.*)\))?\s*$"
+)
 
 
 def parse_virt_host_validate(text):
@@ -159,22 +161,24 @@ def assess(facts, min_free_bytes=0):
     if not device.get("exists"):
         problems.append("/dev/kvm does not exist: the kvm module (kvm_intel/kvm_amd) is not loaded")
     elif not device.get("usable"):
-        problems.append("/dev/kvm exists but does not answer KVM_GET_API_VERSION: %s" % (device.get("error") or "unknown error"))
+        problems.append(
+            f"/dev/kvm exists but does not answer KVM_GET_API_VERSION: {device.get('error') or 'unknown error'}"
+        )
     elif device.get("qemu_user_access") is False:
         warnings.append(
-            "the QEMU user cannot open /dev/kvm (owner group %s, mode %s): add it to that group or fix the udev rule"
-            % (device.get("group"), device.get("mode"))
+            f"the QEMU user cannot open /dev/kvm (owner group {device.get('group')}, mode {device.get('mode')}): "
+            "add it to that group or fix the udev rule"
         )
     cgroups = facts.get("cgroups") or {}
     if cgroups.get("missing"):
-        warnings.append("cgroup controllers missing: %s" % ", ".join(cgroups["missing"]))
+        warnings.append(f"cgroup controllers missing: {', '.join(cgroups['missing'])}")
     disk = facts.get("disk") or {}
     free = disk.get("free_bytes")
     if free is not None and min_free_bytes and free < min_free_bytes:
         problems.append(
-            "only %d MiB free under %s, %d MiB required" % (free // 1048576, disk.get("path"), min_free_bytes // 1048576)
+            f"only {free // 1048576} MiB free under {disk.get('path')}, {min_free_bytes // 1048576} MiB required"
         )
     for verdict in facts.get("validate") or []:
         if verdict["driver"] == "QEMU" and verdict["result"] == "FAIL":
-            warnings.append("virt-host-validate: %s: FAIL %s" % (verdict["check"], verdict["message"]))
+            warnings.append(f"virt-host-validate: {verdict['check']}: FAIL {verdict['message']}")
     return problems, warnings

@@ -54,7 +54,8 @@ attributes:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
   facts:
     description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
@@ -182,15 +183,22 @@ def _read(path):
 
 
 def _kvm_device(qemu_user):
-    info = {"exists": False, "usable": False, "api_version": None, "group": None, "mode": None,
-            "qemu_user_access": None, "error": None}
+    info = {
+        "exists": False,
+        "usable": False,
+        "api_version": None,
+        "group": None,
+        "mode": None,
+        "qemu_user_access": None,
+        "error": None,
+    }
     try:
         st = os.stat("/dev/kvm")
     except OSError as exc:
         info["error"] = exc.strerror
         return info
     info["exists"] = True
-    info["mode"] = "%04o" % stat.S_IMODE(st.st_mode)
+    info["mode"] = f"{stat.S_IMODE(st.st_mode):04o}"
     try:
         info["group"] = grp.getgrgid(st.st_gid).gr_name
     except KeyError:
@@ -222,7 +230,7 @@ def _kvm_device(qemu_user):
 
 def _nested():
     for name in ("kvm_intel", "kvm_amd"):
-        value = _read("/sys/module/%s/parameters/nested" % name)
+        value = _read(f"/sys/module/{name}/parameters/nested")
         if value is not None:
             return _hostcheck.parse_bool_param(value)
     return None
@@ -274,8 +282,9 @@ def gather(module):
     tool = module.get_bin_path("virt-host-validate") if params["virt_host_validate"] else None
     if tool:
         # it exits non-zero when a check fails: the verdicts are the answer, not the exit code
-        _rc, out, _err = module.run_command(["timeout", str(params["timeout"]), tool, "qemu"],
-                                            environ_update={"LC_ALL": "C"})
+        _rc, out, _err = module.run_command(
+            ["timeout", str(params["timeout"]), tool, "qemu"], environ_update={"LC_ALL": "C"}
+        )
         facts["validate"] = _hostcheck.parse_virt_host_validate(out)
         facts["validate_available"] = True
     facts["kvm_capable"] = bool(cpu["virt_extension"]) and facts["kvm_device"]["usable"]

@@ -37,7 +37,7 @@ class CallbackModule(CallbackBase):
         if not result._result.get("changed"):
             return
         kind = "handler" if isinstance(result._task, Handler) else "task"
-        entry = "%s: %s" % (kind, result._task.get_name())
+        entry = f"{kind}: {result._task.get_name()}"
         changed = self._changed.setdefault(result._host.get_name(), [])
         if entry not in changed:
             changed.append(entry)

@@ -39,7 +39,10 @@ def test_bool_param(text, expected):
 def test_iommu_state():
     cmdline = "BOOT_IMAGE=/vmlinuz root=/dev/sda1 intel_iommu=on iommu=pt quiet"
     assert hc.iommu_state(cmdline, 12, 1) == {
-        "enabled": True, "groups": 12, "units": 1, "cmdline": {"intel_iommu": "on", "iommu": "pt"},
+        "enabled": True,
+        "groups": 12,
+        "units": 1,
+        "cmdline": {"intel_iommu": "on", "iommu": "pt"},
     }
     assert hc.iommu_state("root=/dev/sda1", 0, 0)["enabled"] is False
     assert hc.iommu_state("intel_iommu=off", 3, 1)["enabled"] is False
@@ -62,7 +65,8 @@ pids\t8\t1\t0
 
 
 @pytest.mark.parametrize(
-    ("mounts", "layout"), [(MOUNTS_HYBRID, "hybrid"), (MOUNTS_V2, "v2"), ("cgroup /a cgroup rw 0 0", "v1"), ("", "none")]
+    ("mounts", "layout"),
+    [(MOUNTS_HYBRID, "hybrid"), (MOUNTS_V2, "v2"), ("cgroup /a cgroup rw 0 0", "v1"), ("", "none")],
 )
 def test_cgroup_layout(mounts, layout):
     assert hc.parse_mounts_cgroup(mounts) == layout
@@ -80,12 +84,17 @@ def test_cgroup_v2_controllers():
     assert {"cpuacct", "devices", "blkio"} <= set(state["controllers"])
 
 
-VHV = """  QEMU: Checking for hardware virtualization                                 : FAIL (Only emulated CPUs are available, performance will be significantly limited)
-  QEMU: Checking if device /dev/vhost-net exists                              : PASS
-  QEMU: Checking for cgroup 'cpu' controller support                          : PASS
-  QEMU: Checking for secure guest support                                     : WARN (Unknown if this platform has Secure Guest support)
-garbage line
-"""
+VHV = "\n".join(
+    [
+        "  QEMU: Checking for hardware virtualization                   : FAIL (Only emulated CPUs are available,"
+        " performance will be significantly limited)",
+        "  QEMU: Checking if device /dev/vhost-net exists                : PASS",
+        "  QEMU: Checking for cgroup 'cpu' controller support            : PASS",
+        "  QEMU: Checking for secure guest support                       : WARN (Unknown if this platform has"
+        " Secure Guest support)",
+        "garbage line",
+    ]
+)
 
 
 def test_parse_virt_host_validate():

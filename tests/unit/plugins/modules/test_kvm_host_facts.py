@@ -4,14 +4,27 @@ where a verdict depends on them."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.kvmops.fleet.plugins.modules import kvm_host_facts
 
-KEYS = {"kvm_capable", "cpu", "kvm_device", "nested", "iommu", "cgroups", "disk", "security_module", "validate",
-        "validate_available", "problems", "warnings"}
+KEYS = {
+    "kvm_capable",
+    "cpu",
+    "kvm_device",
+    "nested",
+    "iommu",
+    "cgroups",
+    "disk",
+    "security_module",
+    "validate",
+    "validate_available",
+    "problems",
+    "warnings",
+}
 
 
 def run(capsys, args):
@@ -21,8 +34,9 @@ def run(capsys, args):
 
 
 def test_facts_shape_and_read_only(tmp_path, capsys):
-    out = run(capsys, {"images_dir": str(tmp_path / "not" / "yet"), "virt_host_validate": False,
-                       "_ansible_check_mode": True})
+    out = run(
+        capsys, {"images_dir": str(tmp_path / "not" / "yet"), "virt_host_validate": False, "_ansible_check_mode": True}
+    )
     facts = out["ansible_facts"]["kvm_host"]
     assert out["changed"] is False
     assert set(facts) == KEYS
@@ -35,7 +49,7 @@ def test_facts_shape_and_read_only(tmp_path, capsys):
 def test_too_little_disk_is_a_problem(tmp_path, capsys):
     out = run(capsys, {"images_dir": str(tmp_path), "min_free_gib": 1024 * 1024, "virt_host_validate": False})
     problems = out["ansible_facts"]["kvm_host"]["problems"]
-    assert any("MiB free under %s" % tmp_path in p for p in problems)
+    assert any(f"MiB free under {tmp_path}" in p for p in problems)
 
 
 def test_no_virt_flags_no_device(monkeypatch, tmp_path, capsys):
@@ -57,8 +71,6 @@ def test_no_virt_flags_no_device(monkeypatch, tmp_path, capsys):
 
 
 def _stat_without(missing):
-    import os
-
     real_stat = os.stat
 
     def fake_stat(path, *args, **kwargs):
@@ -73,7 +85,7 @@ def test_virt_host_validate_is_parsed(monkeypatch, tmp_path, capsys):
     tool = tmp_path / "virt-host-validate"
     tool.write_text("#!/bin/sh\necho '  QEMU: Checking if device /dev/kvm exists      : PASS'\nexit 1\n")
     tool.chmod(0o755)
-    monkeypatch.setenv("PATH", "%s:/usr/bin:/bin" % tmp_path)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     facts = run(capsys, {"images_dir": str(tmp_path)})["ansible_facts"]["kvm_host"]
     assert facts["validate_available"] is True
     assert facts["validate"] == [
