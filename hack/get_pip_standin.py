@@ -27,7 +27,7 @@ _GET_PIP_ONLY = {"--no-setuptools", "--no-wheel"}
 
 
 def bootstrap(argv: list[str]) -> int:
-    import ensurepip  # pylint: disable=import-outside-toplevel
+    import ensurepip  # noqa: PLC0415  # pylint: disable=import-outside-toplevel
 
     ensurepip.bootstrap(upgrade=True)
     os.environ.pop("PIP_CONFIG_FILE", None)
@@ -36,10 +36,12 @@ def bootstrap(argv: list[str]) -> int:
 
 
 def install() -> str:
-    from ansible_test._internal.python_requirements import get_venv_packages  # pylint: disable=import-outside-toplevel
+    # only the installer needs ansible-test; the bootstrap runs in a bare venv
+    from ansible_test._internal.python_requirements import get_venv_packages  # noqa: PLC0415  # pylint: disable=import-outside-toplevel
 
-    version = get_venv_packages(types.SimpleNamespace(version="%d.%d" % sys.version_info[:2]))["pip"]
-    target = os.path.expanduser("~/.ansible/test/cache/get_pip_%s.py" % version.replace(".", "_"))
+    python = types.SimpleNamespace(version=f"{sys.version_info[0]}.{sys.version_info[1]}")
+    version = get_venv_packages(python)["pip"]
+    target = os.path.expanduser(f"~/.ansible/test/cache/get_pip_{version.replace('.', '_')}.py")
     os.makedirs(os.path.dirname(target), exist_ok=True)
     shutil.copyfile(__file__, target + ".tmp")
     os.replace(target + ".tmp", target)
@@ -48,6 +50,6 @@ def install() -> str:
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--install"]:
-        print("[setup] ansible-test get-pip stand-in: %s" % install())
+        print(f"[setup] ansible-test get-pip stand-in: {install()}")
         sys.exit(0)
     sys.exit(bootstrap(sys.argv[1:]))

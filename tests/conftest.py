@@ -49,6 +49,6 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_terminal_summary(terminalreporter):
     if _SKIPPED and os.environ.get("KVMOPS_FAIL_ON_SKIP") == "1":
         terminalreporter.write_line(
-            "KVMOPS_FAIL_ON_SKIP=1: %d skipped test(s) fail this run: %s" % (len(_SKIPPED), ", ".join(_SKIPPED)),
+            f"KVMOPS_FAIL_ON_SKIP=1: {len(_SKIPPED)} skipped test(s) fail this run: {', '.join(_SKIPPED)}",
             red=True,
         )
