@@ -163,20 +163,17 @@ def _job_done(name: str) -> bool:
 
 
 def _remove_domain(conn: libvirt.virConnect, name: str, uuid: str | None) -> None:
+    """Destroy + undefine; a domain that is (or meanwhile went) gone counts as removed."""
     try:
         dom = bounded(lambda: conn.lookupByName(name), 30, f"lookup {name}")
-    except libvirt.libvirtError as e:
-        if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return
-        raise
-    if uuid and dom.UUIDString() != uuid:
-        raise LabError(f"domain {name} has UUID {dom.UUIDString()}, not ours ({uuid}); left alone")
-    if bounded(dom.isActive, 30, f"isActive {name}"):
-        bounded(dom.destroy, 60, f"destroy {name}")
-    try:
+        if uuid and dom.UUIDString() != uuid:
+            raise LabError(f"domain {name} has UUID {dom.UUIDString()}, not ours ({uuid}); left alone")
+        if bounded(dom.isActive, 30, f"isActive {name}"):
+            bounded(dom.destroy, 60, f"destroy {name}")
         bounded(lambda: dom.undefineFlags(UNDEFINE_FLAGS), 30, f"undefine {name}")
     except libvirt.libvirtError as e:
-        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # a transient domain is gone once destroyed
+        # NO_DOMAIN: gone, e.g. a transient migration destination that died with its source
+        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
             raise
 
 
