@@ -1,6 +1,6 @@
 """pytest fixtures for vmlab. Import them into a conftest.py::
 
-    from vmlab.pytest_plugin import vmlab_image, vmlab_fleet_factory  # noqa: F401
+    from vmlab.pytest_plugin import pytest_terminal_summary, vmlab_fleet_factory, vmlab_image  # noqa: F401
 
 ``vmlab_image`` (session) builds or reuses the cached base image; ``vmlab_fleet_factory``
 (module) boots fleets from a :class:`~vmlab.fleet.FleetSpec` and tears every one of them down at
@@ -31,10 +31,23 @@ def missing_prerequisites() -> list[str]:
     return missing
 
 
+REPORT: list[str] = []
+
+
 def report(msg: str) -> None:
-    """Timing lines go to the terminal even under capture (the tier's numbers are its point)."""
+    """Timing and memory lines: live on stderr (visible with ``-s``) and repeated in a
+    "vmlab" section of pytest's terminal summary (always visible: the tier's numbers matter)."""
+    REPORT.append(msg)
     sys.__stderr__.write(f"[vmlab] {msg}\n")
     sys.__stderr__.flush()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Hook: import it into the conftest.py that imports the fixtures."""
+    if REPORT:
+        terminalreporter.section("vmlab: boot, reboot and memory")
+        for line in REPORT:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

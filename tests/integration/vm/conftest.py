@@ -4,7 +4,11 @@ from __future__ import annotations
 import pytest
 
 from vmlab.fleet import FleetSpec, LinkSpec, VMSpec
-from vmlab.pytest_plugin import vmlab_fleet_factory, vmlab_image  # noqa: F401  (fixtures)
+from vmlab.pytest_plugin import (  # noqa: F401  (fixtures and the timing summary hook)
+    pytest_terminal_summary,
+    vmlab_fleet_factory,
+    vmlab_image,
+)
 
 # eth1 = lan, eth2 = repl (DRBD replication / corosync ring 2), eth3 + eth4 = unaddressed links
 # for bonds and VLANs the tests build themselves.
