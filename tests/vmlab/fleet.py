@@ -700,6 +700,8 @@ class Fleet:
         if self.run_dir.exists():
             shutil.rmtree(self.run_dir, ignore_errors=True)
             done.append(f"removed {self.run_dir}")
+        with contextlib.suppress(OSError):  # the runs root too, once the last run is gone
+            self.run_dir.parent.rmdir()
         if self._atexit:
             atexit.unregister(self.down)
             self._atexit = False
