@@ -398,14 +398,16 @@ class Lab:
         (self.dir / f"{d.name}.xml").write_text(xml)
         d.record({"kind": "path", "path": str(self.dir / f"{d.name}.xml")})
         d.record({"kind": "path", "path": str(d.console_log)})
-        assert self.conn is not None
-        d.dom = self.conn.defineXML(xml)
+        conn = self.conn
+        assert conn is not None
+        d.dom = bounded(lambda: conn.defineXML(xml), 60, f"define {d.name} (libvirtd's domain list may be "
+                        "locked: a look-up of a domain stuck in a job holds it)")
         d.uuid = d.dom.UUIDString()
         d.record({"kind": "domain", "name": d.name, "uuid": d.uuid})
 
     def _start(self, d: LabDomain) -> None:
         assert d.dom is not None
-        d.dom.create()
+        bounded(d.dom.create, 60, f"start {d.name}")
 
     def _wait_state(self, d: LabDomain, expected: tuple[int, int] | None = None) -> None:
         want = expected or d.expected
