@@ -24,11 +24,13 @@ setup:
 images: setup
 	hack/fleet-image.sh bookworm >/dev/null
 	hack/fleet-image.sh bullseye >/dev/null
+	hack/fleet-image.sh trixie >/dev/null
+	source hack/env.sh && PYTHONPATH=tests python -m vmlab build
 
-lint sanity unit integration vm: setup
+lint sanity unit integration: setup
 	hack/tiers.sh $@
 
-py39 molecule: setup images
+py39 vm molecule: setup images
 	hack/tiers.sh $@
 
 build: setup
