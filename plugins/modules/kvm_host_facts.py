@@ -17,7 +17,12 @@ description:
     (hardware KVM cannot run) and RV(ansible_facts.kvm_host.warnings).
   - Read-only; it never changes the host and works before libvirt or QEMU are installed.
 author:
-  - kvmops.fleet contributors
+  - kvmops.fleet contributors (@kvmops)
+extends_documentation_fragment:
+  - kvmops.fleet._attributes
+  - kvmops.fleet._attributes.FACTS
+  - kvmops.fleet._attributes.FACTS_MODULE
+  - kvmops.fleet._attributes.IDEMPOTENT
 options:
   images_dir:
     description:
@@ -46,20 +51,6 @@ options:
       - Seconds C(virt-host-validate) may take.
     type: int
     default: 60
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
-  idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
-    support: full
-  facts:
-    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
-    support: full
 notes:
   - The module never loads kernel modules or changes permissions; the P(kvmops.fleet.hypervisor#role)
     role decides whether a problem is fatal (O(kvmops.fleet.hypervisor#role:main:hypervisor_preflight_mode=strict))

@@ -135,6 +135,8 @@ def test_platform_vars_resolve(platform, want):
     assert v["__hypervisor_qemu_user_default"] == want["user"]
     assert v["__hypervisor_qemu_group_default"] == want["group"]
     assert v["__hypervisor_security_module"] == want["lsm"]
+    # check mode's prediction on a bare host: dpkg maintainer scripts start the units, rpm does not
+    assert v["__hypervisor_packages_start_units"] is (want["pkg"] == "apt")
     started = v["__hypervisor_units_started"]
     assert "virtlogd.socket" in started and "libvirt-guests.service" in started
     # socket-activated daemons are enabled, never "started" (their --timeout would break idempotence)
@@ -266,3 +268,32 @@ def test_argument_specs_catch_bad_variables(tmp_path, role_vars, message):
     assert "Validating arguments against arg spec" in result.stdout
     assert message in result.stdout
     assert "changed=0" in result.stdout
+
+
+def test_strict_preflight_stops_before_any_change(tmp_path):
+    # a requirement no host meets, so the verdict does not depend on this machine's CPU
+    result = run_role(tmp_path, {"hypervisor_min_free_gib": 1024**3, "hypervisor_images_dir": str(tmp_path)}, DEBIAN12)
+    assert result.returncode == 2, result.stdout
+    assert "localhost cannot run KVM guests:" in result.stdout
+    assert "Nothing was changed. Set hypervisor_preflight_mode=warn" in result.stdout
+    assert "Install the hypervisor packages" not in result.stdout
+    assert "changed=0" in result.stdout
+
+
+def test_playbooks_parse():
+    playbooks = ROLE.parents[1] / "playbooks"
+    for name in ("hypervisor.yml", "site.yml"):
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "ansible-playbook"),
+                "--syntax-check",
+                "-i",
+                "localhost,",
+                str(playbooks / name),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -1,7 +1,7 @@
 """Verify kvmops.fleet.hypervisor on a fleet container (testinfra, podman connection).
 
-Expectations come from the scenario's own variable files: vars.yml (converge) with
-config_change.yml layered on top by side_effect.yml, which ran last.
+Expectations come from the scenario's own variable files: vars/converge.yml with
+vars/config_change.yml layered on top by side_effect.yml, which ran last.
 """
 
 import json
@@ -14,8 +14,8 @@ import yaml
 
 SHARED = pathlib.Path(__file__).resolve().parent.parent
 EXPECTED = {
-    **yaml.safe_load((SHARED / "vars.yml").read_text()),
-    **yaml.safe_load((SHARED / "config_change.yml").read_text()),
+    **yaml.safe_load((SHARED / "vars" / "converge.yml").read_text()),
+    **yaml.safe_load((SHARED / "vars" / "config_change.yml").read_text()),
 }
 IMAGES = EXPECTED["hypervisor_images_dir"]
 URI = "qemu:///system"
@@ -122,7 +122,23 @@ def test_services(host):
         assert service.is_enabled, unit
         assert service.is_running, unit
     assert host.service("libvirtd.service").is_enabled
-    assert not host.service("libvirtd-tls.socket").is_running
+
+
+def test_tls_listener(host):
+    assert EXPECTED["hypervisor_tls_enabled"]
+    tls = host.service("libvirtd-tls.socket")
+    assert tls.is_enabled and tls.is_running
+    dropin = host.file("/etc/systemd/system/libvirtd-tls.socket.d/50-kvmops-fleet.conf").content_string
+    address = f"{EXPECTED['hypervisor_tls_listen_address']}:16514"
+    assert f"ListenStream={address}" in dropin
+    assert host.socket(f"tcp://{address}").is_listening
+    key = host.file("/etc/pki/libvirt/private/serverkey.pem")
+    assert key.mode == 0o600 and "PRIVATE KEY" in key.content_string
+    assert "BEGIN CERTIFICATE" in host.file("/etc/pki/libvirt/servercert.pem").content_string
+    conf = host.file("/etc/libvirt/libvirtd.conf").content_string
+    assert 'key_file = "/etc/pki/libvirt/private/serverkey.pem"' in conf
+    # the daemon (restarted by the side effect's socket change) came up with these certificates
+    assert host.service("libvirtd.service").is_running
 
 
 def test_users_in_libvirt_group(host):
