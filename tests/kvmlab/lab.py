@@ -224,8 +224,10 @@ class LabDomain:
     def __repr__(self) -> str:
         return f"<LabDomain {self.name} {self.state_name} expected={state_text(self.expected)}>"
 
-    def record(self, rec: dict[str, Any]) -> None:
-        self.lab.state.add({**rec, "owner": self.name})
+    def record(self, rec: dict[str, Any]) -> dict[str, Any]:
+        stored = {**rec, "owner": self.name}
+        self.lab.state.add(stored)
+        return stored
 
     # -- observation (all bounded) --
     def state(self, timeout: float = 5.0) -> tuple[int, int]:
@@ -400,10 +402,12 @@ class Lab:
         d.record({"kind": "path", "path": str(d.console_log)})
         conn = self.conn
         assert conn is not None
+        # recorded before defining: a define that times out here may still complete inside libvirtd later
+        rec = d.record({"kind": "domain", "name": d.name, "uuid": None})
         d.dom = bounded(lambda: conn.defineXML(xml), 60, f"define {d.name} (libvirtd's domain list may be "
                         "locked: a look-up of a domain stuck in a job holds it)")
-        d.uuid = d.dom.UUIDString()
-        d.record({"kind": "domain", "name": d.name, "uuid": d.uuid})
+        d.uuid = rec["uuid"] = d.dom.UUIDString()
+        self.state.save()
 
     def _start(self, d: LabDomain) -> None:
         assert d.dom is not None
@@ -440,20 +444,18 @@ class Lab:
         self._wait_console(d)
 
     @staticmethod
-    def _disk_xml(source: str, fmt: str = "raw", policy: bool = True) -> str:
-        pol = " error_policy='stop' rerror_policy='stop'" if policy else ""
+    def _disk_xml(disk_type: str, source: str, fmt: str = "raw", stop_on_error: bool = True) -> str:
+        policy = " error_policy='stop' rerror_policy='stop'" if stop_on_error else ""
         return f"""
-    <disk {source.split('|', maxsplit=1)[0]} device='disk'>
-      <driver name='qemu' type='{fmt}'{pol}/>
-      {source.split('|')[1]}
+    <disk type='{disk_type}' device='disk'>
+      <driver name='qemu' type='{fmt}'{policy}/>
+      {source}
       <target dev='vda' bus='virtio'/>
     </disk>"""
 
     def _nbd_disk(self, d: LabDomain) -> str:
-        assert d.nbd_socket is not None
-        return self._disk_xml(
-            f"type='network'|<source protocol='nbd' name='{NbdExport.EXPORT}'>"
-            f"<host transport='unix' socket='{d.nbd_socket}'/></source>")
+        return self._disk_xml("network", f"<source protocol='nbd' name='{NbdExport.EXPORT}'>"
+                                         f"<host transport='unix' socket='{d.nbd_socket}'/></source>")
 
     def _setup_nbd(self, d: LabDomain, inject_eio: bool) -> NbdExport:
         d.nbd_socket = self.dir / f"{d.name}.nbd.sock"
@@ -501,7 +503,7 @@ class Lab:
         d.disk_path = loop.mount_point / "disk.img"
         with open(d.disk_path, "wb") as f:
             f.truncate(12 * 1024 * 1024)    # sparse: larger than what the filesystem has left for non-root
-        self._define(d, disk=self._disk_xml(f"type='file'|<source file='{d.disk_path}'/>"))
+        self._define(d, disk=self._disk_xml("file", f"<source file='{d.disk_path}'/>"))
         self._start(d)
         self._wait_state(d)
         d._clear = loop.free_space
@@ -571,8 +573,8 @@ class Lab:
         d.disk_path = self.dir / f"{d.name}.qcow2"
         d.record({"kind": "path", "path": str(d.disk_path)})
         run(["qemu-img", "create", "-q", "-f", "qcow2", str(d.disk_path), "16M"])
-        self._running_idle(d, disk=self._disk_xml(f"type='file'|<source file='{d.disk_path}'/>", "qcow2",
-                                                   policy=False))
+        self._running_idle(d, disk=self._disk_xml("file", f"<source file='{d.disk_path}'/>", "qcow2",
+                                                   stop_on_error=False))
         assert d.dom is not None
         snap = d.dom.snapshotCreateXML(f"<domainsnapshot><name>{d.name}-snap</name></domainsnapshot>", 0)
         d.dom.revertToSnapshot(snap, libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED)
