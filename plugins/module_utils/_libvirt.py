@@ -57,7 +57,14 @@ def classify_error(code, message: str, uri: str) -> str:
             getattr(libvirt, "VIR_ERR_CONFIG_UNSUPPORTED", -1): "uri",
         }
     kind = codes.get(code)
-    if "permission denied" in low or "authentication" in low or "access denied" in low or kind == "auth":
+    if (
+        "permission denied" in low
+        or "authentication" in low
+        or "access denied" in low
+        or "polkit" in low
+        or "system bus" in low
+        or kind == "auth"
+    ):
         return (
             f"Permission denied connecting to {uri}: run the task as root (become: true) or as a member of the "
             f"libvirt group ({msg})"

@@ -122,6 +122,9 @@ def test_connect_error_is_typed():
     ("Failed to connect socket to '/run/x.sock': Connection refused", "not running"),
     ("Failed to connect socket to '/run/x.sock': Permission denied", "Permission denied"),
     ("authentication failed: access denied by policy", "Permission denied"),
+    # non-root qemu:///system without a system bus: polkit cannot authorise the user
+    ("internal error: Unable to get system bus connection: Could not connect: No such file or directory",
+     "Permission denied"),
     ("no connection driver available for bogus:///x", "Cannot use libvirt URI"),
     ("something else", "Cannot connect to libvirt"),
 ])
