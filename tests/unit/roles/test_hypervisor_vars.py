@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import jinja2
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
@@ -297,3 +299,65 @@ def test_playbooks_parse():
             check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the libvirt configuration files: rendered from the templates, checked by the role's validator ----
+
+
+def _checker():
+    return runpy.run_path(str(ROLE / "files" / "libvirt-conf-check"))["check"]
+
+
+def render(template, **overrides):
+    # configuration files, not HTML: no autoescaping (Ansible's template module does none either)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(ROLE / "templates")), trim_blocks=True)  # noqa: S701
+    data = {**layered_vars("Debian", "Debian", "12", overrides), "ansible_managed": "managed"}
+    data.update(yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()))
+    data.update(overrides)
+    data.update({"__hypervisor_qemu_user": "libvirt-qemu", "__hypervisor_qemu_group": "kvm"})
+    return env.get_template(template).render(**data)
+
+
+@pytest.mark.parametrize("template", ["qemu.conf.j2", "daemon.conf.j2", "virtlogd.conf.j2", "proxy.conf.j2"])
+def test_rendered_configuration_is_valid(template):
+    text = render(
+        template,
+        hypervisor_qemu_conf_extra={
+            "max_files": 4096,
+            "set_process_name": True,
+            "cgroup_controllers": ["cpu", "memory"],
+        },
+        hypervisor_daemon_conf_extra={"admin_max_workers": 5},
+        hypervisor_tls_enabled=True,
+    )
+    _checker()(text)  # raises ValueError when invalid
+
+
+def test_rendered_values():
+    qemu = render(
+        "qemu.conf.j2",
+        hypervisor_security_driver="none",
+        hypervisor_qemu_conf_extra={"set_process_name": True, "cgroup_controllers": ["cpu", "memory"]},
+    )
+    assert 'user = "libvirt-qemu"' in qemu and 'security_driver = "none"' in qemu
+    assert "set_process_name = 1" in qemu
+    assert 'cgroup_controllers = [ "cpu", "memory" ]' in qemu
+    assert "security_driver" not in render("qemu.conf.j2")  # auto: libvirt's own choice
+    daemon = render("daemon.conf.j2", hypervisor_tls_enabled=True, hypervisor_max_clients=77)
+    assert "max_clients = 77" in daemon and 'key_file = "/etc/pki/libvirt/private/serverkey.pem"' in daemon
+    assert "listen_tls" not in daemon and "unix_sock" not in daemon
+    assert "ListenStream=[::1]:16514" in render("tls-socket.conf.j2", hypervisor_tls_listen_address="::1")
+    assert "ListenStream=16514" in render("tls-socket.conf.j2")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['a = "x"y"\n', "a =\n", "= 1\n", 'a = [ "x", \n', "a = [ 1 2 ]\n", "a b\n"],
+)
+def test_validator_rejects(text):
+    with pytest.raises((ValueError, IndexError)):
+        _checker()(text)
+
+
+def test_validator_accepts_comments_and_multiline_lists():
+    _checker()('# c\nlog_outputs = "3:journald"  # x\nnames = [\n  "a",\n  "b",\n]\nn = -1\n')
