@@ -253,3 +253,18 @@ def test_diagnose_playbook_prints_the_table(tmp_path):
     assert "VM                           CAUSE" in proc.stdout
     assert "vm0009                       crashed" in proc.stdout
     assert "12 domains: 8 running, 2 paused, 1 crashed, 0 unresponsive, 0 safe to resume" in proc.stdout
+
+
+@pytest.mark.parametrize("state,cause", [("migrating", "migration"), ("postcopy", "postcopy"),
+                                         ("postcopy_failed", "postcopy_failed")])
+def test_migration_states_are_never_safe(lab_domain, state, cause):
+    d = lab_domain(state)
+    _, p = facts_for(d, timeout=5)
+    assert p["cause"] == cause and p["safe_to_resume"] is False, p
+    assert p["severity"] in ("warning", "critical")
+    if state == "postcopy_failed":
+        assert "split between two hosts" in p["safe_to_resume_reason"]
+        return                                      # nothing can clear this one
+    d.clear()                                       # migration aborted (source runs) or completed (source gone)
+    _, p = facts_for(d)
+    assert p is None
