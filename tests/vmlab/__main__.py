@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "up":
         links = []
         for spec in a.link or ["lan"]:
-            name, _, mode = spec.partition(":")
+            name, _sep, mode = spec.partition(":")
             links.append(LinkSpec(name, addressed=mode != "none"))
         disks = a.disk if a.disk is not None else ["256M"]
         spec = FleetSpec([VMSpec(f"vm{chr(ord('a') + i)}", memory_mb=a.memory, disks=list(disks))

@@ -578,7 +578,7 @@ class Fleet:
                                          start_new_session=True,
                                          preexec_fn=_die_with_parent if self.owned else None)  # noqa: PLW1509
                 vm.pid, vm.starttime = p.pid, None
-                for _ in range(100):
+                for _attempt in range(100):
                     vm.starttime = proc_starttime(p.pid)
                     if vm.starttime:
                         break

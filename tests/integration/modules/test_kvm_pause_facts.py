@@ -49,7 +49,7 @@ def run_module(args: dict, *, env_extra: dict | None = None, interpreter: str = 
 
 
 def facts_for(d, timeout=10, **kw):
-    res, _, _ = run_module(dict({"domains": [d.name], "timeout": timeout}, **kw))
+    res = run_module(dict({"domains": [d.name], "timeout": timeout}, **kw))[0]
     assert not res.get("failed"), res.get("msg")
     f = res["ansible_facts"]["kvm_pause"]
     return f, next((p for p in f["paused"] if p["name"] == d.name), None)
@@ -75,14 +75,14 @@ def test_running_is_not_paused(lab_domain):
 
 def test_user(lab_domain):
     d = lab_domain("user")
-    _, p = facts_for(d)
+    p = facts_for(d)[1]
     assert (p["cause"], p["reason"], p["safe_to_resume"]) == ("user_paused", "user", True)
     assert p["paused_since_source"] == "status_xml_mtime" and p["paused_for_seconds"] >= 0
 
 
 def test_enospc_names_mount_and_loop_device_then_clears(lab_domain):
     d = lab_domain("enospc")
-    _, p = facts_for(d)
+    p = facts_for(d)[1]
     assert p["cause"] == "storage_full" and p["safe_to_resume"] is False
     disk = p["disks"][0]
     assert (disk["error"], disk["error_policy"], disk["source"]) == ("no_space", "stop", str(d.disk_path))
@@ -91,43 +91,43 @@ def test_enospc_names_mount_and_loop_device_then_clears(lab_domain):
     assert disk["filesystem"]["available_bytes"] < 1024 * 1024            # root reserve counts as full
     assert f"{d.mount_point} is full for QEMU" in text(p["remediation"])
     d.clear()
-    _, p = facts_for(d)
+    p = facts_for(d)[1]
     assert p["cause"] == "storage_full" and p["safe_to_resume"] is True, p["safe_to_resume_reason"]
 
 
 def test_eio_names_the_export_and_stays_unsafe_until_replaced(lab_domain):
     d = lab_domain("eio")
-    _, p = facts_for(d)
+    p = facts_for(d)[1]
     assert p["cause"] == "storage_io_error" and p["safe_to_resume"] is False
     assert p["disks"][0]["error"] == "unspecified"
     assert str(d.nbd_socket) in text(p["disks"][0]["endpoints"]) and str(d.nbd_socket) in text(p["remediation"])
     d.clear()
-    _, p = facts_for(d)
+    p = facts_for(d)[1]
     assert p["safe_to_resume"] is True, p["safe_to_resume_reason"]
 
 
 def test_nbd_gone_unreachable_then_back(lab_domain):
     d = lab_domain("nbd_gone")
-    _, p = facts_for(d)
+    p = facts_for(d)[1]
     assert p["cause"] == "storage_unreachable" and p["safe_to_resume"] is False
     ep = p["disks"][0]["endpoints"][0]
     assert ep["endpoint"] == f"unix:{d.nbd_socket}" and ep["reachable"] is False
     assert f"unix:{d.nbd_socket}" in text(p["remediation"])
     d.clear()
-    _, p = facts_for(d)
+    p = facts_for(d)[1]
     assert p["disks"][0]["endpoints"][0]["reachable"] is True
     assert p["safe_to_resume"] is True, p["safe_to_resume_reason"]
 
 
 def test_watchdog(lab_domain):
     d = lab_domain("watchdog")
-    _, p = facts_for(d)
+    p = facts_for(d)[1]
     assert (p["cause"], p["watchdog_action"], p["safe_to_resume"]) == ("watchdog", "pause", False)
 
 
 def test_crashed(lab_domain):
     d = lab_domain("crashed")
-    _, p = facts_for(d)
+    p = facts_for(d)[1]
     assert (p["state"], p["cause"], p["on_crash"], p["safe_to_resume"]) == ("crashed", "crashed", "preserve", False)
 
 
@@ -145,13 +145,13 @@ def test_blocked_job_reported_from_status_file(lab_domain, state, cause):
 
 def test_from_snapshot(lab_domain):
     d = lab_domain("from_snapshot")
-    _, p = facts_for(d)
+    p = facts_for(d)[1]
     assert (p["cause"], p["safe_to_resume"]) == ("from_snapshot", True)
 
 
 def test_unknown(lab_domain):
     d = lab_domain("unknown")
-    _, p = facts_for(d)
+    p = facts_for(d)[1]
     assert (p["cause"], p["reason"], p["safe_to_resume"]) == ("unknown", "unknown", False)
     assert "custom-monitor" in text(p["findings"])
 
@@ -193,7 +193,7 @@ def test_worker_is_killed_when_libvirt_itself_hangs(lab_domain):
 
 def test_module_on_test_driver(tmp_path):
     uri = write_fleet(tmp_path / "fleet.xml", 200)
-    res, _, _ = run_module({"uri": uri, "include_running": True})
+    res = run_module({"uri": uri, "include_running": True})[0]
     f = res["ansible_facts"]["kvm_pause"]
     assert f["summary"]["total"] == 200 and len(f["paused"]) == 60 and len(f["running"]) == 120
     assert f["collection"] == "getAllDomainStats"
@@ -204,7 +204,7 @@ def test_module_on_test_driver(tmp_path):
     ({"uri": "qemu+unix:///system?socket=/nonexistent/libvirt-sock"}, "libvirtd is not running on this host"),
 ])
 def test_failure_messages(args, msg):
-    res, _, _ = run_module(args)
+    res = run_module(args)[0]
     assert res["failed"] and res["msg"].startswith(msg)
     assert_no_traceback(res)
 
@@ -216,7 +216,7 @@ def assert_no_traceback(res):
 
 
 def test_libvirt_python_missing():
-    res, _, _ = run_module({}, interpreter="/usr/bin/python3")
+    res = run_module({}, interpreter="/usr/bin/python3")[0]
     assert res["failed"] and "libvirt-python" in res["msg"]
     assert_no_traceback(res)
 
@@ -230,9 +230,9 @@ def test_permission_denied():
     sock = socket.socket(socket.AF_UNIX)
     try:
         sock.bind(str(priv / "sock"))
-        res, _, _ = run_module({"uri": f"qemu+unix:///system?socket={priv}/sock"}, user="nobody",
-                               env_extra={"HOME": str(home), "ANSIBLE_REMOTE_TMP": f"{home}/r",
-                                          "ANSIBLE_LOCAL_TEMP": f"{home}/l"})
+        res = run_module({"uri": f"qemu+unix:///system?socket={priv}/sock"}, user="nobody",
+                         env_extra={"HOME": str(home), "ANSIBLE_REMOTE_TMP": f"{home}/r",
+                                    "ANSIBLE_LOCAL_TEMP": f"{home}/l"})[0]
         assert res["failed"] and res["msg"].startswith("Permission denied connecting to")
         assert_no_traceback(res)
     finally:
@@ -259,12 +259,12 @@ def test_diagnose_playbook_prints_the_table(tmp_path):
                                          ("postcopy_failed", "postcopy_failed")])
 def test_migration_states_are_never_safe(lab_domain, state, cause):
     d = lab_domain(state)
-    _, p = facts_for(d, timeout=5)
+    p = facts_for(d, timeout=5)[1]
     assert p["cause"] == cause and p["safe_to_resume"] is False, p
     assert p["severity"] in ("warning", "critical")
     if state == "postcopy_failed":
         assert "split between two hosts" in p["safe_to_resume_reason"]
         return                                      # nothing can clear this one
     d.clear()                                       # migration aborted (source runs) or completed (source gone)
-    _, p = facts_for(d)
+    p = facts_for(d)[1]
     assert p is None

@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 
 from vmlab.fleet import FleetSpec, LinkSpec, VMSpec
-from vmlab.pytest_plugin import (  # noqa: F401  (fixtures and the timing summary hook)
+
+# pytest finds fixtures and hooks by name in conftest.py: these imports are used by pytest
+from vmlab.pytest_plugin import (  # noqa: F401  # pylint: disable=unused-import
     pytest_terminal_summary,
     vmlab_fleet_factory,
     vmlab_image,

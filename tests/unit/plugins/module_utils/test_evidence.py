@@ -137,7 +137,7 @@ def test_gather_disk_file_block_network():
                                lvs_cache={}, timeout=0.5)
     assert [e["endpoint"] for e in ev["endpoints"]] == ["unix:/run/n.sock", "127.0.0.1:1"]
     assert not any(e["reachable"] for e in ev["endpoints"]) and ev["endpoints"][0]["created"] == 123.0
-    assert all(t == 0.5 for _, t in host.connects)
+    assert all(t == 0.5 for _endpoint, t in host.connects)
 
 
 def test_real_connect_is_bounded_and_reports(tmp_path):
