@@ -174,3 +174,48 @@ def run_bounded(body, deadline: float, *args):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
     return records, finished
+
+
+# ---- small helpers shared by modules that change domains ----------------------------------------------
+
+
+class DomainNotFound(KvmError):
+    """No domain of that name on this host."""
+
+
+class LibvirtOperationError(KvmError):
+    """libvirt refused an operation."""
+
+
+def lookup_domain(conn, name: str):
+    """conn.lookupByName with a clear DomainNotFound naming the ``domain`` option."""
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == getattr(libvirt, "VIR_ERR_NO_DOMAIN", 42):
+            raise DomainNotFound(f"domain: no domain named {name!r} exists on this host") from None
+        raise
+
+
+_ERROR_KINDS = {"DomainNotFound": DomainNotFound, "LibvirtConnectError": LibvirtConnectError}
+
+
+def raise_worker_error(records: list, finished: bool, what: str, timeout: float) -> None:
+    """Turn a run_bounded result into the right typed exception (or return when all went well).
+
+    Errors keep their type across the fork (DomainNotFound, LibvirtConnectError); anything else becomes
+    LibvirtOperationError prefixed with ``what``; a killed worker becomes LibvirtTimeout naming the
+    completed ``{"t": "step", "step": ...}`` records.
+    """
+    for rec in records:
+        if rec.get("t") == "error":
+            cls = _ERROR_KINDS.get(rec.get("kind"))
+            if cls is not None:
+                raise cls(rec["message"])
+            raise LibvirtOperationError(f"{what}: {rec['message']}")
+    if not finished:
+        done = [r["step"] for r in records if r.get("t") == "step"]
+        raise LibvirtTimeout(
+            f"{what}: libvirt did not answer within {timeout} s (timeout)"
+            + (f"; completed steps: {', '.join(done)}" if done else "")
+        )

@@ -1,0 +1,627 @@
+#!/usr/bin/python
+# Copyright (c) kvmops.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: kvm_tune
+short_description: Declare one libvirt domain's CPU, NUMA, memory, disk and NIC tuning, applied idempotently
+version_added: 0.1.0
+description:
+  - Declares the tuning of one domain (vCPU and emulator pinning, I/O threads, NUMA memory policy, memory
+    backing, per-disk driver settings and I/O limits, per-interface multiqueue and bandwidth) and applies
+    only what differs.
+  - Changes go to the persistent definition and, on a running domain, live where libvirt can change them
+    (O(apply)). What libvirt can only change at the next boot is written to the persistent definition and
+    returned in RV(pending_restart). The module never restarts a domain.
+  - Every option is checked against the domain and the host before anything changes (host CPUs and NUMA
+    nodes, cpuset syntax, reserved hugepages, disk targets, interface MACs, vCPU numbers).
+  - With O(placement=auto) a deterministic NUMA planner places the domain in one NUMA cell when it fits,
+    pins vCPUs to sibling pairs and keeps O(housekeeping_cpus) and CPUs pinned by other domains free.
+author:
+  - kvmops.fleet contributors (@kvmops)
+extends_documentation_fragment:
+  - kvmops.fleet._attributes
+  - kvmops.fleet._attributes.IDEMPOTENT
+  - kvmops.fleet._libvirt
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Predicts the same changes, diff and RV(pending_restart) as the real run and changes nothing.
+  diff_mode:
+    support: full
+    details:
+      - The diff shows before and after XML of each changed section (persistent and live).
+options:
+  domain:
+    description: Name of the domain.
+    type: str
+    required: true
+    aliases: [name]
+  apply:
+    description:
+      - Where to apply the tuning.
+      - V(both) changes the persistent definition and, if the domain runs, the running domain where libvirt
+        allows it; the rest is returned in RV(pending_restart).
+      - V(config) changes only the persistent definition.
+      - V(live) changes only the running domain, and fails before changing anything when a requested change
+        cannot be made live or the domain is not running.
+    type: str
+    choices: [both, config, live]
+    default: both
+  placement:
+    description:
+      - V(auto) asks the NUMA planner for O(vcpupin), O(emulatorpin) and O(numatune) (mode V(strict), the
+        chosen cell). The plan only depends on the host topology, the domain's vCPU count and memory and the
+        CPUs other domains pin, so a second run plans the same.
+      - V(manual) uses the options as given.
+      - With V(auto), O(vcpupin), O(emulatorpin) and O(numatune.nodeset) must not be given.
+    type: str
+    choices: [manual, auto]
+    default: manual
+  housekeeping_cpus:
+    description:
+      - Host CPUs (cpuset) the planner never gives to vCPUs; the emulator threads are pinned there.
+      - Only used with O(placement=auto).
+    type: str
+  vcpupin:
+    description:
+      - Pin vCPUs to host CPUs. vCPUs not listed keep their pinning.
+    type: list
+    elements: dict
+    suboptions:
+      vcpu:
+        description: vCPU number (from 0).
+        type: int
+        required: true
+      cpuset:
+        description: Host CPUs in libvirt cpuset syntax, for example V(2-3) or V(0-7,^4).
+        type: str
+        required: true
+  emulatorpin:
+    description: Host CPUs (cpuset) for the QEMU emulator threads.
+    type: str
+  iothreads:
+    description: I/O threads of the domain.
+    type: dict
+    suboptions:
+      count:
+        description: Number of I/O threads (IDs 1..count). Live changes add or remove threads.
+        type: int
+      pin:
+        description: Pin I/O threads to host CPUs.
+        type: list
+        elements: dict
+        suboptions:
+          iothread:
+            description: I/O thread ID.
+            type: int
+            required: true
+          cpuset:
+            description: Host CPUs (cpuset).
+            type: str
+            required: true
+  numatune:
+    description:
+      - NUMA memory policy. On a running domain libvirt changes only the nodeset, and only in mode V(strict)
+        or V(restrictive) when the mode stays the same; everything else is pending until the next boot.
+    type: dict
+    suboptions:
+      mode:
+        description: Memory policy mode.
+        type: str
+        choices: [strict, preferred, interleave, restrictive]
+      nodeset:
+        description: Host NUMA nodes (cpuset syntax).
+        type: str
+  memory_backing:
+    description: Memory backing. Takes effect at the next boot.
+    type: dict
+    suboptions:
+      hugepages:
+        description:
+          - Back guest memory with hugepages of O(memory_backing.page_size). The pages must be reserved on the
+            host (on the O(numatune.nodeset) nodes when given), else the task fails before changing anything.
+        type: bool
+      page_size:
+        description: Hugepage size in KiB (V(2048) or V(1048576) on x86_64).
+        type: int
+        default: 2048
+      nosharepages:
+        description: Keep KSM from merging this domain's memory.
+        type: bool
+      locked:
+        description: Lock guest memory in host RAM (no swapping).
+        type: bool
+  disks:
+    description:
+      - Per-disk settings, matched by target device. Driver settings take effect at the next boot; O(disks[].iotune)
+        is changed live.
+    type: list
+    elements: dict
+    suboptions:
+      target:
+        description: Target device, for example V(vda).
+        type: str
+        required: true
+      cache:
+        description: Host page cache mode.
+        type: str
+        choices: [none, writethrough, writeback, directsync, unsafe, default]
+      io:
+        description: Asynchronous I/O backend.
+        type: str
+        choices: [native, threads, io_uring]
+      discard:
+        description: Pass guest discard requests to the storage (V(unmap)) or not (V(ignore)).
+        type: str
+        choices: [unmap, ignore]
+      error_policy:
+        description:
+          - What QEMU does on a write error. V(stop) pauses the domain so that nothing is lost and the cause
+            (for example ENOSPC) can be fixed and the domain resumed; see the tuning guide.
+        type: str
+        choices: [stop, report, ignore, enospace]
+      rerror_policy:
+        description: What QEMU does on a read error.
+        type: str
+        choices: [stop, report, ignore]
+      iothread:
+        description: I/O thread (ID) that serves the disk.
+        type: int
+      iotune:
+        description:
+          - I/O limits (as C(virsh blkdeviotune)); keys such as V(total_bytes_sec), V(read_iops_sec),
+            V(write_bytes_sec_max), V(size_iops_sec). V(0) removes a limit. Keys not given are kept.
+        type: dict
+  interfaces:
+    description:
+      - Per-interface settings, matched by O(interfaces[].mac) or O(interfaces[].target) (the host tap device of a
+        running domain).
+    type: list
+    elements: dict
+    suboptions:
+      mac:
+        description: MAC address of the interface.
+        type: str
+      target:
+        description: Host target device of a running domain's interface (for example V(vnet3)).
+        type: str
+      queues:
+        description: virtio multiqueue queue count. Takes effect at the next boot.
+        type: int
+      bandwidth:
+        description:
+          - Bandwidth limits (as C(virsh domiftune)), applied live where the host kernel has the needed qdiscs;
+            otherwise a warning says it takes effect at the next boot. An O(interfaces[].bandwidth.inbound.average)
+            of V(0) removes that direction's limit.
+        type: dict
+        suboptions:
+          inbound:
+            description: Traffic into the guest.
+            type: dict
+            suboptions:
+              average:
+                description: Average rate in KiB/s.
+                type: int
+                required: true
+              peak:
+                description: Peak rate in KiB/s.
+                type: int
+              burst:
+                description: Burst size in KiB.
+                type: int
+          outbound:
+            description: Traffic out of the guest.
+            type: dict
+            suboptions:
+              average:
+                description: Average rate in KiB/s.
+                type: int
+                required: true
+              peak:
+                description: Peak rate in KiB/s.
+                type: int
+              burst:
+                description: Burst size in KiB.
+                type: int
+notes:
+  - The planner uses each cell's total memory (or reserved hugepages), not its momentary free memory, so that
+    it plans the same on every run.
+  - Interface target devices exist only while a domain runs; use O(interfaces[].mac) for shut-off domains.
+seealso:
+  - name: Tuning guide
+    description: When to use which knob, and why error_policy=stop matters.
+    link: https://github.com/kvmops/fleet/blob/main/docs/docsite/rst/guide_tuning.rst
+  - name: libvirt domain XML, CPU tuning
+    description: The elements this module manages.
+    link: https://libvirt.org/formatdomain.html#cpu-tuning
+"""
+
+EXAMPLES = r"""
+- name: Pin a database VM by hand
+  kvmops.fleet.kvm_tune:
+    domain: db-01
+    vcpupin:
+      - {vcpu: 0, cpuset: "2"}
+      - {vcpu: 1, cpuset: "3"}
+    emulatorpin: "0-1"
+    numatune:
+      mode: strict
+      nodeset: "0"
+  become: true
+
+- name: Let the planner place the VM in one NUMA cell, keeping CPUs 0-1 for the host
+  kvmops.fleet.kvm_tune:
+    domain: web-01
+    placement: auto
+    housekeeping_cpus: "0-1"
+  become: true
+
+- name: Disks that pause on ENOSPC instead of corrupting, with an I/O limit; 2 virtio queues
+  kvmops.fleet.kvm_tune:
+    domain: web-01
+    iothreads:
+      count: 1
+    disks:
+      - target: vda
+        cache: none
+        io: native
+        discard: unmap
+        error_policy: stop
+        rerror_policy: stop
+        iothread: 1
+        iotune:
+          total_iops_sec: 2000
+    interfaces:
+      - mac: "52:54:00:12:34:56"
+        queues: 2
+        bandwidth:
+          inbound: {average: 10240, peak: 20480, burst: 1024}
+  become: true
+
+- name: Hugepage backing (applied at the next boot)
+  kvmops.fleet.kvm_tune:
+    domain: db-01
+    memory_backing:
+      hugepages: true
+      page_size: 2048
+  become: true
+  register: tune
+
+- name: Say what waits for a reboot
+  ansible.builtin.debug:
+    msg: "db-01 needs a restart for {{ tune.pending_restart | join(', ') }}"
+  when: tune.pending_restart | length > 0
+"""
+
+RETURN = r"""
+changes:
+  description: What was (or in check mode would be) changed, as C(config:KIND[KEY]) and C(live:KIND[KEY]).
+  returned: always
+  type: list
+  elements: str
+  sample: ['config:vcpupin[0]', 'live:vcpupin[0]', 'config:disk_driver[vda]']
+pending_restart:
+  description:
+    - Differences between the running domain and the requested tuning that only take effect at the next boot
+      (the persistent definition already has them). Empty for a domain that is not running.
+  returned: always
+  type: list
+  elements: str
+  sample: ['memory_backing', 'disk_driver[vda]']
+placement:
+  description: The planner's plan with O(placement=auto), else V(null).
+  returned: always
+  type: dict
+  sample: {cell: 1, nodeset: '1', vcpupin: {'0': '8,12', '1': '8,12'}, emulatorpin: '0-1', spans_cells: false}
+state:
+  description: Domain state (virDomainState number) when the task read it.
+  returned: always
+  type: int
+  sample: 1
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.kvmops.fleet.plugins.module_utils import _numa, _tune
+from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import (
+    HAS_LIBVIRT,
+    KvmError,
+    libvirt,
+    lookup_domain,
+    open_connection,
+    raise_worker_error,
+    run_bounded,
+)
+
+_CPUSET_DICT = {
+    "type": "dict",
+    "options": {"average": {"type": "int", "required": True}, "peak": {"type": "int"}, "burst": {"type": "int"}},
+}
+ARGUMENT_SPEC = {
+    "domain": {"type": "str", "required": True, "aliases": ["name"]},
+    "uri": {"type": "str", "default": "qemu:///system"},
+    "timeout": {"type": "float", "default": 10},
+    "apply": {"type": "str", "choices": ["both", "config", "live"], "default": "both"},
+    "placement": {"type": "str", "choices": ["manual", "auto"], "default": "manual"},
+    "housekeeping_cpus": {"type": "str"},
+    "vcpupin": {
+        "type": "list",
+        "elements": "dict",
+        "options": {"vcpu": {"type": "int", "required": True}, "cpuset": {"type": "str", "required": True}},
+    },
+    "emulatorpin": {"type": "str"},
+    "iothreads": {
+        "type": "dict",
+        "options": {
+            "count": {"type": "int"},
+            "pin": {
+                "type": "list",
+                "elements": "dict",
+                "options": {"iothread": {"type": "int", "required": True}, "cpuset": {"type": "str", "required": True}},
+            },
+        },
+    },
+    "numatune": {
+        "type": "dict",
+        "options": {
+            "mode": {"type": "str", "choices": ["strict", "preferred", "interleave", "restrictive"]},
+            "nodeset": {"type": "str"},
+        },
+    },
+    "memory_backing": {
+        "type": "dict",
+        "options": {
+            "hugepages": {"type": "bool"},
+            "page_size": {"type": "int", "default": 2048},
+            "nosharepages": {"type": "bool"},
+            "locked": {"type": "bool"},
+        },
+    },
+    "disks": {
+        "type": "list",
+        "elements": "dict",
+        "options": {
+            "target": {"type": "str", "required": True},
+            "cache": {
+                "type": "str",
+                "choices": ["none", "writethrough", "writeback", "directsync", "unsafe", "default"],
+            },
+            "io": {"type": "str", "choices": ["native", "threads", "io_uring"]},
+            "discard": {"type": "str", "choices": ["unmap", "ignore"]},
+            "error_policy": {"type": "str", "choices": ["stop", "report", "ignore", "enospace"]},
+            "rerror_policy": {"type": "str", "choices": ["stop", "report", "ignore"]},
+            "iothread": {"type": "int"},
+            "iotune": {"type": "dict"},
+        },
+    },
+    "interfaces": {
+        "type": "list",
+        "elements": "dict",
+        "options": {
+            "mac": {"type": "str"},
+            "target": {"type": "str"},
+            "queues": {"type": "int"},
+            "bandwidth": {"type": "dict", "options": {"inbound": _CPUSET_DICT, "outbound": _CPUSET_DICT}},
+        },
+    },
+}
+
+
+def desired_from_params(p: dict) -> dict:
+    """Module params -> _tune's desired dict (None = leave alone)."""
+    io = p.get("iothreads") or {}
+    mb = p.get("memory_backing")
+    return {
+        "vcpupin": {e["vcpu"]: e["cpuset"] for e in p.get("vcpupin") or []},
+        "emulatorpin": p.get("emulatorpin"),
+        "iothreads": io.get("count"),
+        "iothreadpin": {e["iothread"]: e["cpuset"] for e in io.get("pin") or []},
+        "numatune": p.get("numatune"),
+        "memory_backing": None
+        if mb is None
+        else {
+            "hugepages": mb.get("hugepages"),
+            "page_size_kib": mb.get("page_size"),
+            "nosharepages": mb.get("nosharepages"),
+            "locked": mb.get("locked"),
+        },
+        "disks": [dict(d, iotune=d.get("iotune")) for d in p.get("disks") or []],
+        "interfaces": [dict(i) for i in p.get("interfaces") or []],
+    }
+
+
+# ---- bounded libvirt I/O ----------------------------------------------------------------------------
+
+
+def _read_worker(emit, uri, name, want_others):
+    conn = open_connection(uri)
+    emit({"t": "caps", "xml": conn.getCapabilities(), "info": conn.getInfo()})
+    dom = lookup_domain(conn, name)
+    active = dom.isActive() == 1
+    persistent = dom.isPersistent() == 1
+    emit(
+        {
+            "t": "dom",
+            "state": dom.state()[0],
+            "active": active,
+            "persistent": persistent,
+            "inactive": dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if persistent else None,
+            "live": dom.XMLDesc(0) if active else None,
+        }
+    )
+    if want_others:
+        own, pinned = dom.UUIDString(), set()
+        for other in conn.listAllDomains(0):
+            if other.UUIDString() != own:
+                pinned |= _numa.pinned_cpus_from_domain_xml(other.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        emit({"t": "others", "pinned": sorted(pinned)})
+
+
+def read_host(uri, name, timeout, want_others):
+    records, finished = run_bounded(_read_worker, time.monotonic() + timeout, uri, name, want_others)
+    raise_worker_error(records, finished, "reading the domain and host", timeout)
+    out = {"pinned": []}
+    for rec in records:
+        if rec["t"] == "caps":
+            out["caps"], out["info"] = rec["xml"], rec["info"]
+        elif rec["t"] == "dom":
+            out["dom"] = rec
+        elif rec["t"] == "others":
+            out["pinned"] = rec["pinned"]
+    return out
+
+
+def _cpumap(cpuset, ncpus):
+    cpus = set(_numa.parse_cpuset(cpuset))
+    return tuple(i in cpus for i in range(ncpus))
+
+
+def _apply_worker(emit, uri, name, config_xml, ops):
+    conn = open_connection(uri, readonly=False)
+    if config_xml is not None:
+        conn.defineXML(config_xml)
+        emit({"t": "step", "step": "define"})
+    if not ops:
+        return
+    dom = lookup_domain(conn, name)
+    ncpus = conn.getCPUMap()[0]
+    live = libvirt.VIR_DOMAIN_AFFECT_LIVE
+    for op in ops:
+        kind, key, d = op["kind"], op["key"], op["detail"]
+        step = "live " + _tune.describe(op)
+        try:
+            if kind == "vcpupin":
+                dom.pinVcpuFlags(key, _cpumap(d["cpuset"], ncpus), live)
+            elif kind == "emulatorpin":
+                dom.pinEmulator(_cpumap(d["cpuset"], ncpus), live)
+            elif kind == "iothreads":
+                for tid in d["add"]:
+                    dom.addIOThread(tid, live)
+                for tid in d["remove"]:
+                    dom.delIOThread(tid, live)
+            elif kind == "iothreadpin":
+                dom.pinIOThread(key, _cpumap(d["cpuset"], ncpus), live)
+            elif kind == "numatune":
+                dom.setNumaParameters({"numa_nodeset": d["nodeset"]}, live)
+            elif kind == "iotune":
+                dom.setBlockIoTune(key, d["values"], live)
+            elif kind == "bandwidth":
+                dom.setInterfaceParameters(key, d["values"], live)
+        except libvirt.libvirtError as exc:
+            if kind == "bandwidth":
+                emit({"t": "warning", "step": step, "message": str(exc)})
+                continue
+            raise KvmError(f"{step}: libvirt refused: {exc}") from None
+        emit({"t": "step", "step": step})
+
+
+def apply_changes(uri, name, config_xml, live_changes, timeout):
+    ops = [{"kind": c["kind"], "key": c["key"], "detail": c["detail"]} for c in live_changes]
+    records, finished = run_bounded(_apply_worker, time.monotonic() + timeout, uri, name, config_xml, ops)
+    raise_worker_error(records, finished, "applying the tuning", timeout)
+    return [
+        f"{r['step']} could not be applied to the running domain ({r['message']}); it is in the persistent "
+        "definition and takes effect at the next boot"
+        for r in records
+        if r.get("t") == "warning"
+    ]
+
+
+# ---- main -------------------------------------------------------------------------------------------
+
+
+def run(module):
+    p = module.params
+    if p["timeout"] <= 0:
+        raise _tune.TuneError(f"timeout: must be a positive number of seconds, got {p['timeout']}")
+    auto = p["placement"] == "auto"
+    if auto and (p["vcpupin"] or p["emulatorpin"] or (p["numatune"] or {}).get("nodeset")):
+        raise _tune.TuneError("placement=auto plans vcpupin, emulatorpin and numatune.nodeset: do not give them")
+    started = time.monotonic()
+    host = read_host(p["uri"], p["domain"], p["timeout"], auto)
+    dom = host["dom"]
+    topo = _numa.parse_capabilities(host["caps"])
+    if not topo["cells"]:
+        topo = _numa.topology_from_info(host["info"])
+    config_xml = dom["inactive"]
+    if config_xml is None:
+        if p["apply"] != "live":
+            raise _tune.TuneError(f"apply={p['apply']}: domain {p['domain']} is transient (no persistent definition)")
+        config_xml = dom["live"]
+    desired = desired_from_params(p)
+    facts = _tune.domain_facts(config_xml)
+    live_facts = _tune.domain_facts(dom["live"]) if dom["live"] else None
+    placement = None
+    if auto:
+        housekeeping = []
+        if p["housekeeping_cpus"]:
+            try:
+                housekeeping = _numa.parse_cpuset(p["housekeeping_cpus"], "housekeeping_cpus")
+            except _numa.CpusetError as exc:
+                raise _tune.TuneError(str(exc)) from None
+            missing = [c for c in housekeeping if c not in _numa.all_cpus(topo)]
+            if missing:
+                raise _tune.TuneError(f"housekeeping_cpus: host CPU(s) {_numa.format_cpuset(missing)} do not exist")
+        mb = desired["memory_backing"] or {}
+        try:
+            placement = _numa.plan_placement(
+                topo,
+                facts["vcpus"],
+                facts["memory_kib"],
+                pinned=host["pinned"],
+                housekeeping=housekeeping,
+                hugepage_kib=mb.get("page_size_kib") if mb.get("hugepages") else None,
+            )
+        except _numa.PlacementError as exc:
+            raise _tune.TuneError(str(exc)) from None
+        desired["vcpupin"] = dict(placement["vcpupin"])
+        desired["emulatorpin"] = placement["emulatorpin"]
+        desired["numatune"] = {"mode": (p["numatune"] or {}).get("mode") or "strict", "nodeset": placement["nodeset"]}
+    _tune.validate(desired, facts, topo, live_facts)
+    macs = {
+        i: _tune.find_interface(spec, facts, live_facts, f"interfaces[{i}]")
+        for i, spec in enumerate(desired["interfaces"])
+    }
+    result = _tune.plan(desired, config_xml if dom["inactive"] is not None else None, dom["live"], p["apply"], macs)
+    warnings = []
+    if result["changed"] and not module.check_mode:
+        left = p["timeout"] - (time.monotonic() - started)
+        warnings = apply_changes(p["uri"], p["domain"], result["config_xml"], result["live_changes"], max(left, 1.0))
+    changes = [f"config:{_tune.describe(c)}" for c in result["config_changes"]]
+    changes += [f"live:{_tune.describe(c)}" for c in result["live_changes"]]
+    if placement is not None:
+        placement = dict(placement, vcpupin={str(k): v for k, v in placement["vcpupin"].items()})
+    return {
+        "changed": result["changed"],
+        "changes": changes,
+        "pending_restart": result["pending_restart"],
+        "placement": placement,
+        "state": dom["state"],
+        "diff": result["diff"],
+        "warnings": warnings,
+    }
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    if not HAS_LIBVIRT:
+        module.fail_json(msg=missing_required_lib("libvirt-python (import libvirt)"))
+    try:
+        out = run(module)
+    except (KvmError, _tune.TuneError) as exc:
+        module.fail_json(msg=str(exc))
+    warnings = out.pop("warnings")
+    for warning in warnings:
+        module.warn(warning)
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""XML patching, validation and the live/config/pending plan of kvm_tune, on XML literals."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from ansible_collections.kvmops.fleet.plugins.module_utils import _numa, _tune
+from ansible_collections.kvmops.fleet.plugins.module_utils._numa import topology_from_info
+
+DOM = """<domain type='kvm'>
+  <name>web-01</name><memory unit='KiB'>1048576</memory><vcpu placement='static'>2</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/>
+      <source file='/img/web.raw'/><target dev='vda' bus='virtio'/></disk>
+    <interface type='user'><mac address='52:54:00:aa:bb:01'/><model type='virtio'/></interface>
+  </devices>
+</domain>"""
+LIVE = DOM.replace("<model type='virtio'/>", "<model type='virtio'/><target dev='vnet7'/>")
+TOPO = topology_from_info(["x86_64", 65536, 16, 2600, 2, 1, 4, 2])  # 2 cells x 8 CPUs
+
+
+def desired(**kw):
+    base = {"vcpupin": {}, "emulatorpin": None, "iothreads": None, "iothreadpin": {}, "numatune": None,
+            "memory_backing": None, "disks": [], "interfaces": []}
+    base.update(kw)
+    return base
+
+
+def test_no_change_returns_same_text():
+    assert _tune.patch(DOM, desired()) == (DOM, [])
+
+
+def test_cputune_patch_then_idempotent():
+    want = desired(vcpupin={0: "2", 1: "3"}, emulatorpin="0-1", iothreads=2, iothreadpin={1: "4"})
+    new, changes = _tune.patch(DOM, want)
+    assert [_tune.describe(c) for c in changes] == ["vcpupin[0]", "vcpupin[1]", "emulatorpin", "iothreadpin[1]",
+                                                     "iothreads"]
+    root = ET.fromstring(new)
+    assert [(p.get("vcpu"), p.get("cpuset")) for p in root.findall("./cputune/vcpupin")] == [("0", "2"), ("1", "3")]
+    assert root.find("./cputune/emulatorpin").get("cpuset") == "0-1" and root.findtext("iothreads") == "2"
+    assert _tune.patch(new, want) == (new, [])
+
+
+def test_cpuset_compared_as_sets():
+    xml = DOM.replace("<os>", "<cputune><vcpupin vcpu='0' cpuset='2-3'/></cputune><os>")
+    assert _tune.patch(xml, desired(vcpupin={0: "3,2"}))[1] == []
+
+
+def test_numatune_memory_backing_disk_interface():
+    want = desired(
+        numatune={"mode": "strict", "nodeset": "1"},
+        memory_backing={"hugepages": True, "page_size_kib": 2048, "nosharepages": True, "locked": None},
+        disks=[{"target": "vda", "cache": "none", "io": "native", "discard": "unmap", "error_policy": "stop",
+                "rerror_policy": "stop", "iothread": None, "iotune": {"total_iops_sec": 500}}],
+        interfaces=[{"mac": "52:54:00:AA:BB:01", "target": None, "queues": 2,
+                     "bandwidth": {"inbound": {"average": 1000, "peak": 2000, "burst": 64}, "outbound": None}}],
+    )
+    new, changes = _tune.patch(DOM, want)
+    kinds = [c["kind"] for c in changes]
+    assert kinds == ["numatune", "memory_backing", "disk_driver", "iotune", "queues", "bandwidth"]
+    root = ET.fromstring(new)
+    assert root.find("./numatune/memory").attrib == {"mode": "strict", "nodeset": "1"}
+    assert root.find("./memoryBacking/hugepages/page").attrib == {"size": "2048", "unit": "KiB"}
+    assert root.find("./memoryBacking/nosharepages") is not None
+    drv = root.find("./devices/disk/driver")
+    assert (drv.get("cache"), drv.get("io"), drv.get("discard"), drv.get("error_policy")) == ("none", "native",
+                                                                                            "unmap", "stop")
+    assert root.findtext("./devices/disk/iotune/total_iops_sec") == "500"
+    assert root.find("./devices/interface/driver").get("queues") == "2"
+    assert root.find("./devices/interface/bandwidth/inbound").attrib == {"average": "1000", "peak": "2000",
+                                                                          "burst": "64"}
+    assert _tune.patch(new, want) == (new, [])
+    # removing: hugepages false, iotune 0, inbound average 0
+    undo = desired(memory_backing={"hugepages": False, "page_size_kib": 2048, "nosharepages": False, "locked": None},
+                   disks=[{"target": "vda", "iotune": {"total_iops_sec": 0}}],
+                   interfaces=[{"mac": "52:54:00:aa:bb:01", "bandwidth": {"inbound": {"average": 0}}}])
+    back, changes = _tune.patch(new, undo)
+    root = ET.fromstring(back)
+    assert root.find("memoryBacking") is None and root.find("./devices/disk/iotune") is None
+    assert root.find("./devices/interface/bandwidth") is None
+
+
+@pytest.mark.parametrize("want,match", [
+    (desired(vcpupin={0: "99"}), r"^vcpupin\[vcpu=0\]\.cpuset: host CPU\(s\) 99 do not exist"),
+    (desired(vcpupin={5: "1"}), r"^vcpupin: vCPU 5 does not exist: domain web-01 has 2"),
+    (desired(vcpupin={0: "1-"}), r"^vcpupin\[vcpu=0\]\.cpuset: '1-' is not a valid cpuset"),
+    (desired(emulatorpin="0,x"), r"^emulatorpin: '0,x' is not a valid cpuset"),
+    (desired(numatune={"mode": "strict", "nodeset": "3"}), r"^numatune\.nodeset: NUMA node\(s\) 3 do not exist"),
+    (desired(memory_backing={"hugepages": True, "page_size_kib": 2048}), r"^memory_backing\.hugepages: .*only 0 KiB"),
+    (desired(disks=[{"target": "sdz"}]), r"^disks\[0\]\.target: domain web-01 has no disk 'sdz' \(disks: vda\)"),
+    (desired(disks=[{"target": "vda", "iothread": 1}]), r"^disks\[0\]\.iothread: iothread 1 does not exist"),
+    (desired(disks=[{"target": "vda", "iotune": {"bogus": 1}}]), r"^disks\[0\]\.iotune: unknown key 'bogus'"),
+    (desired(interfaces=[{"mac": "52:54:00:00:00:99"}]), r"^interfaces\[0\]\.mac: .*no interface with MAC"),
+    (desired(interfaces=[{"target": "vnet9"}]), r"^interfaces\[0\]\.target: .*no interface with target"),
+    (desired(iothreads=1, iothreadpin={2: "0"}), r"^iothreads\.pin: iothread 2 is not within 1\.\.1"),
+])
+def test_validation_names_the_option(want, match):
+    with pytest.raises(_tune.TuneError, match=match):
+        _tune.validate(want, _tune.domain_facts(DOM), TOPO, _tune.domain_facts(LIVE))
+
+
+def test_validation_hugepages_reserved_ok():
+    topo = _numa.topology_from_info(["x86_64", 65536, 16, 2600, 2, 1, 4, 2])
+    topo["cells"][1]["pages"][2048] = 512
+    mb = {"hugepages": True, "page_size_kib": 2048}
+    _tune.validate(desired(memory_backing=mb), _tune.domain_facts(DOM), topo)
+    with pytest.raises(_tune.TuneError, match="on NUMA node"):
+        _tune.validate(desired(memory_backing=mb, numatune={"mode": "strict", "nodeset": "0"}),
+                       _tune.domain_facts(DOM), topo)
+
+
+def test_interface_by_target_uses_live_xml():
+    facts, live = _tune.domain_facts(DOM), _tune.domain_facts(LIVE)
+    assert _tune.find_interface({"target": "vnet7"}, facts, live) == "52:54:00:aa:bb:01"
+
+
+def test_plan_running_both_live_and_pending():
+    want = desired(vcpupin={0: "2"}, disks=[{"target": "vda", "cache": "none", "iotune": {"total_iops_sec": 9}}],
+                   numatune={"mode": "strict", "nodeset": "0"})
+    out = _tune.plan(want, DOM, LIVE, "both")
+    assert out["changed"] and out["config_xml"] is not None
+    assert [_tune.describe(c) for c in out["live_changes"]] == ["vcpupin[0]", "iotune[vda]"]
+    assert out["pending_restart"] == ["disk_driver[vda]", "numatune"]
+    assert "<!-- config: vcpupin[0] -->" in out["diff"]["after"] and "<!-- live: vcpupin[0] -->" in out["diff"]["after"]
+    # the persistent definition now has it all, the live domain has what can change live: no change, still pending
+    live_after = _tune.patch(LIVE, desired(vcpupin={0: "2"}, disks=[{"target": "vda", "iotune": {"total_iops_sec": 9}}]))[0]
+    again = _tune.plan(want, out["config_xml"], live_after, "both")
+    assert not again["changed"] and again["pending_restart"] == ["disk_driver[vda]", "numatune"]
+    assert again["diff"] == {"before": "", "after": ""}
+
+
+def test_plan_live_refuses_boot_only_changes_and_shutoff():
+    with pytest.raises(_tune.TuneError, match=r"^apply=live: disk_driver\[vda\] cannot be changed"):
+        _tune.plan(desired(disks=[{"target": "vda", "cache": "none"}]), DOM, LIVE, "live")
+    with pytest.raises(_tune.TuneError, match="^apply=live: the domain is not running"):
+        _tune.plan(desired(vcpupin={0: "1"}), DOM, None, "live")
+
+
+def test_plan_config_only_on_running_reports_pending():
+    out = _tune.plan(desired(vcpupin={0: "1"}), DOM, LIVE, "config")
+    assert out["live_changes"] == [] and out["pending_restart"] == ["vcpupin[0]"] and out["changed"]
+
+
+def test_numatune_nodeset_change_is_live_in_strict_mode():
+    xml = LIVE.replace("<os>", "<numatune><memory mode='strict' nodeset='0'/></numatune><os>")
+    out = _tune.plan(desired(numatune={"mode": None, "nodeset": "1"}), xml, xml, "both")
+    assert [c["kind"] for c in out["live_changes"]] == ["numatune"] and out["pending_restart"] == []
+    out = _tune.plan(desired(numatune={"mode": "interleave", "nodeset": "1"}), xml, xml, "both")
+    assert out["pending_restart"] == ["numatune"]
+
+
+def test_iothreads_with_ids():
+    xml = DOM.replace("<os>", "<iothreads>3</iothreads><iothreadids><iothread id='1'/><iothread id='2'/>"
+                              "<iothread id='3'/></iothreadids><os>")
+    new, changes = _tune.patch(xml, desired(iothreads=1))
+    assert changes[0]["detail"] == {"add": [], "remove": [2, 3], "count": 1}
+    assert [t.get("id") for t in ET.fromstring(new).findall("./iothreadids/iothread")] == ["1"]
+
+
+def test_bad_xml():
+    with pytest.raises(_tune.TuneError, match="cannot parse"):
+        _tune.patch("<domain", desired())
