@@ -12,14 +12,14 @@ from .proc import LabError
 from .states import STATES, StateSpec, state_text
 
 __all__ = [
-           "STATES",
-           "Lab",
-           "LabDomain",
-           "LabError",
-           "LabTimeout",
-           "StateSpec",
-           "bounded",
-           "leftovers",
-           "state_text",
-           "status_file_state",
+    "STATES",
+    "Lab",
+    "LabDomain",
+    "LabError",
+    "LabTimeout",
+    "StateSpec",
+    "bounded",
+    "leftovers",
+    "state_text",
+    "status_file_state",
 ]

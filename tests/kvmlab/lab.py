@@ -158,8 +158,8 @@ def _unix_socket_connected(path: str) -> bool:
 
 def _job_done(name: str) -> bool:
     st = status_file_state(name)
-    return st is None or st[0] != PAUSED or st[1] not in (libvirt.VIR_DOMAIN_PAUSED_SAVE,
-                                                        libvirt.VIR_DOMAIN_PAUSED_DUMP)
+    busy = (libvirt.VIR_DOMAIN_PAUSED_SAVE, libvirt.VIR_DOMAIN_PAUSED_DUMP)
+    return st is None or st[0] != PAUSED or st[1] not in busy
 
 
 def _remove_domain(conn: libvirt.virConnect, name: str, uuid: str | None) -> None:
@@ -573,8 +573,8 @@ class Lab:
         d.disk_path = self.dir / f"{d.name}.qcow2"
         d.record({"kind": "path", "path": str(d.disk_path)})
         run(["qemu-img", "create", "-q", "-f", "qcow2", str(d.disk_path), "16M"])
-        self._running_idle(d, disk=self._disk_xml("file", f"<source file='{d.disk_path}'/>", "qcow2",
-                                                   stop_on_error=False))
+        disk = self._disk_xml("file", f"<source file='{d.disk_path}'/>", "qcow2", stop_on_error=False)
+        self._running_idle(d, disk=disk)
         assert d.dom is not None
         snap = d.dom.snapshotCreateXML(f"<domainsnapshot><name>{d.name}-snap</name></domainsnapshot>", 0)
         d.dom.revertToSnapshot(snap, libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED)

@@ -1,9 +1,9 @@
 """A second libvirtd for the migration states: libvirtd + QEMU (TCG) in a privileged rootful podman container.
 
 Image: ``debootstrap`` of Debian bookworm (same libvirt 9.0 / QEMU 7.2 as the host) with libvirt and QEMU,
-``podman import``-ed as ``localhost/kvmlab-peer:bookworm``; the rootfs tarball and podman's storage are
-cached under ``${KVMOPS_CACHE}/kvmlab-peer``. Podman runs with its own CONTAINERS_CONF/STORAGE_CONF files
-(runc, cgroupfs, default_ulimits that fit this machine), never the global configuration.
+``podman import``-ed as ``localhost/kvmlab-peer:bookworm``; the rootfs tarball is cached under
+``${KVMOPS_CACHE}/kvmlab-peer``. Podman runs with the project's configuration (written by hack/setup.sh,
+exported by hack/env.sh: runc, cgroupfs, default_ulimits that fit this machine), never the global one.
 
 The container shares the host's network namespace (migration runs over 127.0.0.1 only) and gets its own
 hostname and libvirt host UUID, so libvirt sees two hosts. Its /run/libvirt is a directory of the lab's
@@ -51,30 +51,18 @@ stdio_handler = "file"
 # VIR_MIGRATE_PARAM_LISTEN_ADDRESS=127.0.0.1 and URI tcp://127.0.0.1 with each migration instead.
 
 
-def podman_env(cache_root: Path, conf_dir: Path) -> dict[str, str]:
-    """Environment for podman with this lab's own configuration files (written on first use)."""
-    conf_dir.mkdir(parents=True, exist_ok=True)
-    storage = cache_root / "storage"
-    runroot = conf_dir / "run"
-    tmp = conf_dir / "tmp"
-    for d in (storage, runroot, tmp):
-        d.mkdir(parents=True, exist_ok=True)
-    (conf_dir / "storage.conf").write_text(
-        f'[storage]\ndriver = "overlay"\ngraphroot = "{storage}"\nrunroot = "{runroot}"\n')
-    (conf_dir / "containers.conf").write_text(f"""[containers]
-# this machine: no CAP_SYS_RESOURCE (hard nofile 20000) and pid_max 32768
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-[engine]
-# hybrid cgroup v1 layout: crun refuses it, runc works
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-tmp_dir = "{tmp}"
-[network]
-network_config_dir = "{conf_dir / 'networks'}"
-""")
-    return {**os.environ, "CONTAINERS_CONF": str(conf_dir / "containers.conf"),
-            "CONTAINERS_STORAGE_CONF": str(conf_dir / "storage.conf")}
+def podman_env() -> dict[str, str]:
+    """Environment for podman with the project's own configuration (runc, ulimits, storage).
+
+    hack/setup.sh writes those files and hack/env.sh exports their paths; the machine's global
+    /etc/containers configuration is never used or changed.
+    """
+    env = dict(os.environ)
+    missing = [k for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF") if not Path(env.get(k, "")).is_file()]
+    if missing:
+        raise LabError(f"{' and '.join(missing)} not set to an existing file: run hack/setup.sh and "
+                       "`source hack/env.sh` (every make target does) before using the migration peer")
+    return env
 
 
 def image_tag() -> str:
@@ -146,7 +134,7 @@ class Peer:
     def __init__(self, name: str, lab_dir: Path, cache_root: Path, guest_cache: Path) -> None:
         self.name, self.lab_dir, self.cache_root, self.guest_cache = name, lab_dir, cache_root, guest_cache
         self.run_dir = lab_dir / f"{name}.run"
-        self.env = podman_env(cache_root, lab_dir.parent / ".kvmlab-podman")
+        self.env = podman_env()
         self.uri = f"qemu+unix:///system?socket={self.run_dir}/libvirt-sock"
         self.image_seconds = 0.0
 

@@ -1,6 +1,7 @@
 """Process and waiting helpers: bounded polling, PID liveness without ``kill -0``, stopping by PID."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -62,10 +63,8 @@ def pid_alive(pid: int | None, starttime: int | None = None) -> bool:
 
 def reap(pid: int) -> None:
     """Collect a child's exit status if it is ours; harmless for non-children."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def stop_pid(pid: int, starttime: int | None = None, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
@@ -89,7 +88,7 @@ def stop_pid(pid: int, starttime: int | None = None, timeout: float = 10.0, sig:
 def run(cmd: Sequence[str], timeout: float = 120.0, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
     """Run a command with a bound; raise LabError with its output on failure."""
     try:
-        cp = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, **kw)
+        cp = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, check=False, **kw)
     except subprocess.TimeoutExpired as e:
         raise LabError(f"{' '.join(cmd)}: no exit after {timeout}s") from e
     if check and cp.returncode != 0:

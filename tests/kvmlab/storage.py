@@ -45,7 +45,7 @@ class LoopExt4:
         self.mount_point.chmod(0o755)
         with open(self.ballast, "wb") as f:
             chunk = b"\xa5" * MiB
-            for _ in range(self.ballast_mib):
+            for _mib in range(self.ballast_mib):
                 f.write(chunk)
             os.fsync(f.fileno())
 
