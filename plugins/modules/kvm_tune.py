@@ -191,13 +191,17 @@ options:
         description: Host target device of a running domain's interface (for example V(vnet3)).
         type: str
       queues:
-        description: virtio multiqueue queue count. Takes effect at the next boot.
+        description:
+          - virtio multiqueue queue count. Takes effect at the next boot.
+          - Not for interfaces of type V(user).
         type: int
       bandwidth:
         description:
-          - Bandwidth limits (as C(virsh domiftune)), applied live where the host kernel has the needed qdiscs;
-            otherwise a warning says it takes effect at the next boot. An O(interfaces[].bandwidth.inbound.average)
-            of V(0) removes that direction's limit.
+          - Bandwidth limits (as C(virsh domiftune)) in the persistent definition; they take effect at the next
+            boot (RV(pending_restart)). Only for interfaces of type V(network), V(bridge), V(direct), V(ethernet).
+          - Not changed live in this version (see the tuning guide). The host kernel needs the C(htb), C(sfq) and
+            C(ingress) qdiscs, or the domain will not start.
+          - An O(interfaces[].bandwidth.inbound.average) of V(0) removes that direction's limit.
         type: dict
         suboptions:
           inbound:
@@ -340,7 +344,7 @@ from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import (
     run_bounded,
 )
 
-_CPUSET_DICT = {
+_RATE_DICT = {
     "type": "dict",
     "options": {"average": {"type": "int", "required": True}, "peak": {"type": "int"}, "burst": {"type": "int"}},
 }
@@ -408,7 +412,7 @@ ARGUMENT_SPEC = {
             "mac": {"type": "str"},
             "target": {"type": "str"},
             "queues": {"type": "int"},
-            "bandwidth": {"type": "dict", "options": {"inbound": _CPUSET_DICT, "outbound": _CPUSET_DICT}},
+            "bandwidth": {"type": "dict", "options": {"inbound": _RATE_DICT, "outbound": _RATE_DICT}},
         },
     },
 }
@@ -512,12 +516,7 @@ def _apply_worker(emit, uri, name, config_xml, ops):
                 dom.setNumaParameters({"numa_nodeset": d["nodeset"]}, live)
             elif kind == "iotune":
                 dom.setBlockIoTune(key, d["values"], live)
-            elif kind == "bandwidth":
-                dom.setInterfaceParameters(key, d["values"], live)
         except libvirt.libvirtError as exc:
-            if kind == "bandwidth":
-                emit({"t": "warning", "step": step, "message": str(exc)})
-                continue
             raise KvmError(f"{step}: libvirt refused: {exc}") from None
         emit({"t": "step", "step": step})
 
@@ -526,12 +525,6 @@ def apply_changes(uri, name, config_xml, live_changes, timeout):
     ops = [{"kind": c["kind"], "key": c["key"], "detail": c["detail"]} for c in live_changes]
     records, finished = run_bounded(_apply_worker, time.monotonic() + timeout, uri, name, config_xml, ops)
     raise_worker_error(records, finished, "applying the tuning", timeout)
-    return [
-        f"{r['step']} could not be applied to the running domain ({r['message']}); it is in the persistent "
-        "definition and takes effect at the next boot"
-        for r in records
-        if r.get("t") == "warning"
-    ]
 
 
 # ---- main -------------------------------------------------------------------------------------------
@@ -593,7 +586,12 @@ def run(module):
     warnings = []
     if result["changed"] and not module.check_mode:
         left = p["timeout"] - (time.monotonic() - started)
-        warnings = apply_changes(p["uri"], p["domain"], result["config_xml"], result["live_changes"], max(left, 1.0))
+        apply_changes(p["uri"], p["domain"], result["config_xml"], result["live_changes"], max(left, 1.0))
+    if (desired["memory_backing"] or {}).get("hugepages") and not _hugetlbfs_mounted():
+        warnings.append(
+            "memory_backing.hugepages: no hugetlbfs is mounted on this host; libvirt will refuse to start the domain "
+            "until one is (e.g. /dev/hugepages) and libvirtd has been restarted to see it"
+        )
     changes = [f"config:{_tune.describe(c)}" for c in result["config_changes"]]
     changes += [f"live:{_tune.describe(c)}" for c in result["live_changes"]]
     if placement is not None:
@@ -607,6 +605,14 @@ def run(module):
         "diff": result["diff"],
         "warnings": warnings,
     }
+
+
+def _hugetlbfs_mounted():
+    try:
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            return any(line.split()[2:3] == ["hugetlbfs"] for line in fh)
+    except OSError:
+        return True  # cannot tell: no warning
 
 
 def main():

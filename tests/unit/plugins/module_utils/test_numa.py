@@ -1,4 +1,4 @@
-"""NUMA topology parsing, cpuset syntax and the placement planner, on capabilities literals and testdriver topologies."""
+"""NUMA topology parsing, cpuset syntax and the placement planner (capabilities literals, testdriver topologies)."""
 from __future__ import annotations
 
 import pytest
@@ -30,7 +30,7 @@ def test_parse_cpuset(text, expected):
 
 @pytest.mark.parametrize("text", ["", "a", "1-", "3-1", "-1", "0,,1", "^0", "0-2,^1-2", "1.5"])
 def test_parse_cpuset_errors_name_the_option(text):
-    with pytest.raises(_numa.CpusetError, match="^vcpupin: "):
+    with pytest.raises(_numa.CpusetError, match=r"^vcpupin: "):
         _numa.parse_cpuset(text, "vcpupin")
 
 

@@ -35,8 +35,8 @@ def test_no_change_returns_same_text():
 def test_cputune_patch_then_idempotent():
     want = desired(vcpupin={0: "2", 1: "3"}, emulatorpin="0-1", iothreads=2, iothreadpin={1: "4"})
     new, changes = _tune.patch(DOM, want)
-    assert [_tune.describe(c) for c in changes] == ["vcpupin[0]", "vcpupin[1]", "emulatorpin", "iothreadpin[1]",
-                                                     "iothreads"]
+    assert [_tune.describe(c) for c in changes] == ["iothreads", "vcpupin[0]", "vcpupin[1]", "emulatorpin",
+                                                     "iothreadpin[1]"]
     root = ET.fromstring(new)
     assert [(p.get("vcpu"), p.get("cpuset")) for p in root.findall("./cputune/vcpupin")] == [("0", "2"), ("1", "3")]
     assert root.find("./cputune/emulatorpin").get("cpuset") == "0-1" and root.findtext("iothreads") == "2"
@@ -111,6 +111,18 @@ def test_validation_hugepages_reserved_ok():
                        _tune.domain_facts(DOM), topo)
 
 
+def test_user_interface_refuses_queues_and_bandwidth():
+    facts = _tune.domain_facts(DOM)
+    with pytest.raises(_tune.TuneError, match=r"^interfaces\[0\]\.queues: .*type 'user'"):
+        _tune.validate(desired(interfaces=[{"mac": "52:54:00:aa:bb:01", "queues": 2}]), facts, TOPO)
+    with pytest.raises(_tune.TuneError, match=r"^interfaces\[0\]\.bandwidth: .*type 'user'"):
+        _tune.validate(desired(interfaces=[{"mac": "52:54:00:aa:bb:01", "bandwidth": {"inbound": {"average": 1}}}]),
+                       facts, TOPO)
+    eth = _tune.domain_facts(DOM.replace("type='user'", "type='ethernet'"))
+    _tune.validate(desired(interfaces=[{"mac": "52:54:00:aa:bb:01", "queues": 2,
+                                        "bandwidth": {"inbound": {"average": 1}}}]), eth, TOPO)
+
+
 def test_interface_by_target_uses_live_xml():
     facts, live = _tune.domain_facts(DOM), _tune.domain_facts(LIVE)
     assert _tune.find_interface({"target": "vnet7"}, facts, live) == "52:54:00:aa:bb:01"
@@ -125,7 +137,8 @@ def test_plan_running_both_live_and_pending():
     assert out["pending_restart"] == ["disk_driver[vda]", "numatune"]
     assert "<!-- config: vcpupin[0] -->" in out["diff"]["after"] and "<!-- live: vcpupin[0] -->" in out["diff"]["after"]
     # the persistent definition now has it all, the live domain has what can change live: no change, still pending
-    live_after = _tune.patch(LIVE, desired(vcpupin={0: "2"}, disks=[{"target": "vda", "iotune": {"total_iops_sec": 9}}]))[0]
+    live_want = desired(vcpupin={0: "2"}, disks=[{"target": "vda", "iotune": {"total_iops_sec": 9}}])
+    live_after = _tune.patch(LIVE, live_want)[0]
     again = _tune.plan(want, out["config_xml"], live_after, "both")
     assert not again["changed"] and again["pending_restart"] == ["disk_driver[vda]", "numatune"]
     assert again["diff"] == {"before": "", "after": ""}
@@ -134,7 +147,7 @@ def test_plan_running_both_live_and_pending():
 def test_plan_live_refuses_boot_only_changes_and_shutoff():
     with pytest.raises(_tune.TuneError, match=r"^apply=live: disk_driver\[vda\] cannot be changed"):
         _tune.plan(desired(disks=[{"target": "vda", "cache": "none"}]), DOM, LIVE, "live")
-    with pytest.raises(_tune.TuneError, match="^apply=live: the domain is not running"):
+    with pytest.raises(_tune.TuneError, match=r"^apply=live: the domain is not running"):
         _tune.plan(desired(vcpupin={0: "1"}), DOM, None, "live")
 
 
