@@ -52,7 +52,7 @@ def table(text) -> dict:
 
 def fields(text) -> dict:
     """virsh 'key : value' output -> dict."""
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if v}
+    return {k.strip(): v.strip() for k, _sep, v in (line.partition(":") for line in text.splitlines()) if v}
 
 
 def xmls(name):
