@@ -647,15 +647,13 @@ class Lab:
         """Post-copy, then the destination QEMU dies: the source is paused (post-copy failed).
 
         The guest's state is split between two hosts and half of it is gone: nothing can clear this."""
-        self._into_postcopy(d, PAUSED_POSTCOPY)
-        assert self.peer_conn is not None
-        dest = self.peer_conn.lookupByName(d.name)
-        wait_for(lambda: tuple(dest.state()) == (RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY), 30,
-                 f"{d.name} to run (post-copy) on the peer")
+        dest = self._into_postcopy(d, PAUSED_POSTCOPY)
         dest.destroy()
         self._wait_state(d)
 
-    def _into_postcopy(self, d: LabDomain, want: tuple[int, int] | None = None) -> None:
+    def _into_postcopy(self, d: LabDomain, want: tuple[int, int] | None = None) -> libvirt.virDomain:
+        """Start a post-copy migration; return once the source is paused (post-copy) AND the peer's
+        copy runs (post-copy): the destination switches a moment after the source."""
         self._running_idle(d)
         self._start_migration(d, libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_POSTCOPY,
                               {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY: 1})
@@ -671,6 +669,11 @@ class Lab:
 
         wait_for(switched, d.spec.timeout, f"{d.name} migration to accept post-copy", interval=0.1)
         self._wait_state(d, want)
+        assert self.peer_conn is not None
+        dest = self.peer_conn.lookupByName(d.name)
+        wait_for(lambda: tuple(dest.state()) == (RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY), 30,
+                 f"{d.name} to run (post-copy) on the peer")
+        return dest
 
     # -- introspection --
     @property
