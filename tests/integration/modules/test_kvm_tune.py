@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from kvmlab.daemons import Daemons
+
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[3]
 PY = sys.executable
@@ -78,8 +80,13 @@ def four_steps(args):
 
 
 @pytest.fixture
-def tune_domain():
-    """tune_domain(running: bool) -> name of a fresh 2-vCPU TCG domain (disk vda, tap NIC); always removed."""
+def tune_domain(lab):
+    """tune_domain(running: bool) -> name of a fresh 2-vCPU TCG domain (disk vda, tap NIC); always removed.
+
+    The shared libvirtd may have been started by another session's Lab, which stops it when that session
+    ends; so each test makes sure it runs (a daemon started here is left running, like the machine's own).
+    """
+    Daemons(lab.dir).ensure()
     made = []
 
     def make(running=True, vcpus=2):
@@ -210,7 +217,7 @@ def test_bandwidth_config_only_shutoff(tune_domain):
     assert "<inbound average='1000' peak='2000' burst='64'/>" in inactive and "<outbound average='500'/>" in inactive
     res = run_module({"domain": name, "interfaces": [{"mac": MAC, "bandwidth": {"inbound": {"average": 0},
                                                                                  "outbound": {"average": 0}}}]})
-    assert res["changed"] and "<bandwidth" not in virsh("dumpxml", "--inactive", name)
+    assert res["changed"] and "<bandwidth" not in virsh("dumpxml", "--inactive", name), res.get("msg")
 
 
 def test_bandwidth_is_boot_only_on_running(tune_domain):
