@@ -275,5 +275,7 @@ def test_hugepages_config(tune_domain, hugepages_reserved):
                                                 "locked": True}}
     res = four_steps(args)
     assert res["changes"] == ["config:memory_backing"] and res["pending_restart"] == ["memory_backing"]
+    if " hugetlbfs " not in Path("/proc/mounts").read_text():
+        assert "no hugetlbfs is mounted" in json.dumps(res.get("warnings"))
     inactive = virsh("dumpxml", "--inactive", name)
     assert "<page size='2048' unit='KiB'/>" in inactive and "<nosharepages/>" in inactive and "<locked/>" in inactive
