@@ -1,0 +1,40 @@
+# Copyright (c) kvmops.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Run one Ansible module file as its own process, the way AnsiballZ would, and measure it.
+
+    python _modrun.py COLLECTIONS_ROOT MODULE.py ARGS.json
+
+The module's JSON goes to stdout as usual; one extra JSON line goes to stderr:
+{"wall": s, "maxrss_self_kib": ..., "maxrss_children_kib": ...}. RUSAGE_SELF is the module process
+itself; RUSAGE_CHILDREN is what it forked and reaped (kvm_pause_facts' bounded libvirt worker).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import runpy
+import sys
+import time
+
+
+def main() -> None:
+    started = time.monotonic()
+    root, module, args = sys.argv[1:4]
+    sys.path.insert(0, root)
+    sys.argv = [module, args]
+    try:
+        runpy.run_path(module, run_name="__main__")
+    except SystemExit:
+        pass
+    finally:
+        sys.stdout.flush()
+        me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        rec = {"wall": time.monotonic() - started, "maxrss_self_kib": me, "maxrss_children_kib": kids}
+        sys.stderr.write("\nMODRUN " + json.dumps(rec) + "\n")
+
+
+if __name__ == "__main__":
+    main()
