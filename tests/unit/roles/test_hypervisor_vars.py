@@ -139,6 +139,8 @@ def test_platform_vars_resolve(platform, want):
     assert v["__hypervisor_security_module"] == want["lsm"]
     # check mode's prediction on a bare host: dpkg maintainer scripts start the units, rpm does not
     assert v["__hypervisor_packages_start_units"] is (want["pkg"] == "apt")
+    assert v["__hypervisor_packages_define_network"] is True
+    assert v["__hypervisor_packages_autostart_network"] is (want["pkg"] == "dnf")
     started = v["__hypervisor_units_started"]
     assert "virtlogd.socket" in started and "libvirt-guests.service" in started
     # socket-activated daemons are enabled, never "started" (their --timeout would break idempotence)

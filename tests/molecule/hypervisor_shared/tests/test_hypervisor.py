@@ -1,7 +1,7 @@
 """Verify kvmops.fleet.hypervisor on a fleet container (testinfra, podman connection).
 
-Expectations come from the scenario's own variable files: vars/converge.yml with
-vars/config_change.yml layered on top by side_effect.yml, which ran last.
+Expectations come from the scenarios' variable files: vars/converge.yml, then
+vars/<scenario>.yml, with vars/config_change.yml layered on top by side_effect.yml, which ran last.
 """
 
 import json
@@ -13,8 +13,10 @@ import pytest
 import yaml
 
 SHARED = pathlib.Path(__file__).resolve().parent.parent
+SCENARIO = os.environ["MOLECULE_SCENARIO_NAME"]
 EXPECTED = {
     **yaml.safe_load((SHARED / "vars" / "converge.yml").read_text()),
+    **yaml.safe_load((SHARED / "vars" / f"{SCENARIO}.yml").read_text()),
     **yaml.safe_load((SHARED / "vars" / "config_change.yml").read_text()),
 }
 IMAGES = EXPECTED["hypervisor_images_dir"]
@@ -67,9 +69,13 @@ def test_storage_pool(host):
     assert images.mode == 0o711
 
 
-def test_default_network_off(host):
-    assert not host.file("/etc/libvirt/qemu/networks/autostart/default.xml").exists
-    assert not host.file("/run/libvirt/network/default.xml").exists
+def test_default_network(host):
+    enabled = EXPECTED["hypervisor_default_network_enabled"]
+    assert host.file("/etc/libvirt/qemu/networks/autostart/default.xml").exists is enabled
+    assert host.file("/run/libvirt/network/default.xml").exists is enabled
+    info = virsh(host, "net-info", "default").stdout
+    assert re.search(rf"Active:\s+{'yes' if enabled else 'no'}", info), info
+    assert host.interface("virbr0").exists is enabled
 
 
 def test_qemu_conf(host):
