@@ -6,8 +6,10 @@
     python _modrun.py COLLECTIONS_ROOT MODULE.py ARGS.json
 
 The module's JSON goes to stdout as usual; one extra JSON line goes to stderr:
-{"wall": s, "maxrss_self_kib": ..., "maxrss_children_kib": ...}. RUSAGE_SELF is the module process
-itself; RUSAGE_CHILDREN is what it forked and reaped (kvm_pause_facts' bounded libvirt worker).
+{"wall": s, "maxrss_self_kib": ..., "maxrss_children_kib": ...}. The module process's own peak is VmHWM of
+/proc/self/status: getrusage(RUSAGE_SELF) would also count the RSS of the process that forked us before exec
+(the benchmark itself, with subprocess' vfork). RUSAGE_CHILDREN is what the module forked and reaped
+(kvm_pause_facts' bounded libvirt worker, a fork without exec: its own peak, shared pages included).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ def main() -> None:
     finally:
         sys.stdout.flush()
         me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    me = int(line.split()[1])
         kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         rec = {"wall": time.monotonic() - started, "maxrss_self_kib": me, "maxrss_children_kib": kids}
         sys.stderr.write("\nMODRUN " + json.dumps(rec) + "\n")

@@ -329,12 +329,12 @@ class Runner:
             return float("nan")
 
 
-def one_rep(r: Runner, uri: str, inv: Path, virsh_mode: str, cap: float) -> dict:
+def one_rep(r: Runner, uri: str, inv: Path, virsh_mode: str, cap: float, big: bool = False) -> dict:
     """All alternatives once, back to back (the order rotates between repetitions in the caller).
 
     community.libvirt's info is CPU-bound in the client and grows faster than linearly (over a minute at
-    5,000 domains): it is cut at ``cap`` seconds (reported as a lower bound) and its standalone module run
-    is skipped when ``cap`` is short."""
+    5,000 domains): it is cut at ``cap`` seconds (reported as a lower bound), and at 5,000 domains
+    (``big``) its standalone module run is skipped."""
     return {
         "kvm_pause_facts": lambda: {
             "play": r.playbook("pause_facts.yml", inv),
@@ -346,7 +346,7 @@ def one_rep(r: Runner, uri: str, inv: Path, virsh_mode: str, cap: float) -> dict
                 "mod": r.module("libvirt_info", uri, timeout=cap),
             }
         )
-        if cap >= 300
+        if not big
         else (lambda: {"play": r.playbook("libvirt_info.yml", inv, timeout=cap)}),
         "virsh_loop": lambda: {
             "play": r.playbook("virsh_loop.yml", inv, args=("-e", f"bench_virsh_mode={virsh_mode}")),
@@ -369,11 +369,13 @@ def noise(xs):
     return 100.0 * (max(xs) - min(xs)) / 2.0 / statistics.median(xs)
 
 
-def run_scenario(r: Runner, label: str, uri: str, reps: int, virsh_mode: str = "session", cap: float = 900) -> dict:
+def run_scenario(
+    r: Runner, label: str, uri: str, reps: int, virsh_mode: str = "session", cap: float = 900, big: bool = False
+) -> dict:
     inv = r.inventory(label.replace(" ", "_").replace("/", "_"), {"benchhost": uri})
     samples = {a: [] for a in ALTS}
     for rep in range(reps):
-        jobs = one_rep(r, uri, inv, virsh_mode, cap)
+        jobs = one_rep(r, uri, inv, virsh_mode, cap, big)
         order = ALTS[rep % len(ALTS) :] + ALTS[: rep % len(ALTS)]
         for a in order:
             samples[a].append(jobs[a]())
@@ -595,7 +597,8 @@ def main() -> int:
                 uri = "test://" + str(host) if transport == "test:///" else daemon.uri(host)
                 reps = args.reps_5000 if n >= 5000 and not args.quick else args.reps
                 cap = args.info_cap if n >= 5000 else 900
-                results.append(run_scenario(r, f"{n} ({n // 10} paused) {transport}", uri, reps, cap=cap))
+                label = f"{n} ({n // 10} paused) {transport}"
+                results.append(run_scenario(r, label, uri, reps, cap=cap, big=n >= 5000))
         report["main"] = results
         md += ["## Side by side (medians; ± = half the min-max spread)", "", table(results), ""]
         if not args.no_curve:
