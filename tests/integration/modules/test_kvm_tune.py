@@ -215,8 +215,8 @@ def test_bandwidth_config_only_shutoff(tune_domain):
     assert res["changes"] == [f"config:bandwidth[{MAC}]"]
     inactive = virsh("dumpxml", "--inactive", name)
     assert "<inbound average='1000' peak='2000' burst='64'/>" in inactive and "<outbound average='500'/>" in inactive
-    res = run_module({"domain": name, "interfaces": [{"mac": MAC, "bandwidth": {"inbound": {"average": 0},
-                                                                                 "outbound": {"average": 0}}}]})
+    no_limits = {"inbound": {"average": 0}, "outbound": {"average": 0}}
+    res = run_module({"domain": name, "interfaces": [{"mac": MAC, "bandwidth": no_limits}]})
     assert res["changed"] and "<bandwidth" not in virsh("dumpxml", "--inactive", name), res.get("msg")
 
 
@@ -271,8 +271,8 @@ def test_hugepages_config(tune_domain, hugepages_reserved):
     """Config only: this host has no hugetlbfs mounted when libvirtd started, so a hugepage domain cannot boot."""
     assert hugepages_reserved >= 32
     name = tune_domain(running=True)
-    args = {"domain": name, "memory_backing": {"hugepages": True, "page_size": 2048, "nosharepages": True,
-                                                "locked": True}}
+    backing = {"hugepages": True, "page_size": 2048, "nosharepages": True, "locked": True}
+    args = {"domain": name, "memory_backing": backing}
     res = four_steps(args)
     assert res["changes"] == ["config:memory_backing"] and res["pending_restart"] == ["memory_backing"]
     if " hugetlbfs " not in Path("/proc/mounts").read_text():

@@ -35,8 +35,8 @@ def test_no_change_returns_same_text():
 def test_cputune_patch_then_idempotent():
     want = desired(vcpupin={0: "2", 1: "3"}, emulatorpin="0-1", iothreads=2, iothreadpin={1: "4"})
     new, changes = _tune.patch(DOM, want)
-    assert [_tune.describe(c) for c in changes] == ["iothreads", "vcpupin[0]", "vcpupin[1]", "emulatorpin",
-                                                     "iothreadpin[1]"]
+    assert [_tune.describe(c) for c in changes] == [
+        "iothreads", "vcpupin[0]", "vcpupin[1]", "emulatorpin", "iothreadpin[1]"]
     root = ET.fromstring(new)
     assert [(p.get("vcpu"), p.get("cpuset")) for p in root.findall("./cputune/vcpupin")] == [("0", "2"), ("1", "3")]
     assert root.find("./cputune/emulatorpin").get("cpuset") == "0-1" and root.findtext("iothreads") == "2"
@@ -65,12 +65,12 @@ def test_numatune_memory_backing_disk_interface():
     assert root.find("./memoryBacking/hugepages/page").attrib == {"size": "2048", "unit": "KiB"}
     assert root.find("./memoryBacking/nosharepages") is not None
     drv = root.find("./devices/disk/driver")
-    assert (drv.get("cache"), drv.get("io"), drv.get("discard"), drv.get("error_policy")) == ("none", "native",
-                                                                                            "unmap", "stop")
+    driver_attrs = (drv.get("cache"), drv.get("io"), drv.get("discard"), drv.get("error_policy"))
+    assert driver_attrs == ("none", "native", "unmap", "stop")
     assert root.findtext("./devices/disk/iotune/total_iops_sec") == "500"
     assert root.find("./devices/interface/driver").get("queues") == "2"
-    assert root.find("./devices/interface/bandwidth/inbound").attrib == {"average": "1000", "peak": "2000",
-                                                                          "burst": "64"}
+    inbound = root.find("./devices/interface/bandwidth/inbound").attrib
+    assert inbound == {"average": "1000", "peak": "2000", "burst": "64"}
     assert _tune.patch(new, want) == (new, [])
     # removing: hugepages false, iotune 0, inbound average 0
     undo = desired(memory_backing={"hugepages": False, "page_size_kib": 2048, "nosharepages": False, "locked": None},
