@@ -14,7 +14,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/env.sh"
 cd "$KVMOPS_REPO" || exit 1
 
-declare -A BUDGET=([lint]=180 [sanity]=420 [unit]=120 [py39]=180 [integration]=900 [vm]=600 [molecule]=600)
+declare -A BUDGET=([lint]=180 [sanity]=420 [unit]=120 [py39]=180 [integration]=900 [vm]=480 [molecule]=900)
 
 # pytest exits 5 when it collected nothing: for a tier that must run tests that is a failure, and
 # said so plainly instead of a bare exit code.
