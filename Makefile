@@ -7,10 +7,11 @@
 #   make demo         the main job: a real lab with paused VMs, diagnosed by kvmops.fleet.diagnose
 #   make docs         render the collection reference with antsibull-docs into .build/docs
 #   make build        the collection tarball
+#   make bench        kvm_pause_facts side by side with the alternatives (benchmarks/README.md)
 SHELL := /bin/bash
 TIERS := lint sanity unit py39 integration vm molecule
 
-.PHONY: test check setup images build docs demo lab-down clean $(TIERS)
+.PHONY: test check setup images build docs demo bench lab-down clean $(TIERS)
 
 test: setup images
 	hack/tiers.sh $(TIERS)
@@ -41,6 +42,9 @@ docs: setup
 
 demo:
 	hack/demo.sh
+
+bench: setup
+	python3 benchmarks/bench_pause_facts.py
 
 lab-down: setup
 	source hack/env.sh && PYTHONPATH=tests python -m kvmlab down

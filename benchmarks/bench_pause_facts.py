@@ -126,7 +126,7 @@ class Daemon:
             env=env,
             check=True,
         )
-        for _ in range(100):
+        for _attempt in range(100):
             if self.sock.exists() and pidfile.exists() and pidfile.read_text().strip():
                 self.pid = int(pidfile.read_text())
                 return
@@ -140,7 +140,7 @@ class Daemon:
         if self.pid:
             try:
                 os.kill(self.pid, signal.SIGTERM)
-                for _ in range(50):
+                for _attempt in range(50):
                     os.kill(self.pid, 0)
                     time.sleep(0.1)
                 os.kill(self.pid, signal.SIGKILL)
@@ -474,7 +474,7 @@ def curve(r: Runner, work: Path, daemon: Daemon | None, reps: int) -> tuple[list
         row = {"total": n, "paused": k}
         for kind, uri in uris.items():
             d, o = [], []
-            for _ in range(reps):
+            for _rep in range(reps):
                 d.append(r.module("kvm_pause_facts", uri).get("duration"))
                 o.append(r.open_only(uri))
             row[kind] = {"duration": med(d), "noise": noise(d), "open": med(o)}
