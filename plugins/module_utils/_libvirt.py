@@ -82,8 +82,54 @@ def classify_error(code, message: str, uri: str) -> str:
     return f"Cannot connect to libvirt at {uri}: {msg}"
 
 
+# Hypervisor drivers and transports libvirt's URIs can name (driver[+transport]://...). Checked on the
+# host before connecting: without a running daemon, libvirt hands an unknown driver to the remote
+# driver and reports a missing socket, which would send the user looking for a stopped daemon.
+URI_DRIVERS = (
+    "bhyve",
+    "ch",
+    "esx",
+    "gsx",
+    "hyperv",
+    "libxl",
+    "lxc",
+    "openvz",
+    "parallels",
+    "qemu",
+    "remote",
+    "test",
+    "vbox",
+    "vmwarefusion",
+    "vmwareplayer",
+    "vmwarews",
+    "vpx",
+    "vz",
+    "xen",
+)
+URI_TRANSPORTS = ("ext", "libssh", "libssh2", "ssh", "tcp", "tls", "unix")
+
+
+def check_uri(uri: str) -> None:
+    """Refuse a URI whose driver or transport libvirt does not have; aliases (no "://") pass through."""
+    scheme, sep, _rest = uri.partition("://")
+    if not sep:
+        return
+    driver, _plus, transport = scheme.lower().partition("+")
+    if driver not in URI_DRIVERS:
+        raise LibvirtConnectError(
+            f"Cannot use libvirt URI {uri!r}: unknown hypervisor driver {driver!r} "
+            f"(libvirt knows {', '.join(URI_DRIVERS)})"
+        )
+    if transport and transport not in URI_TRANSPORTS:
+        raise LibvirtConnectError(
+            f"Cannot use libvirt URI {uri!r}: unknown transport {transport!r} "
+            f"(libvirt knows {', '.join(URI_TRANSPORTS)})"
+        )
+
+
 def open_connection(uri: str, readonly: bool = True):
     """Open a (read-only by default) connection, silencing libvirt's default stderr error printer."""
+    check_uri(uri)
     libvirt.registerErrorHandler(lambda ctx, err: None, None)
     try:
         return libvirt.openReadOnly(uri) if readonly else libvirt.open(uri)

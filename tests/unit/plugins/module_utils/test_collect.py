@@ -132,6 +132,24 @@ def test_classify_error(msg, expect):
     assert expect in _libvirt.classify_error(None, msg, "qemu:///system")
 
 
+@pytest.mark.parametrize("uri", [
+    "qemu:///system", "qemu+ssh://root@h1/system", "QEMU+TLS://h1/system", "test:///default",
+    "test+unix:///tmp/host.xml?socket=/tmp/s", "lxc:///", "hail",  # an alias from libvirt.conf
+])
+def test_check_uri_accepts_what_libvirt_knows(uri):
+    _libvirt.check_uri(uri)
+
+
+@pytest.mark.parametrize("uri,expect", [
+    ("bogus:///nothing", "unknown hypervisor driver 'bogus'"),
+    ("qemu+carrier-pigeon://h1/system", "unknown transport 'carrier-pigeon'"),
+])
+def test_check_uri_refuses_unknown_driver_or_transport_before_connecting(uri, expect):
+    with pytest.raises(_libvirt.LibvirtConnectError) as err:
+        _libvirt.check_uri(uri)
+    assert str(err.value).startswith(f"Cannot use libvirt URI {uri!r}: {expect}")
+
+
 def test_job_from_stats():
     assert _collect.job_from_stats({"type": 0}) is None
     j = _collect.job_from_stats({"type": 2, "operation": 2, "data_total": 200, "data_processed": 50,
