@@ -3,11 +3,7 @@ where a verdict depends on them."""
 
 from __future__ import annotations
 
-import json
 import os
-
-import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.kvmops.fleet.plugins.modules import kvm_host_facts
 
@@ -27,16 +23,9 @@ KEYS = {
 }
 
 
-def run(capsys, args):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        kvm_host_facts.main()
-    return json.loads(capsys.readouterr().out)
-
-
-def test_facts_shape_and_read_only(tmp_path, capsys):
-    out = run(
-        capsys, {"images_dir": str(tmp_path / "not" / "yet"), "virt_host_validate": False, "_ansible_check_mode": True}
-    )
+def test_facts_shape_and_read_only(tmp_path, run_module):
+    args = {"images_dir": str(tmp_path / "not" / "yet"), "virt_host_validate": False, "_ansible_check_mode": True}
+    out = run_module(kvm_host_facts, args)
     facts = out["ansible_facts"]["kvm_host"]
     assert out["changed"] is False
     assert set(facts) == KEYS
@@ -46,13 +35,14 @@ def test_facts_shape_and_read_only(tmp_path, capsys):
     assert not (tmp_path / "not").exists()
 
 
-def test_too_little_disk_is_a_problem(tmp_path, capsys):
-    out = run(capsys, {"images_dir": str(tmp_path), "min_free_gib": 1024 * 1024, "virt_host_validate": False})
+def test_too_little_disk_is_a_problem(tmp_path, run_module):
+    args = {"images_dir": str(tmp_path), "min_free_gib": 1024 * 1024, "virt_host_validate": False}
+    out = run_module(kvm_host_facts, args)
     problems = out["ansible_facts"]["kvm_host"]["problems"]
     assert any(f"MiB free under {tmp_path}" in p for p in problems)
 
 
-def test_no_virt_flags_no_device(monkeypatch, tmp_path, capsys):
+def test_no_virt_flags_no_device(monkeypatch, tmp_path, run_module):
     real_read = kvm_host_facts._read
 
     def fake_read(path):
@@ -62,7 +52,8 @@ def test_no_virt_flags_no_device(monkeypatch, tmp_path, capsys):
 
     monkeypatch.setattr(kvm_host_facts, "_read", fake_read)
     monkeypatch.setattr(kvm_host_facts.os, "stat", _stat_without("/dev/kvm"))
-    facts = run(capsys, {"images_dir": str(tmp_path), "virt_host_validate": False})["ansible_facts"]["kvm_host"]
+    out = run_module(kvm_host_facts, {"images_dir": str(tmp_path), "virt_host_validate": False})
+    facts = out["ansible_facts"]["kvm_host"]
     assert facts["kvm_capable"] is False
     assert facts["cpu"]["virt_extension"] is None
     assert facts["kvm_device"]["exists"] is False
@@ -81,12 +72,12 @@ def _stat_without(missing):
     return fake_stat
 
 
-def test_virt_host_validate_is_parsed(monkeypatch, tmp_path, capsys):
+def test_virt_host_validate_is_parsed(monkeypatch, tmp_path, run_module):
     tool = tmp_path / "virt-host-validate"
     tool.write_text("#!/bin/sh\necho '  QEMU: Checking if device /dev/kvm exists      : PASS'\nexit 1\n")
     tool.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    facts = run(capsys, {"images_dir": str(tmp_path)})["ansible_facts"]["kvm_host"]
+    facts = run_module(kvm_host_facts, {"images_dir": str(tmp_path)})["ansible_facts"]["kvm_host"]
     assert facts["validate_available"] is True
     assert facts["validate"] == [
         {"driver": "QEMU", "check": "Checking if device /dev/kvm exists", "result": "PASS", "message": ""}

@@ -1,68 +1,56 @@
 """Black-box runs of the module (patch_module_args) on libvirt's test driver, and its failure messages."""
 from __future__ import annotations
 
-import json
-
 import libvirt
-import pytest
 import yaml
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.kvmops.fleet.plugins.module_utils import _libvirt
 from ansible_collections.kvmops.fleet.plugins.modules import kvm_pause_facts
 from kvmlab.testdriver import write_fleet
 
 
-def run(capsys, args):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        kvm_pause_facts.main()
-    out = json.loads(capsys.readouterr().out)
-    assert "Traceback" not in json.dumps(out)
-    return out
-
-
-def test_facts_on_test_driver(tmp_path, capsys):
+def test_facts_on_test_driver(tmp_path, run_module):
     uri = write_fleet(tmp_path / "f.xml", 20)
-    out = run(capsys, {"uri": uri, "timeout": 10, "include_running": True})
+    out = run_module(kvm_pause_facts, {"uri": uri, "timeout": 10, "include_running": True})
     f = out["ansible_facts"]["kvm_pause"]
     assert out["changed"] is False and f["schema_version"] == 1
     assert f["summary"]["paused"] == 4 and f["summary"]["crashed"] == 2 and len(f["running"]) == 12
 
 
-def test_check_mode_same_result(tmp_path, capsys):
+def test_check_mode_same_result(tmp_path, run_module):
     uri = write_fleet(tmp_path / "f.xml", 10)
-    out = run(capsys, {"uri": uri, "_ansible_check_mode": True, "domains": ["vm0006"]})
+    out = run_module(kvm_pause_facts, {"uri": uri, "_ansible_check_mode": True, "domains": ["vm0006"]})
     assert out["changed"] is False
     assert [p["name"] for p in out["ansible_facts"]["kvm_pause"]["paused"]] == ["vm0006"]
 
 
-def test_bad_uri(capsys):
-    out = run(capsys, {"uri": "bogus:///nothing"})
+def test_bad_uri(run_module):
+    out = run_module(kvm_pause_facts, {"uri": "bogus:///nothing"})
     assert out["failed"] and out["msg"].startswith("Cannot use libvirt URI 'bogus:///nothing'")
 
 
-def test_daemon_down(tmp_path, capsys):
-    out = run(capsys, {"uri": "qemu+unix:///system?socket=%s" % (tmp_path / "no.sock")})
+def test_daemon_down(tmp_path, run_module):
+    out = run_module(kvm_pause_facts, {"uri": "qemu+unix:///system?socket=%s" % (tmp_path / "no.sock")})
     assert out["failed"] and "libvirtd is not running" in out["msg"]
 
 
-def test_permission_denied(monkeypatch, capsys):
+def test_permission_denied(monkeypatch, run_module):
     def denied(uri):
         err = libvirt.libvirtError("Failed to connect socket to '/run/libvirt/libvirt-sock-ro': Permission denied")
         raise err
     monkeypatch.setattr(_libvirt.libvirt, "openReadOnly", denied)
-    out = run(capsys, {})
+    out = run_module(kvm_pause_facts, {})
     assert out["failed"] and out["msg"].startswith("Permission denied connecting to qemu:///system")
 
 
-def test_libvirt_missing(monkeypatch, capsys):
+def test_libvirt_missing(monkeypatch, run_module):
     monkeypatch.setattr(kvm_pause_facts, "HAS_LIBVIRT", False)
-    out = run(capsys, {})
+    out = run_module(kvm_pause_facts, {})
     assert out["failed"] and "libvirt-python" in out["msg"] and "exception" not in out
 
 
-def test_bad_timeout(capsys):
-    out = run(capsys, {"timeout": 0})
+def test_bad_timeout(run_module):
+    out = run_module(kvm_pause_facts, {"timeout": 0})
     assert out["failed"] and "timeout must be a positive" in out["msg"]
 
 
@@ -70,12 +58,12 @@ def _documented(contains: dict) -> set:
     return set(contains)
 
 
-def test_return_schema_matches_documentation(tmp_path, capsys):
+def test_return_schema_matches_documentation(tmp_path, run_module):
     """Every key the module returns is documented in RETURN, and every documented key is returned."""
 
     doc = yaml.safe_load(kvm_pause_facts.RETURN)["ansible_facts"]["contains"]["kvm_pause"]["contains"]
     uri = write_fleet(tmp_path / "f.xml", 20)
-    f = run(capsys, {"uri": uri, "include_running": True})["ansible_facts"]["kvm_pause"]
+    f = run_module(kvm_pause_facts, {"uri": uri, "include_running": True})["ansible_facts"]["kvm_pause"]
     assert set(f) == _documented(doc)
     entry_doc = _documented(doc["paused"]["contains"])
     for p in f["paused"]:

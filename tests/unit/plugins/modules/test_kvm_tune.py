@@ -1,24 +1,13 @@
 """Black-box runs of kvm_tune (patch_module_args) on libvirt's test driver (multi-cell host), and its failures."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.kvmops.fleet.plugins.modules import kvm_tune
 from kvmlab.testdriver import write_fleet
 
 pytest.importorskip("libvirt")
-
-
-def run(capsys, args):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        kvm_tune.main()
-    out = json.loads(capsys.readouterr().out)
-    assert "Traceback" not in json.dumps(out)
-    return out
 
 
 @pytest.fixture
@@ -27,23 +16,24 @@ def uri(tmp_path):
     return write_fleet(tmp_path / "f.xml", 10)
 
 
-def test_placement_auto_on_two_cells_check_mode(uri, capsys):
+def test_placement_auto_on_two_cells_check_mode(uri, run_module):
     args = {"uri": uri, "domain": "vm0000", "placement": "auto", "housekeeping_cpus": "0-1",
             "_ansible_check_mode": True, "_ansible_diff": True}
-    out = run(capsys, args)
+    out = run_module(kvm_tune, args)
     assert out["changed"] and out["placement"] == {"cell": 1, "nodeset": "1", "vcpupin": {"0": "16-17"},
                                                    "emulatorpin": "0-1", "spans_cells": False}
     assert out["changes"] == ["config:vcpupin[0]", "config:emulatorpin", "config:numatune", "live:vcpupin[0]",
                               "live:emulatorpin"]
     assert out["pending_restart"] == ["numatune"]
     assert "<vcpupin vcpu=\"0\" cpuset=\"16-17\" />" in out["diff"]["after"]
-    assert run(capsys, args)["placement"] == out["placement"]          # deterministic
+    assert run_module(kvm_tune, args)["placement"] == out["placement"]          # deterministic
 
 
-def test_config_apply_on_shutoff_domain(uri, capsys):
+def test_config_apply_on_shutoff_domain(uri, run_module):
     # vm0008 is shut off in the default mix
-    out = run(capsys, {"uri": uri, "domain": "vm0008", "apply": "config", "vcpupin": [{"vcpu": 0, "cpuset": "3"}],
-                       "disks": [{"target": "vda", "cache": "none", "error_policy": "stop"}]})
+    out = run_module(kvm_tune, {"uri": uri, "domain": "vm0008", "apply": "config",
+                                "vcpupin": [{"vcpu": 0, "cpuset": "3"}],
+                                "disks": [{"target": "vda", "cache": "none", "error_policy": "stop"}]})
     assert out["changed"] and out["pending_restart"] == [] and not out.get("failed"), out.get("msg")
     assert out["state"] == 5
 
@@ -60,18 +50,18 @@ def test_config_apply_on_shutoff_domain(uri, capsys):
     ({"apply": "live", "emulatorpin": "1"}, "apply=live: the domain is not running"),
     ({"timeout": 0}, "timeout: must be a positive number"),
 ])
-def test_bad_input(uri, capsys, args, msg):
-    out = run(capsys, dict({"uri": uri, "domain": "vm0008"}, **args))
+def test_bad_input(uri, run_module, args, msg):
+    out = run_module(kvm_tune, dict({"uri": uri, "domain": "vm0008"}, **args))
     assert out["failed"] and msg in out["msg"], out["msg"]
 
 
-def test_bad_uri(capsys):
-    out = run(capsys, {"uri": "bogus:///nothing", "domain": "x"})
+def test_bad_uri(run_module):
+    out = run_module(kvm_tune, {"uri": "bogus:///nothing", "domain": "x"})
     assert out["failed"] and out["msg"].startswith("Cannot use libvirt URI 'bogus:///nothing'")
 
 
-def test_returned_keys_are_documented(uri, capsys):
-    out = run(capsys, {"uri": uri, "domain": "vm0008", "_ansible_check_mode": True})
+def test_returned_keys_are_documented(uri, run_module):
+    out = run_module(kvm_tune, {"uri": uri, "domain": "vm0008", "_ansible_check_mode": True})
     documented = set(yaml.safe_load(kvm_tune.RETURN))
     assert documented == {k for k in out if k not in ("changed", "diff", "invocation", "warnings")}
 
