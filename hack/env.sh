@@ -10,10 +10,12 @@ KVMOPS_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${CONTAINERS_CONF:=$KVMOPS_CACHE/podman/containers.conf}"
 : "${CONTAINERS_STORAGE_CONF:=$KVMOPS_CACHE/podman/storage.conf}"
 : "${ANSIBLE_COLLECTIONS_PATH:=$KVMOPS_BUILD/collections}"
+# promtool extracted from Debian's prometheus package by setup.sh (no Prometheus server installed)
+: "${KVMOPS_PROMTOOL:=$KVMOPS_CACHE/prometheus/promtool}"
 # copies of the collection for ansible-test and the Python 3.9 tier: outside the checkout, because
 # ansible-test lists files with git and would see nothing under the git-ignored .build/
 : "${KVMOPS_TREES:=/tmp/kvmops-fleet-trees/$(printf '%s' "$KVMOPS_REPO" | sha256sum | cut -c1-12)}"
-export KVMOPS_REPO KVMOPS_CACHE KVMOPS_VENV KVMOPS_BUILD KVMOPS_TREES KVMOPS_PODMAN_RUNROOT
+export KVMOPS_REPO KVMOPS_CACHE KVMOPS_VENV KVMOPS_BUILD KVMOPS_TREES KVMOPS_PODMAN_RUNROOT KVMOPS_PROMTOOL
 export CONTAINERS_CONF CONTAINERS_STORAGE_CONF ANSIBLE_COLLECTIONS_PATH
 case ":$PATH:" in
   *":$KVMOPS_VENV/bin:"*) ;;

@@ -31,6 +31,8 @@ APT_PACKAGES=(
   podman runc conmon netavark aardvark-dns fuse-overlayfs debootstrap
   # nested real-kernel VMs (tests/vmlab) and misc tools the tiers call
   openssh-client iproute2 procps git make shellcheck rsync xz-utils
+  # the fleet report's HTML is tested in headless Chromium (fonts for a readable screenshot)
+  chromium fonts-dejavu-core
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -47,6 +49,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
   log "apt: all ${#APT_PACKAGES[@]} packages present"
 fi
+
+# --- promtool (alert rule tests): taken from Debian's prometheus package without installing it, so no
+# Prometheus server is started or enabled on this machine. Exported as $KVMOPS_PROMTOOL by env.sh.
+if [ ! -x "$KVMOPS_PROMTOOL" ]; then
+  log "promtool: extracting from Debian's prometheus package into ${KVMOPS_PROMTOOL%/*}"
+  tmp=$(mktemp -d)
+  chown _apt "$tmp" 2>/dev/null || true  # apt downloads as _apt when it can write the directory
+  (cd "$tmp" && apt-get download -q prometheus >/dev/null && dpkg-deb -x prometheus_*.deb root)
+  mkdir -p "${KVMOPS_PROMTOOL%/*}"
+  install -m 0755 "$tmp/root/usr/bin/promtool" "$KVMOPS_PROMTOOL.new"
+  mv "$KVMOPS_PROMTOOL.new" "$KVMOPS_PROMTOOL"
+  rm -rf "$tmp"
+fi
+"$KVMOPS_PROMTOOL" --version >/dev/null
 
 # --- project venv ---------------------------------------------------------------------------------
 req_hash=$(cat "$KVMOPS_REPO/requirements-dev.txt" /usr/bin/python3 2>/dev/null | sha256sum | cut -c1-16)
