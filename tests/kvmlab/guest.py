@@ -57,13 +57,15 @@ PROGRAMS: dict[str, GuestProgram] = {p.name: p for p in (
 echo "KVMLAB: ready"
 while :; do sleep 3600; done
 """),
-    # Writes zeros over the whole disk with O_DIRECT (every write reaches the host), then powers off.
+    # Writes zeros over the whole disk with O_DIRECT (every write reaches the host), then stays up idle
+    # (a resumed domain keeps running, so "is it still running after the resume" can be asked).
     GuestProgram("fill-disk", modules=VIRTIO_BLK, body="""
 wait_dev /dev/vda
 echo "KVMLAB: ready; filling /dev/vda ($(cat /sys/block/vda/size) sectors)"
 dd if=/dev/zero of=/dev/vda bs=1M oflag=direct 2>&1
 echo "KVMLAB: dd done rc=$?"
-sync; poweroff -f
+sync; echo "KVMLAB: idle"
+while :; do sleep 3600; done
 """),
     # A small O_DIRECT write every 0.1 s, forever: the disk's server going away is noticed at once.
     GuestProgram("io-loop", modules=VIRTIO_BLK, body="""
