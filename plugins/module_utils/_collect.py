@@ -9,10 +9,13 @@ Flow (cost grows with the number of paused domains, not the total):
    status shows a job in flight is *busy*: a blocked job holds the domain lock and every call touching it
    (including listAllDomains/getAllDomainStats) would hang and pin a libvirtd worker thread until the job
    ends. Busy domains are never called; they are reported from the status file.
-2. forked worker: evidence for busy domains (from their status XML), then one round trip
-   getAllDomainStats(STATE|BLOCK, NOWAIT) -- or, when a busy domain exists, lookups of the non-busy paused
-   domains named by the status files and one domainListGetStats -- then per paused/crashed domain:
-   XMLDesc, diskErrors, jobStats, controlInfo; then storage pools and host evidence.
+2. forked worker, ONE read-only connection: evidence for busy domains (from their status XML), then one
+   round trip getAllDomainStats(STATE, NOWAIT) and one domainListGetStats(BLOCK, NOWAIT) of the paused and
+   crashed domains (block stats cost a monitor query per domain on QEMU: never for the running ones) -- or,
+   when a busy domain exists, lookups of the non-busy paused domains named by the status files and one
+   domainListGetStats(STATE|BLOCK) -- then per paused/crashed domain: XMLDesc (parsed here, once),
+   diskErrors, jobStats (or jobInfo where the driver has no jobStats, remembered after the first domain),
+   controlInfo; then storage pools and host evidence.
 3. parent: kill + reap the worker at the deadline, fill gaps from status files, diagnose (pure _pause).
 """
 
@@ -110,14 +113,33 @@ def job_from_stats(stats: dict | None) -> dict | None:
     }
 
 
-def _job_stats(dom) -> dict:
-    """jobStats(), or jobInfo() turned into the same keys where jobStats is not supported."""
+class JobApiUnsupported(Exception):
+    """The driver has neither jobStats nor jobInfo (known from an earlier domain of the same run)."""
+
+
+def _job_stats(dom, support=None) -> dict:
+    """jobStats(), or jobInfo() turned into the same keys where jobStats is not supported.
+
+    ``support`` (one dict per connection) remembers what the driver lacks, so that only the first domain
+    pays for the refused calls: ``stats`` False after jobStats was refused, ``info_error`` the message of
+    jobInfo's refusal (later domains raise JobApiUnsupported with it, making no call at all).
+    """
+    support = {} if support is None else support
+    if support.get("info_error"):
+        raise JobApiUnsupported(support["info_error"])
+    if support.get("stats", True):
+        try:
+            return dom.jobStats()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+            support["stats"] = False
     try:
-        return dom.jobStats()
+        info = dom.jobInfo()
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-            raise
-    info = dom.jobInfo()
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            support["info_error"] = exc.get_error_message()
+        raise
     return {"type": info[0], "time_elapsed": info[1], "data_total": info[3], "data_processed": info[4]}
 
 
@@ -174,33 +196,31 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
     """Body of the forked worker; every result goes out through ``emit`` as soon as it is known."""
     host = host or _evidence.Host()
     wall_deadline = plan["wall_deadline"]
-
-    def probe_timeout():
-        return max(0.1, min(1.0, (wall_deadline - time.time()) / 4.0))
-
     try:
         mounts = _evidence.parse_mountinfo(host.read_text("/proc/self/mountinfo"))
     except OSError:
         mounts = []
     lvs_cache = {}
-    for name in plan["busy"]:
-        emit(
-            _evidence_for(
-                name,
-                plan["busy"][name],
-                host,
-                mounts,
-                [],
-                lvs_cache=lvs_cache,
-                timeout=probe_timeout(),
-                log_dir=plan["log_dir"],
-                status_dir=plan["status_dir"],
-            )
+
+    def evidence(name: str, dom: dict, pools: list) -> dict:
+        return _evidence_for(
+            name,
+            dom,
+            host,
+            mounts,
+            pools,
+            lvs_cache=lvs_cache,
+            timeout=max(0.1, min(1.0, (wall_deadline - time.time()) / 4.0)),
+            log_dir=plan["log_dir"],
+            status_dir=plan["status_dir"],
         )
+
+    for name in plan["busy"]:
+        emit(evidence(name, plan["busy"][name], []))
 
     conn = open_connection(uri)
     emit({"t": "connected"})
-    flags = libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BLOCK
+    state_flag, block_flag = libvirt.VIR_DOMAIN_STATS_STATE, libvirt.VIR_DOMAIN_STATS_BLOCK
     nowait = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
     if not plan.get("bulk", True):
         doms = []
@@ -209,10 +229,11 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
                 doms.append(conn.lookupByUUIDString(uuid))
             except libvirt.libvirtError:
                 continue
-        stats = conn.domainListGetStats(doms, flags, nowait) if doms else []
+        stats = conn.domainListGetStats(doms, state_flag | block_flag, nowait) if doms else []
         via = "domainListGetStats"
     else:
-        stats = conn.getAllDomainStats(flags, nowait)
+        # the state of every domain; block stats (a monitor query per domain on QEMU) for paused ones only
+        stats = conn.getAllDomainStats(state_flag, nowait)
         via = "getAllDomainStats"
     domains, handles = [], {}
     for dom, params in stats:
@@ -228,24 +249,41 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
         }
         domains.append(entry)
         if entry["state"] in (PAUSED, CRASHED):
-            handles[name] = dom
+            handles[name] = (dom, entry)
+    if via == "getAllDomainStats" and handles:
+        for dom, params in conn.domainListGetStats([d for d, _e in handles.values()], block_flag, nowait):
+            handles[dom.name()][1]["block"] = _block_stats(params)
+    handles = {name: dom for name, (dom, _entry) in handles.items()}
     emit({"t": "stats", "via": via, "domains": domains})
 
     details = {}
+    job_support = {}
     for name, dom in handles.items():
         emit({"t": "begin", "name": name})
-        rec = {"t": "domain", "name": name, "xml": None, "disk_errors": {}, "job": None, "control": None, "errors": []}
+        rec = {"t": "domain", "name": name, "dom": None, "disk_errors": {}, "job": None, "control": None, "errors": []}
         calls = (
             ("xml", lambda d=dom: d.XMLDesc(0)),
             ("disk_errors", dom.diskErrors),
-            ("job", lambda d=dom: _job_stats(d)),
+            ("job", lambda d=dom: _job_stats(d, job_support)),
             ("control", dom.controlInfo),
         )
         for key, call in calls:
             try:
-                rec[key] = call()
+                value = call()
             except libvirt.libvirtError as exc:
                 rec["errors"].append(f"{key}: {exc.get_error_message()}")
+                continue
+            except JobApiUnsupported as exc:
+                rec["errors"].append(f"{key}: {exc}")
+                continue
+            if key == "xml":
+                # parsed once, here: the parent gets the facts, not the XML text
+                try:
+                    rec["dom"] = _domxml.parse_domain(value)
+                except _domxml.DomainXMLError:
+                    rec["dom"] = None
+            else:
+                rec[key] = value
         emit(rec)
         details[name] = rec
 
@@ -272,23 +310,7 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
             emit({"t": "warning", "message": f"storage pools: {exc.get_error_message()}"})
         emit({"t": "pools", "pools": pools})
     for name, rec in details.items():
-        try:
-            dom = _domxml.parse_domain(rec["xml"]) if rec.get("xml") else {"disks": []}
-        except _domxml.DomainXMLError:
-            dom = {"disks": []}
-        emit(
-            _evidence_for(
-                name,
-                dom,
-                host,
-                mounts,
-                pools,
-                lvs_cache=lvs_cache,
-                timeout=probe_timeout(),
-                log_dir=plan["log_dir"],
-                status_dir=plan["status_dir"],
-            )
-        )
+        emit(evidence(name, rec["dom"] or {"disks": []}, pools))
 
 
 # ---- the parent: plan, run, assemble --------------------------------------------------------------------
@@ -455,7 +477,9 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
 def _paused_entry(name, u, det, ev, st, *, now) -> dict:
     responsive = det is not None
     dom = {}
-    if det and det.get("xml"):
+    if det and det.get("dom"):
+        dom = det["dom"]  # parsed in the worker
+    elif det and det.get("xml"):  # a record carrying the XML text itself
         try:
             dom = _domxml.parse_domain(det["xml"])
         except _domxml.DomainXMLError:

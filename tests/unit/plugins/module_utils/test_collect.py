@@ -169,3 +169,65 @@ def test_busy_domain_outside_the_filter_still_prevents_enumeration(tmp_path, mon
     f = _collect.collect(uri, 10, ["vm0006"], status_dir=str(sd), log_dir=str(tmp_path))
     assert f["collection"] == "domainListGetStats" and f["unresponsive"] == []
     assert [p["name"] for p in f["paused"]] == ["vm0006"] and f["paused"][0]["responsive"]
+
+
+def run_worker(uri, tmp_path, **plan):
+    recs = []
+    base = {"busy": {}, "bulk": True, "status_candidates": [], "patterns": [], "wall_deadline": time.time() + 10,
+            "log_dir": str(tmp_path), "status_dir": str(tmp_path / "none")}
+    _collect.worker(recs.append, uri, dict(base, **plan))
+    return recs
+
+
+def test_worker_ships_parsed_domains_not_xml_text(fleet, tmp_path):
+    recs = run_worker(fleet, tmp_path)
+    details = [r for r in recs if r["t"] == "domain"]
+    assert len(details) == 12                           # paused + crashed only
+    for r in details:
+        assert "xml" not in r and r["dom"]["name"] == r["name"]
+        assert r["dom"]["disks"][0]["path"].startswith("/var/lib/libvirt/images/")
+    stats = next(r for r in recs if r["t"] == "stats")
+    assert stats["via"] == "getAllDomainStats" and len(stats["domains"]) == 40
+
+
+def test_a_record_with_xml_text_is_still_understood():
+    xml = ("<domain type='kvm'><name>a</name><uuid>u</uuid><on_crash>preserve</on_crash><devices>"
+           "<disk type='file' device='disk'><driver name='qemu' type='raw' error_policy='stop'/>"
+           "<source file='/srv/a.img'/><target dev='vda' bus='virtio'/></disk></devices></domain>")
+    recs = [{"t": "connected"}, {"t": "stats", "via": "getAllDomainStats", "domains": [
+        {"name": "a", "uuid": "u", "state": 6, "reason": 0, "block": []}]},
+        {"t": "domain", "name": "a", "xml": xml, "disk_errors": {}, "job": None, "control": None, "errors": []}]
+    f = _collect.assemble("qemu:///system", 3, recs, True, {}, include_running=False, elapsed=0.1, now=time.time())
+    p = f["paused"][0]
+    assert (p["on_crash"], p["disks"][0]["source"], p["cause"]) == ("preserve", "/srv/a.img", "crashed")
+
+
+def test_job_api_refusal_is_asked_once_per_run(fleet):
+    """The test driver has neither jobStats nor jobInfo: the first domain asks both, the others none."""
+    lv = _libvirt.libvirt
+    conn = lv.openReadOnly(fleet)
+    try:
+        paused = [d for d, p in conn.getAllDomainStats(lv.VIR_DOMAIN_STATS_STATE) if p["state.state"] == 3]
+        calls = []
+        for dom in paused[:2]:
+            for api in ("jobStats", "jobInfo"):
+                real = getattr(dom, api)
+                setattr(dom, api, lambda real=real, api=api: calls.append(api) or real())   # counts, then calls
+        support = {}
+        with pytest.raises(lv.libvirtError) as first:
+            _collect._job_stats(paused[0], support)
+        assert first.value.get_error_code() == lv.VIR_ERR_NO_SUPPORT
+        assert support == {"stats": False, "info_error": first.value.get_error_message()}
+        assert calls == ["jobStats", "jobInfo"]
+        with pytest.raises(_collect.JobApiUnsupported) as again:
+            _collect._job_stats(paused[1], support)
+        assert str(again.value) == first.value.get_error_message() and calls == ["jobStats", "jobInfo"]
+    finally:
+        conn.close()
+
+
+def test_every_paused_domain_reports_the_same_job_refusal(fleet, tmp_path):
+    f = _collect.collect(fleet, 10, status_dir=str(tmp_path / "none"), log_dir=str(tmp_path))
+    errors = {tuple(p["errors"]) for p in f["paused"]}
+    assert len(errors) == 1 and len(next(iter(errors))) == 1
+    assert next(iter(errors))[0].startswith("job: ") and "not supported" in next(iter(errors))[0]
