@@ -1,0 +1,267 @@
+# Copyright (c) kvmops.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.kvmops.fleet.plugins.plugin_utils._fleet_report import FleetReportError, build_report
+
+DOCUMENTATION = r"""
+name: fleet_report
+short_description: Build the fleet pause report from every host's kvm_pause_facts result
+version_added: 0.1.0
+author:
+  - kvmops.fleet contributors (@kvmops)
+description:
+  - Turns the registered results of M(kvmops.fleet.kvm_pause_facts), one per host, into one fleet report
+    (schema version 1) with the counts, every host with its status, and the paused and crashed domains grouped
+    by cause in severity order.
+  - A host whose result says C(unreachable) gets status V(unreachable); a failed result (libvirtd not running,
+    permission denied, ...) gets V(libvirt_failed); a host without a result (it left the play earlier) or with a
+    skipped result gets V(not_diagnosed); every other host is V(diagnosed), with C(complete=false) when its
+    libvirt did not answer in time.
+  - The output is sorted (hosts and domains by name, causes by severity, count and name), so the same results
+    give the same report.
+  - Runs on the controller. The C(kvmops.fleet.diagnostics) role writes it as JSON and renders it as Markdown and HTML.
+positional: _input
+options:
+  _input:
+    description:
+      - Mapping of inventory host name to the result registered from M(kvmops.fleet.kvm_pause_facts) on that
+        host, or V(null) for a host the task never ran on.
+      - Register the task with C(ignore_unreachable=true) and C(ignore_errors=true), so that every host has a result.
+    type: dict
+    required: true
+  generated_at:
+    description:
+      - Time of the run, an ISO 8601 UTC string such as V(2026-11-26T05:04:39Z). Default is now.
+    type: str
+  previous:
+    description:
+      - The report of the previous run (the parsed JSON file). When it describes the same fleet state (its
+        RV(_value.state_digest) equals the new one and still matches its own content), it is returned unchanged
+        instead of the new report, so report files written from it stay byte-identical while the fleet's state
+        does not change.
+      - Anything else (V(null), another schema, a report of a different state, an edited file) is ignored.
+    type: dict
+notes:
+  - "The state digest leaves out what changes on every run while nothing happens in the fleet: C(generated_at),
+    each host's C(collected_at) and C(duration_seconds), each domain's C(paused_for_seconds),
+    C(job.elapsed_seconds) and C(control.seconds), and C(job_seconds) of unresponsive domains."
+seealso:
+  - plugin: kvmops.fleet.fleet_summary
+    plugin_type: filter
+  - module: kvmops.fleet.kvm_pause_facts
+"""
+
+EXAMPLES = r"""
+- name: Diagnose every host
+  kvmops.fleet.kvm_pause_facts:
+  ignore_unreachable: true
+  ignore_errors: true
+  register: pause
+
+- name: Build the fleet report once, on the controller
+  run_once: true
+  ansible.builtin.set_fact:
+    fleet_report: >-
+      {{ dict(ansible_play_hosts_all | zip(ansible_play_hosts_all | map('extract', hostvars)
+              | map(attribute='pause', default=none)))
+         | kvmops.fleet.fleet_report }}
+
+- name: Name the causes
+  run_once: true
+  ansible.builtin.debug:
+    msg: "{{ item.cause }} ({{ item.severity }}): {{ item.domains | map(attribute='name') | join(', ') }}"
+  loop: "{{ fleet_report.causes }}"
+  loop_control:
+    label: "{{ item.cause }}"
+"""
+
+RETURN = r"""
+_value:
+  description: The fleet report, schema version 1.
+  type: dict
+  contains:
+    schema_version:
+      description: Version of this schema; raised only on incompatible changes. New keys may appear within a version.
+      type: int
+      sample: 1
+    generated_at:
+      description:
+        - UTC time (ISO 8601) of the run that produced this report.
+        - When O(previous) was returned, the time of the earlier run that first saw this fleet state.
+      type: str
+      sample: '2026-11-26T05:04:39Z'
+    state_digest:
+      description: SHA-256 (hex) of the report without its volatile fields (see the notes).
+      type: str
+      sample: 3f1c0a8e5b0e4d3c9a7f2b6d1e8c4a5f9b2d7e6c1a3f5b8d0e2c4a6b8d0f2e4a
+    summary:
+      description: Counts over the whole fleet.
+      type: dict
+      contains:
+        hosts:
+          description: Hosts in the report.
+          type: int
+        hosts_diagnosed:
+          description: Hosts whose kvm_pause_facts ran (status V(diagnosed)), complete or not.
+          type: int
+        hosts_unreachable:
+          description: Hosts Ansible could not connect to (status V(unreachable)).
+          type: int
+        hosts_libvirt_failed:
+          description: Hosts where kvm_pause_facts failed, for example libvirtd not running (status V(libvirt_failed)).
+          type: int
+        hosts_not_diagnosed:
+          description: Hosts without a result (status V(not_diagnosed)).
+          type: int
+        hosts_incomplete:
+          description: Diagnosed hosts whose libvirt did not answer everything within the timeout (C(complete=false)).
+          type: int
+        domains_total:
+          description: Domains on the diagnosed hosts, in any state.
+          type: int
+        running:
+          description: Running domains.
+          type: int
+        paused:
+          description: Paused domains (state paused; crashed ones are counted in RV(_value.summary.crashed)).
+          type: int
+        crashed:
+          description: Crashed domains.
+          type: int
+        unresponsive:
+          description: Paused or crashed domains libvirt did not answer for (reported from libvirtd's status files).
+          type: int
+        safe_to_resume:
+          description: Paused or crashed domains whose diagnosis says C(safe_to_resume).
+          type: int
+        by_cause:
+          description: Number of paused or crashed domains per cause, sorted by cause.
+          type: dict
+          sample: {storage_full: 2, user_paused: 1}
+        by_severity:
+          description:
+            - Number of paused or crashed domains per severity (V(critical), V(warning), V(info); all three keys
+              always).
+          type: dict
+          sample: {critical: 2, warning: 0, info: 1}
+    hosts:
+      description: Every host, sorted by name.
+      type: list
+      elements: dict
+      contains:
+        name:
+          description: Inventory host name.
+          type: str
+        status:
+          description: How far the diagnosis got on this host.
+          type: str
+          choices: [diagnosed, unreachable, libvirt_failed, not_diagnosed]
+        message:
+          description:
+            - One line for people. Diagnosed hosts, the domain counts (prefixed C(INCOMPLETE:) and the errors when
+              incomplete); other hosts, the connection error or the module's failure message.
+          type: str
+          sample: "12 domains: 8 running, 2 paused, 1 crashed, 0 unresponsive, 1 safe to resume"
+        complete:
+          description:
+            - V(true) when kvm_pause_facts got an answer for everything within its timeout.
+            - V(false) for hosts not diagnosed.
+          type: bool
+        errors:
+          description: The module's errors (what did not answer), empty when complete.
+          type: list
+          elements: str
+        warnings:
+          description: The module's warnings.
+          type: list
+          elements: str
+        uri:
+          description: libvirt URI used (V(null) unless diagnosed).
+          type: str
+        collected_at:
+          description: UTC time the host's evidence was collected (V(null) unless diagnosed).
+          type: str
+        duration_seconds:
+          description: Time the collection took on the host (V(null) unless diagnosed).
+          type: float
+        collection:
+          description: How the domains were listed (V(getAllDomainStats), V(domainListGetStats) or V(status_xml)).
+          type: str
+        summary:
+          description:
+            - The module's RV(kvmops.fleet.kvm_pause_facts#module:ansible_facts.kvm_pause.summary) (total, running,
+              paused, crashed, shutoff, other, unresponsive, safe_to_resume, by_cause); V(null) unless diagnosed.
+          type: dict
+        paused:
+          description:
+            - The module's RV(kvmops.fleet.kvm_pause_facts#module:ansible_facts.kvm_pause.paused) entries, sorted by
+              name, unchanged (each with name, uuid, state, reason, cause, severity, summary, findings, remediation,
+              safe_to_resume, safe_to_resume_reason, responsive, unresponsive_reason, paused_since,
+              paused_for_seconds, paused_since_source, disks with their filesystem, block device, endpoints and
+              pool, job, control, watchdog_action, on_lockfailure, on_crash, log, errors).
+            - See the module's documentation for each field.
+          type: list
+          elements: dict
+        unresponsive:
+          description:
+            - The module's RV(kvmops.fleet.kvm_pause_facts#module:ansible_facts.kvm_pause.unresponsive) entries,
+              sorted by name.
+          type: list
+          elements: dict
+    causes:
+      description:
+        - The paused and crashed domains of the fleet grouped by cause; critical causes first, then by count and
+          name.
+      type: list
+      elements: dict
+      contains:
+        cause:
+          description: The cause, for example V(storage_full) (the causes are listed in the diagnostics guide).
+          type: str
+        severity:
+          description: V(critical), V(warning) or V(info).
+          type: str
+        count:
+          description: Domains with this cause.
+          type: int
+        safe_to_resume:
+          description: How many of them are safe to resume.
+          type: int
+        domains:
+          description: The domains, sorted by host and name.
+          type: list
+          elements: dict
+          contains:
+            host:
+              description: Inventory host name.
+              type: str
+            name:
+              description: Domain name.
+              type: str
+            state:
+              description: V(paused) or V(crashed).
+              type: str
+            safe_to_resume:
+              description: Whether the diagnosis says it is safe to resume.
+              type: bool
+            summary:
+              description: The diagnosis in one line.
+              type: str
+"""
+
+
+def fleet_report(results, generated_at=None, previous=None):
+    try:
+        return build_report(results, generated_at=generated_at, previous=previous)
+    except FleetReportError as e:
+        raise AnsibleFilterError(f"kvmops.fleet.fleet_report: {e}") from e
+
+
+class FilterModule:
+    def filters(self):
+        return {"fleet_report": fleet_report}

@@ -1,0 +1,306 @@
+# Copyright (c) kvmops.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The fleet report: per-host kvm_pause_facts results -> one report (schema version 1). Controller side, pure.
+
+``build_report`` takes ``{host: registered result of kvm_pause_facts or None}`` and returns the report the
+diagnostics role writes as JSON, Markdown and HTML; ``fleet_summary`` condenses a report into the
+``kvmops_fleet_summary`` set_stats artifact. Everything is sorted, so the same input gives the same report.
+
+A ``state_digest`` (SHA-256 over the report without the fields that change on every run while the fleet
+stands still: run and collection times, durations, "paused for", job/control elapsed times) lets the role
+keep the previous report when the fleet's state is the same (``previous``), so the report files change only
+when the fleet does.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+from ansible_collections.kvmops.fleet.plugins.module_utils._pause import SEVERITY
+
+SCHEMA_VERSION = 1
+STATUSES = ("diagnosed", "unreachable", "libvirt_failed", "not_diagnosed")
+SEVERITY_ORDER = ("critical", "warning", "info")
+# fields that change between two runs over a fleet whose state did not change
+VOLATILE_HOST_KEYS = ("collected_at", "duration_seconds")
+VOLATILE_VM_KEYS = ("paused_for_seconds",)
+VOLATILE_JOB_KEYS = ("elapsed_seconds",)
+VOLATILE_CONTROL_KEYS = ("seconds",)
+VOLATILE_UNRESPONSIVE_KEYS = ("job_seconds",)
+COUNT_KEYS = (
+    "hosts",
+    "hosts_diagnosed",
+    "hosts_unreachable",
+    "hosts_libvirt_failed",
+    "hosts_not_diagnosed",
+    "hosts_incomplete",
+    "domains_total",
+    "running",
+    "paused",
+    "crashed",
+    "unresponsive",
+    "safe_to_resume",
+)
+
+
+class FleetReportError(ValueError):
+    """Input the report cannot be built from; the message names what is wrong."""
+
+
+def plain(value):
+    """Copy of ``value`` made of dict/list/str/int/float/bool/None only (drops Ansible's tagged/lazy types)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    raise FleetReportError(f"unexpected value of type {type(value).__name__} in the results: {value!r}")
+
+
+def severity_of(cause: str, given: str | None = None) -> str:
+    if given in SEVERITY_ORDER:
+        return given
+    return SEVERITY.get(cause, "warning")
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else len(SEVERITY_ORDER)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _clean_message(msg) -> str:
+    text = str(msg or "").strip()
+    for prefix in ("Task failed: ", "Module failed: "):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    return text
+
+
+def host_entry(name: str, result) -> dict:
+    """One host of the report from its registered kvm_pause_facts result (None: the task never ran there)."""
+    entry = {
+        "name": name,
+        "status": "not_diagnosed",
+        "message": "",
+        "complete": False,
+        "errors": [],
+        "warnings": [],
+        "uri": None,
+        "collected_at": None,
+        "duration_seconds": None,
+        "collection": None,
+        "summary": None,
+        "paused": [],
+        "unresponsive": [],
+    }
+    if result is None:
+        entry["message"] = "not diagnosed: the host left the play before the diagnosis (failed or unreachable earlier)"
+        return entry
+    if not isinstance(result, Mapping):
+        raise FleetReportError(f"the result for host {name} is a {type(result).__name__}, not a task result")
+    if result.get("unreachable"):
+        entry["status"] = "unreachable"
+        entry["message"] = _clean_message(result.get("msg")) or "unreachable"
+        return entry
+    if result.get("failed"):
+        entry["status"] = "libvirt_failed"
+        entry["message"] = _clean_message(result.get("msg")) or "kvm_pause_facts failed without a message"
+        return entry
+    if result.get("skipped"):
+        entry["message"] = "not diagnosed: the diagnosis was skipped ({})".format(
+            _clean_message(result.get("skip_reason")) or "no reason given"
+        )
+        return entry
+    facts = (result.get("ansible_facts") or {}).get("kvm_pause")
+    if not isinstance(facts, Mapping):
+        entry["message"] = "not diagnosed: the result has no ansible_facts.kvm_pause"
+        return entry
+    if facts.get("schema_version") != SCHEMA_VERSION:
+        raise FleetReportError(
+            f"host {name}: kvm_pause schema_version {facts.get('schema_version')!r} is not {SCHEMA_VERSION}"
+        )
+    summary = dict(facts.get("summary") or {})
+    summary["by_cause"] = dict(sorted((summary.get("by_cause") or {}).items()))
+    paused = sorted(facts.get("paused") or [], key=lambda p: str(p.get("name")))
+    for p in paused:
+        p["severity"] = severity_of(p.get("cause", "unknown"), p.get("severity"))
+    entry.update(
+        status="diagnosed",
+        complete=bool(facts.get("complete")),
+        errors=list(facts.get("errors") or []),
+        warnings=list(facts.get("warnings") or []),
+        uri=facts.get("uri"),
+        collected_at=facts.get("collected_at"),
+        duration_seconds=facts.get("duration_seconds"),
+        collection=facts.get("collection"),
+        summary=summary,
+        paused=paused,
+        unresponsive=sorted(facts.get("unresponsive") or [], key=lambda u: str(u.get("name"))),
+    )
+    counts = "{} domains: {} running, {} paused, {} crashed, {} unresponsive, {} safe to resume".format(
+        summary.get("total", 0),
+        summary.get("running", 0),
+        summary.get("paused", 0),
+        summary.get("crashed", 0),
+        summary.get("unresponsive", 0),
+        summary.get("safe_to_resume", 0),
+    )
+    if entry["complete"]:
+        entry["message"] = counts
+    else:
+        entry["message"] = "INCOMPLETE: {} ({})".format("; ".join(entry["errors"]) or "no reason given", counts)
+    return entry
+
+
+def _strip_volatile(report: dict) -> dict:
+    r = copy.deepcopy(report)
+    r.pop("generated_at", None)
+    r.pop("state_digest", None)
+    for h in r.get("hosts") or []:
+        for k in VOLATILE_HOST_KEYS:
+            h.pop(k, None)
+        for p in h.get("paused") or []:
+            for k in VOLATILE_VM_KEYS:
+                p.pop(k, None)
+            for sub, keys in (("job", VOLATILE_JOB_KEYS), ("control", VOLATILE_CONTROL_KEYS)):
+                if isinstance(p.get(sub), dict):
+                    for k in keys:
+                        p[sub].pop(k, None)
+        for u in h.get("unresponsive") or []:
+            for k in VOLATILE_UNRESPONSIVE_KEYS:
+                u.pop(k, None)
+    return r
+
+
+def state_digest(report: dict) -> str:
+    """SHA-256 of the report's fleet state: everything except run/collection times and elapsed durations."""
+    text = json.dumps(_strip_volatile(report), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _summary(hosts: list) -> dict:
+    s = dict.fromkeys(COUNT_KEYS, 0)
+    s["hosts"] = len(hosts)
+    by_cause: dict = {}
+    by_severity = dict.fromkeys(SEVERITY_ORDER, 0)
+    for h in hosts:
+        s["hosts_" + h["status"]] += 1
+        if h["status"] == "diagnosed" and not h["complete"]:
+            s["hosts_incomplete"] += 1
+        hs = h["summary"] or {}
+        s["domains_total"] += int(hs.get("total", 0))
+        for k in ("running", "paused", "crashed", "unresponsive"):
+            s[k] += int(hs.get(k, 0))
+        for p in h["paused"]:
+            by_cause[p["cause"]] = by_cause.get(p["cause"], 0) + 1
+            by_severity[p["severity"]] = by_severity.get(p["severity"], 0) + 1
+            s["safe_to_resume"] += 1 if p.get("safe_to_resume") else 0
+    s["by_cause"] = dict(sorted(by_cause.items()))
+    s["by_severity"] = by_severity
+    return s
+
+
+def _causes(hosts: list) -> list:
+    groups: dict = {}
+    for h in hosts:
+        for p in h["paused"]:
+            g = groups.setdefault(
+                p["cause"],
+                {"cause": p["cause"], "severity": p["severity"], "count": 0, "safe_to_resume": 0, "domains": []},
+            )
+            if severity_rank(p["severity"]) < severity_rank(g["severity"]):
+                g["severity"] = p["severity"]
+            g["count"] += 1
+            g["safe_to_resume"] += 1 if p.get("safe_to_resume") else 0
+            g["domains"].append(
+                {
+                    "host": h["name"],
+                    "name": p.get("name"),
+                    "state": p.get("state"),
+                    "safe_to_resume": bool(p.get("safe_to_resume")),
+                    "summary": p.get("summary", ""),
+                }
+            )
+    for g in groups.values():
+        g["domains"].sort(key=lambda d: (d["host"], str(d["name"])))
+    return sorted(groups.values(), key=lambda g: (severity_rank(g["severity"]), -g["count"], g["cause"]))
+
+
+def build_report(results, generated_at: str | None = None, previous=None) -> dict:
+    """The fleet report (schema version 1) from ``{host: registered kvm_pause_facts result or None}``.
+
+    ``previous``: the report read back from the last run's JSON file. When it is a valid schema 1 report of
+    the same fleet state (same ``state_digest``, and its own content still matches its digest), it is
+    returned unchanged, so the files written from it are byte-identical and the role reports no change.
+    """
+    if not isinstance(results, Mapping):
+        raise FleetReportError(
+            f"the input must be a mapping of host name to the registered kvm_pause_facts result, not a "
+            f"{type(results).__name__}"
+        )
+    results = plain(results)
+    if generated_at is None:
+        generated_at = utc_now()
+    elif not isinstance(generated_at, str) or not generated_at:
+        raise FleetReportError(f"generated_at must be an ISO 8601 time string, not {generated_at!r}")
+    hosts = [host_entry(name, results[name]) for name in sorted(results)]
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": str(generated_at),
+        "summary": _summary(hosts),
+        "hosts": hosts,
+        "causes": _causes(hosts),
+    }
+    report["state_digest"] = state_digest(report)
+    if previous:
+        prev = plain(previous) if isinstance(previous, Mapping) else None
+        if (
+            prev is not None
+            and prev.get("schema_version") == SCHEMA_VERSION
+            and prev.get("state_digest") == report["state_digest"]
+            and state_digest(prev) == report["state_digest"]
+            and isinstance(prev.get("generated_at"), str)
+        ):
+            return prev
+    return report
+
+
+def fleet_summary(report, generated_at: str | None = None) -> dict:
+    """The ``kvmops_fleet_summary`` artifact (set_stats) of a fleet report."""
+    if not isinstance(report, Mapping) or report.get("schema_version") != SCHEMA_VERSION:
+        raise FleetReportError("the input must be a fleet report (schema_version 1) made by kvmops.fleet.fleet_report")
+    report = plain(report)
+    s = report["summary"]
+    out = {"schema_version": SCHEMA_VERSION, "generated_at": generated_at or report["generated_at"]}
+    for k in COUNT_KEYS:
+        out[k] = s.get(k, 0)
+    out["by_cause"] = dict(s.get("by_cause") or {})
+    out["by_severity"] = dict(s.get("by_severity") or {})
+    out["report_generated_at"] = report["generated_at"]
+    out["state_digest"] = report.get("state_digest")
+    out["unreachable_hosts"] = [h["name"] for h in report["hosts"] if h["status"] == "unreachable"]
+    out["libvirt_failed_hosts"] = [h["name"] for h in report["hosts"] if h["status"] == "libvirt_failed"]
+    out["not_diagnosed_hosts"] = [h["name"] for h in report["hosts"] if h["status"] == "not_diagnosed"]
+    out["incomplete_hosts"] = [h["name"] for h in report["hosts"] if h["status"] == "diagnosed" and not h["complete"]]
+    out["safe_to_resume_domains"] = [
+        {"host": h["name"], "name": p["name"], "cause": p["cause"]}
+        for h in report["hosts"]
+        for p in h["paused"]
+        if p.get("safe_to_resume")
+    ]
+    return out
