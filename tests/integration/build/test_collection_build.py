@@ -42,10 +42,11 @@ def tarball(tmp_path_factory) -> Path:
 def installed(tarball, tmp_path_factory) -> dict[str, str]:
     """Install offline (no Galaxy server is reachable) into an empty collections path."""
     root = tmp_path_factory.mktemp("collections")
-    run([str(BIN / "ansible-galaxy"), "collection", "install", "--no-deps", "-p", str(root), str(tarball)])
     env = dict(os.environ)
-    # only the installed copy (plus the venv's bundled collections via sys.path) may be found
+    # only the installed copy (plus the venv's bundled collections via sys.path) may be found; also for the
+    # install itself, which otherwise finds the checkout's link tree and installs nothing ("already installed")
     env["ANSIBLE_COLLECTIONS_PATH"] = str(root)
+    run([str(BIN / "ansible-galaxy"), "collection", "install", "--no-deps", "-p", str(root), str(tarball)], env=env)
     env["ANSIBLE_NOCOLOR"] = "1"
     return env
 
@@ -71,6 +72,9 @@ def test_tarball_has_what_the_collection_needs(tarball):
     with tarfile.open(tarball) as tar:
         names = set(tar.getnames())
     wanted = {"meta/runtime.yml", "README.md", "changelogs/changelog.yaml", "docs/docsite/extra-docs.yml"}
+    # the EE definition / collection EE metadata, its files and the root links its metadata reading resolves
+    wanted |= {"meta/execution-environment.yml", "meta/ee-requirements.txt", "meta/ee-bindep.txt",
+               "ee-requirements.txt", "ee-bindep.txt"}
     wanted |= {str(p.relative_to(REPO)) for p in (REPO / "plugins").rglob("*.py") if "__pycache__" not in p.parts}
     wanted |= {str(p.relative_to(REPO)) for p in (REPO / "playbooks").glob("*.yml")}
     assert wanted - names == set()
