@@ -69,16 +69,23 @@ def write_config(tmp: Path, **settings) -> Path:
     return path
 
 
-def start_collector(tmp: Path, *extra: str, python: str = sys.executable, **settings) -> subprocess.Popen:
+def start_collector(tmp: Path, *extra: str, python: str = sys.executable, program: Path = COLLECTOR,
+                    **settings) -> subprocess.Popen:
     cfg = write_config(tmp, **settings)
-    return subprocess.Popen([python, str(COLLECTOR), "--config", str(cfg), *extra],
+    return subprocess.Popen([python, str(program), "--config", str(cfg), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def run_collector(tmp: Path, *extra: str, python: str = sys.executable, timeout: float = 120, **settings) -> Run:
+def run_collector(tmp: Path, *extra: str, python: str = sys.executable, program: Path = COLLECTOR,
+                  wait: float = 120, **settings) -> Run:
     t = time.monotonic()
-    proc = start_collector(tmp, *extra, python=python, **settings)
-    out, err = proc.communicate(timeout=timeout)
+    proc = start_collector(tmp, *extra, python=python, program=program, **settings)
+    try:
+        out, err = proc.communicate(timeout=wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
     return Run(proc.returncode, out, err, time.monotonic() - t, tmp / "textfile" / "kvmops_pause.prom",
                tmp / "state" / "pause-collector.json")
 
