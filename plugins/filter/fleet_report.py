@@ -44,8 +44,9 @@ options:
         RV(_value.state_digest) equals the new one and still matches its own content), it is returned unchanged
         instead of the new report, so report files written from it stay byte-identical while the fleet's state
         does not change.
-      - Anything else (V(null), another schema, a report of a different state, an edited file) is ignored.
-    type: dict
+      - The parsed report or the text of the JSON file. Anything else (V(null), text that is not JSON, another
+        schema, a report of a different state, an edited file) is ignored.
+    type: raw
 notes:
   - "The state digest leaves out what changes on every run while nothing happens in the fleet: C(generated_at),
     each host's C(collected_at) and C(duration_seconds), each domain's C(paused_for_seconds),
@@ -67,8 +68,8 @@ EXAMPLES = r"""
   run_once: true
   ansible.builtin.set_fact:
     fleet_report: >-
-      {{ dict(ansible_play_hosts_all | zip(ansible_play_hosts_all | map('extract', hostvars)
-              | map(attribute='pause', default=none)))
+      {{ dict(ansible_play_hosts_all | zip(ansible_play_hosts_all
+              | map('extract', hostvars, 'pause') | map('default', none)))
          | kvmops.fleet.fleet_report }}
 
 - name: Name the causes

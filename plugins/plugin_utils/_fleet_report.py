@@ -241,10 +241,25 @@ def _causes(hosts: list) -> list:
     return sorted(groups.values(), key=lambda g: (severity_rank(g["severity"]), -g["count"], g["cause"]))
 
 
+def _parse_previous(previous):
+    """The previous report as a dict, from a dict or from the JSON text of the file; None when unusable."""
+    if isinstance(previous, (str, bytes)):
+        try:
+            previous = json.loads(previous)
+        except ValueError:
+            return None
+    if not isinstance(previous, Mapping):
+        return None
+    try:
+        return plain(previous)
+    except FleetReportError:
+        return None
+
+
 def build_report(results, generated_at: str | None = None, previous=None) -> dict:
     """The fleet report (schema version 1) from ``{host: registered kvm_pause_facts result or None}``.
 
-    ``previous``: the report read back from the last run's JSON file. When it is a valid schema 1 report of
+    ``previous``: the report read back from the last run's JSON file (parsed, or its text). When it is a valid schema 1 report of
     the same fleet state (same ``state_digest``, and its own content still matches its digest), it is
     returned unchanged, so the files written from it are byte-identical and the role reports no change.
     """
@@ -268,7 +283,7 @@ def build_report(results, generated_at: str | None = None, previous=None) -> dic
     }
     report["state_digest"] = state_digest(report)
     if previous:
-        prev = plain(previous) if isinstance(previous, Mapping) else None
+        prev = _parse_previous(previous)
         if (
             prev is not None
             and prev.get("schema_version") == SCHEMA_VERSION

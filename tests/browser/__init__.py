@@ -166,8 +166,12 @@ def _console_text(params: dict) -> str:
     return " ".join(parts)
 
 
-def check_report(html: Path, screenshot: Path | None = None, timeout: float = 60) -> BrowserResult:
-    """Load ``html`` in headless Chromium; collect console errors, the data-kvmops-* values and a screenshot."""
+def check_report(html: Path, screenshot: Path | None = None, timeout: float = 60, *,
+                 screenshot_height: int | None = None) -> BrowserResult:
+    """Load ``html`` in headless Chromium; collect console errors, the data-kvmops-* values and a screenshot.
+
+    The screenshot is of the whole page (up to 16000 px), or of its top ``screenshot_height`` pixels.
+    """
     html = Path(html).resolve()
     if not html.is_file():
         raise FileNotFoundError(html)
@@ -218,7 +222,7 @@ def check_report(html: Path, screenshot: Path | None = None, timeout: float = 60
         os.close(from_chrome_w)
         pipe = _Pipe(proc, to_chrome_w, from_chrome_r, deadline, stderr_path)
         try:
-            return _drive(pipe, html, screenshot)
+            return _drive(pipe, html, screenshot, screenshot_height)
         finally:
             with contextlib.suppress(OSError):
                 pipe.send("Browser.close")
@@ -231,7 +235,7 @@ def check_report(html: Path, screenshot: Path | None = None, timeout: float = 60
             os.close(from_chrome_r)
 
 
-def _drive(pipe: _Pipe, html: Path, screenshot: Path | None) -> BrowserResult:
+def _drive(pipe: _Pipe, html: Path, screenshot: Path | None, screenshot_height: int | None) -> BrowserResult:
     res = BrowserResult()
     targets = pipe.call("Target.getTargets")["targetInfos"]
     page = next((t for t in targets if t["type"] == "page"), None)
@@ -282,10 +286,12 @@ def _drive(pipe: _Pipe, html: Path, screenshot: Path | None) -> BrowserResult:
     res.title, res.counts, res.vms, res.hosts = value["title"], value["counts"], value["vms"], value["hosts"]
     res.duplicates, res.scripts, res.height = value["bad"], value["scripts"], value["height"]
     if screenshot is not None:
-        height = max(600, min(int(value["height"]), 16000))
+        height = max(600, min(int(value["height"]), screenshot_height or 16000))
         pipe.call("Emulation.setDeviceMetricsOverride",
                   {"width": WIDTH, "height": height, "deviceScaleFactor": 1, "mobile": False}, session)
-        shot = pipe.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)
+        clip = {"x": 0, "y": 0, "width": WIDTH, "height": height, "scale": 1}
+        shot = pipe.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip},
+                         session)
         screenshot = Path(screenshot)
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         screenshot.write_bytes(base64.b64decode(shot["data"]))

@@ -18,7 +18,7 @@ from ansible_collections.kvmops.fleet.plugins.module_utils import _pause
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-NOW = 1_795_000_000  # 2026-11-18T09:46:40Z: fixed, so the fixture is deterministic
+NOW = 1_795_000_000  # 2026-11-18T11:06:40Z: fixed, so the fixture is deterministic
 HOSTILE = "<script>alert('x')</script>\"quoted\"&amp;"
 REASON_CODES = {name: code for code, (name, _c, _s) in _pause.REASONS.items()}
 

@@ -208,7 +208,8 @@ def test_previous_report_is_ignored_when_it_does_not_fit(report):
     assert fleet_report(fleet_results(), generated_at=T1, previous=edited)["generated_at"] == T1
     other_schema = dict(copy.deepcopy(previous), schema_version=2)
     assert fleet_report(fleet_results(), generated_at=T1, previous=other_schema)["generated_at"] == T1
-    for junk in (None, {}, "text", [1]):
+    assert fleet_report(fleet_results(), generated_at=T1, previous=json.dumps(previous))["generated_at"] == T0
+    for junk in (None, {}, "text", "{not json", [1], b"\xff", 5):
         assert fleet_report(fleet_results(), generated_at=T1, previous=junk)["generated_at"] == T1
 
 
