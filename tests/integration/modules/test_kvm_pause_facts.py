@@ -89,6 +89,7 @@ def test_enospc_names_mount_and_loop_device_then_clears(lab_domain):
     assert disk["filesystem"]["mount_point"] == str(d.mount_point)
     assert disk["filesystem"]["device"] == d.loop_device
     assert disk["filesystem"]["available_bytes"] < 1024 * 1024            # root reserve counts as full
+    assert disk["capacity"] > 0 and disk["physical"] is not None          # block stats, asked for paused only
     assert f"{d.mount_point} is full for QEMU" in text(p["remediation"])
     d.clear()
     p = facts_for(d)[1]
