@@ -48,9 +48,16 @@ options:
         schema, a report of a different state, an edited file) is ignored.
     type: raw
 notes:
-  - "The state digest leaves out what changes on every run while nothing happens in the fleet: C(generated_at),
-    each host's C(collected_at) and C(duration_seconds), each domain's C(paused_for_seconds),
-    C(job.elapsed_seconds) and C(control.seconds), and C(job_seconds) of unresponsive domains."
+  - "The state digest leaves out the measurements that change on every run while nothing happens in the fleet:
+    C(generated_at); each host's C(collected_at), C(duration_seconds) and C(collection) (the listing method
+    changes while another domain of the host is busy in a job); each domain's C(paused_for_seconds),
+    C(job.elapsed_seconds), C(job.progress_percent) and C(control.seconds); each disk's C(allocation),
+    C(physical), C(filesystem.available_bytes), C(filesystem.free_bytes), C(filesystem.used_percent),
+    C(pool.allocation), C(pool.available), C(thin_pool.data_percent) and C(thin_pool.metadata_percent);
+    C(job_seconds) of unresponsive domains."
+  - The diagnosis texts stay in the digest with the figures they quote (for example C(running for 80s) in the
+    summary of a domain whose job is in flight, or the available space in a storage finding), so a change
+    visible in those texts is a change of state.
 seealso:
   - plugin: kvmops.fleet.fleet_summary
     plugin_type: filter

@@ -7,8 +7,8 @@
 diagnostics role writes as JSON, Markdown and HTML; ``fleet_summary`` condenses a report into the
 ``kvmops_fleet_summary`` set_stats artifact. Everything is sorted, so the same input gives the same report.
 
-A ``state_digest`` (SHA-256 over the report without the fields that change on every run while the fleet
-stands still: run and collection times, durations, "paused for", job/control elapsed times) lets the role
+A ``state_digest`` (SHA-256 over the report without the measurements that change on every run while the
+fleet stands still: run and collection times, durations, "paused for", job progress, free bytes) lets the role
 keep the previous report when the fleet's state is the same (``previous``), so the report files change only
 when the fleet does.
 """
@@ -26,11 +26,22 @@ from ansible_collections.kvmops.fleet.plugins.module_utils._pause import SEVERIT
 SCHEMA_VERSION = 1
 STATUSES = ("diagnosed", "unreachable", "libvirt_failed", "not_diagnosed")
 SEVERITY_ORDER = ("critical", "warning", "info")
-# fields that change between two runs over a fleet whose state did not change
-VOLATILE_HOST_KEYS = ("collected_at", "duration_seconds")
+# Measurements that change between two runs over a fleet whose state did not change (times, durations, and
+# the raw fill levels of live filesystems and pools): left out of the state digest. The diagnosis texts
+# (summary, findings, remediation, safe_to_resume_reason) stay in, with the figures they quote.
+# how the domains were listed depends on other domains of the host being busy at that moment, not on them
+VOLATILE_HOST_KEYS = ("collected_at", "duration_seconds", "collection")
 VOLATILE_VM_KEYS = ("paused_for_seconds",)
-VOLATILE_JOB_KEYS = ("elapsed_seconds",)
-VOLATILE_CONTROL_KEYS = ("seconds",)
+VOLATILE_VM_SUBKEYS = {
+    "job": ("elapsed_seconds", "progress_percent"),
+    "control": ("seconds",),
+}
+VOLATILE_DISK_KEYS = ("allocation", "physical")
+VOLATILE_DISK_SUBKEYS = {
+    "filesystem": ("available_bytes", "free_bytes", "used_percent"),
+    "pool": ("allocation", "available"),
+    "thin_pool": ("data_percent", "metadata_percent"),
+}
 VOLATILE_UNRESPONSIVE_KEYS = ("job_seconds",)
 COUNT_KEYS = (
     "hosts",
@@ -167,6 +178,15 @@ def host_entry(name: str, result) -> dict:
     return entry
 
 
+def _drop(entry: dict, keys: tuple, subkeys: dict) -> None:
+    for k in keys:
+        entry.pop(k, None)
+    for sub, inner in subkeys.items():
+        if isinstance(entry.get(sub), dict):
+            for k in inner:
+                entry[sub].pop(k, None)
+
+
 def _strip_volatile(report: dict) -> dict:
     r = copy.deepcopy(report)
     r.pop("generated_at", None)
@@ -175,12 +195,10 @@ def _strip_volatile(report: dict) -> dict:
         for k in VOLATILE_HOST_KEYS:
             h.pop(k, None)
         for p in h.get("paused") or []:
-            for k in VOLATILE_VM_KEYS:
-                p.pop(k, None)
-            for sub, keys in (("job", VOLATILE_JOB_KEYS), ("control", VOLATILE_CONTROL_KEYS)):
-                if isinstance(p.get(sub), dict):
-                    for k in keys:
-                        p[sub].pop(k, None)
+            _drop(p, VOLATILE_VM_KEYS, VOLATILE_VM_SUBKEYS)
+            for d in p.get("disks") or []:
+                if isinstance(d, dict):
+                    _drop(d, VOLATILE_DISK_KEYS, VOLATILE_DISK_SUBKEYS)
         for u in h.get("unresponsive") or []:
             for k in VOLATILE_UNRESPONSIVE_KEYS:
                 u.pop(k, None)
@@ -188,7 +206,7 @@ def _strip_volatile(report: dict) -> dict:
 
 
 def state_digest(report: dict) -> str:
-    """SHA-256 of the report's fleet state: everything except run/collection times and elapsed durations."""
+    """SHA-256 of the report's fleet state: everything except times, durations and live fill levels."""
     text = json.dumps(_strip_volatile(report), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -259,9 +277,10 @@ def _parse_previous(previous):
 def build_report(results, generated_at: str | None = None, previous=None) -> dict:
     """The fleet report (schema version 1) from ``{host: registered kvm_pause_facts result or None}``.
 
-    ``previous``: the report read back from the last run's JSON file (parsed, or its text). When it is a valid schema 1 report of
-    the same fleet state (same ``state_digest``, and its own content still matches its digest), it is
-    returned unchanged, so the files written from it are byte-identical and the role reports no change.
+    ``previous``: the report read back from the last run's JSON file (parsed, or its text). When it is a
+    valid schema 1 report of the same fleet state (same ``state_digest``, and its own content still matches
+    its digest), it is returned unchanged, so the files written from it are byte-identical and the role
+    reports no change.
     """
     if not isinstance(results, Mapping):
         raise FleetReportError(

@@ -167,13 +167,19 @@ def test_digest_ignores_volatile_fields_only(report):
     for r in later.values():
         if r and "ansible_facts" in r:
             f = r["ansible_facts"]["kvm_pause"]
-            f["collected_at"], f["duration_seconds"] = T1, 0.5
+            f["collected_at"], f["duration_seconds"], f["collection"] = T1, 0.5, "domainListGetStats"
             for p in f["paused"]:
                 p["paused_for_seconds"] = (p["paused_for_seconds"] or 0) + 3600
                 if p["job"]:
                     p["job"]["elapsed_seconds"] = 1.0
                 if p["control"]:
                     p["control"]["seconds"] = 9.0
+                if p["job"]:
+                    p["job"]["progress_percent"] = 99.0
+                for d in p["disks"]:
+                    d["allocation"], d["physical"] = 1, 2
+                    if d["filesystem"]:
+                        d["filesystem"].update(available_bytes=5, free_bytes=6, used_percent=99.9)
             for u in f["unresponsive"]:
                 u["job_seconds"] = 5.0
     again = fleet_report(later, generated_at=T1)
@@ -183,6 +189,10 @@ def test_digest_ignores_volatile_fields_only(report):
     changed = fleet_results()
     changed["hv-b.example.net"]["ansible_facts"]["kvm_pause"]["paused"][0]["safe_to_resume"] = True
     assert fleet_report(changed, generated_at=T0)["state_digest"] != report["state_digest"]
+    cleared = fleet_results()
+    fs = cleared["hv-a.example.net"]["ansible_facts"]["kvm_pause"]["paused"][0]["disks"][0]["filesystem"]
+    fs["mount_point"] = "/elsewhere"
+    assert fleet_report(cleared, generated_at=T0)["state_digest"] != report["state_digest"]
     gone = fleet_results()
     gone["hv-d.example.net"] = fleet_results()["hv-e.example.net"]
     assert fleet_report(gone, generated_at=T0)["state_digest"] != report["state_digest"]
