@@ -247,13 +247,15 @@ def test_diagnose_playbook_prints_the_table(tmp_path):
     inv.write_text(f"localhost ansible_connection=local ansible_python_interpreter={PY}\n")
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".build" / "collections"))
     proc = subprocess.run([str(Path(PY).with_name("ansible-playbook")), "-i", str(inv), "kvmops.fleet.diagnose",
-                           "-e", f"kvmops_diagnose_uri={uri}", "-e", "kvmops_diagnose_hosts=localhost"],
+                           "-e", f"kvmops_diagnostics_uri={uri}", "-e", "kvmops_diagnose_hosts=localhost",
+                           "-e", f"kvmops_diagnostics_report_dir={tmp_path / 'report'}"],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
                           check=False)
     assert proc.returncode == 0, proc.stdout
     assert "VM                           CAUSE" in proc.stdout
     assert "vm0009                       crashed" in proc.stdout
     assert "12 domains: 8 running, 2 paused, 1 crashed, 0 unresponsive, 0 safe to resume" in proc.stdout
+    assert (tmp_path / "report" / "kvm-pause-report.html").is_file()
 
 
 @pytest.mark.parametrize("state,cause", [("migrating", "migration"), ("postcopy", "postcopy"),
