@@ -17,5 +17,8 @@ if [ ! -x "$docs_venv/bin/sphinx-build" ]; then
     | grep -v "^WARNING: Location 'file:" || true
 fi
 cd "$dest"
+# antsibull-docs copies only the .rst files of docs/docsite/rst: put the guides' images (docs/docsite/images,
+# referenced as ../images/NAME) where that relative path points in the generated tree, before Sphinx runs
+sed -i "s|^sphinx-build |mkdir -p rst/collections/kvmops/fleet/images \&\& cp $KVMOPS_REPO/docs/docsite/images/*.png rst/collections/kvmops/fleet/images/\nsphinx-build |" build.sh
 PATH="$docs_venv/bin:$PATH" ./build.sh
 echo "docs: $dest/build/html/index.html"
