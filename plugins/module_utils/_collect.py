@@ -251,8 +251,11 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
         if entry["state"] in (PAUSED, CRASHED):
             handles[name] = (dom, entry)
     if via == "getAllDomainStats" and handles:
-        for dom, params in conn.domainListGetStats([d for d, _e in handles.values()], block_flag, nowait):
-            handles[dom.name()][1]["block"] = _block_stats(params)
+        try:
+            for dom, params in conn.domainListGetStats([d for d, _e in handles.values()], block_flag, nowait):
+                handles[dom.name()][1]["block"] = _block_stats(params)
+        except libvirt.libvirtError as exc:  # the states are known: go on without block stats
+            emit({"t": "warning", "message": f"block stats: {exc.get_error_message()}"})
     handles = {name: dom for name, (dom, _entry) in handles.items()}
     emit({"t": "stats", "via": via, "domains": domains})
 
