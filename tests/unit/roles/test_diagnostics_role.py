@@ -1,0 +1,89 @@
+"""kvmops.fleet.diagnostics: defaults equal the argument specs, every option is typed and described, the
+shared options of the entry points agree, and bad variables are refused before any task runs (ansible-playbook
+against localhost on libvirt's test driver)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kvmlab.testdriver import write_fleet
+
+ROLE = Path(__file__).resolve().parents[3] / "roles" / "diagnostics"
+SPECS = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+COLLECTOR = "kvmops_diagnostics_collector_"  # the collector entry point's own block (monitoring)
+
+
+def test_defaults_equal_the_main_spec():
+    main = SPECS["main"]["options"]
+    ours = {k: v for k, v in DEFAULTS.items() if not k.startswith(COLLECTOR)}
+    assert set(ours) == set(main)
+    for name, value in ours.items():
+        assert main[name]["default"] == value, name
+
+
+def test_every_option_is_typed_and_described():
+    for entry, spec in SPECS.items():
+        assert spec.get("short_description"), entry
+        for name, opt in spec["options"].items():
+            assert name.startswith("kvmops_diagnostics_"), name
+            assert opt.get("type") and opt.get("description"), (entry, name)
+            if opt["type"] == "list":
+                assert opt.get("elements"), (entry, name)
+
+
+def test_remediate_shares_the_main_options():
+    for name, opt in SPECS["remediate"]["options"].items():
+        main = SPECS["main"]["options"][name]
+        for key in ("type", "default", "elements", "choices"):
+            assert opt.get(key) == main.get(key), (name, key)
+
+
+def test_choices():
+    opts = SPECS["main"]["options"]
+    assert opts["kvmops_diagnostics_report_formats"]["choices"] == ["json", "markdown", "html"]
+    assert opts["kvmops_diagnostics_report_refresh"]["choices"] == ["on_state_change", "every_run"]
+
+
+def run_main(tmp_path: Path, extra: dict, entry: str = "main") -> subprocess.CompletedProcess:
+    uri = write_fleet(tmp_path / "fleet.xml", 10)
+    play = [{"name": "Diagnostics", "hosts": "localhost", "gather_facts": False,
+             "tasks": [{"name": "Role", "ansible.builtin.include_role": {
+                 "name": "kvmops.fleet.diagnostics", "tasks_from": entry}}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    args = dict({"kvmops_diagnostics_uri": uri, "kvmops_diagnostics_report_dir": str(tmp_path / "report")}, **extra)
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
+    return subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", "-c", "local",
+                           "-e", f"ansible_python_interpreter={sys.executable}", "-e", json.dumps(args),
+                           str(tmp_path / "play.yml")], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+@pytest.mark.parametrize("entry,extra,message", [
+    ("main", {"kvmops_diagnostics_report_formats": ["pdf"], "kvmops_diagnostics_timeout": "soon"},
+     ("kvmops_diagnostics_report_formats", "kvmops_diagnostics_timeout")),
+    ("main", {"kvmops_diagnostics_report_refresh": "hourly"}, ("kvmops_diagnostics_report_refresh",)),
+    ("remediate", {"kvmops_diagnostics_domains": {"a": 1}}, ("kvmops_diagnostics_domains",)),
+])
+def test_bad_variables_are_refused_before_anything(tmp_path, entry, extra, message):
+    res = run_main(tmp_path, extra, entry)
+    assert res.returncode == 2, res.stdout
+    assert "Validating arguments against arg spec" in res.stdout
+    for name in message:
+        assert name in res.stdout, name
+    assert "Diagnose the host" not in res.stdout
+    assert not (tmp_path / "report").exists()
+
+
+def test_main_on_the_test_driver(tmp_path):
+    res = run_main(tmp_path, {})
+    assert res.returncode == 0, res.stdout
+    assert "10 domains: 6 running, 2 paused, 1 crashed, 0 unresponsive, 0 safe to resume" in res.stdout
+    data = json.loads((tmp_path / "report" / "kvm-pause-report.json").read_text())
+    assert data["summary"]["paused"] == 2 and data["hosts"][0]["name"] == "localhost"
