@@ -79,7 +79,11 @@ def test_the_module_utils_are_the_collections_own(host):
     assert host.file(f"{LIB}/__init__.py").exists
     program = host.file("/usr/local/lib/kvmops-fleet/kvmops-pause-collector")
     assert program.mode == 0o755
-    assert program.content_string == (REPO / "roles/diagnostics/files/kvmops_pause_collector.py").read_text()
+    assert program.content_string == "#!/usr/bin/python3\n" + (
+        REPO / "roles/diagnostics/files/kvmops_pause_collector.py").read_text()
+    # runnable by hand as it is, with the same Python as the timer
+    usage = host.check_output("/usr/local/lib/kvmops-fleet/kvmops-pause-collector --help")
+    assert "usage: kvmops-pause-collector" in usage
 
 
 def test_textfile_is_readable_and_alone(host):

@@ -204,17 +204,17 @@ def run(*steps):
 
 
 def test_since_keeps_the_earliest_evidence_across_runs():
-    outs, _ = run((T0, report(dom(1, 5, disk_errors={"vda": 2}, mtime=T0 - 100))),
-                  # libvirtd rewrote its status file (a job, a daemon restart): the pause goes on
-                  (T0 + 30, report(dom(1, 5, disk_errors={"vda": 2}, mtime=T0 + 20))),
-                  (T0 + 60, report(dom(1, 5, disk_errors={"vda": 2}, mtime=T0 + 20))))
+    outs = run((T0, report(dom(1, 5, disk_errors={"vda": 2}, mtime=T0 - 100))),
+               # libvirtd rewrote its status file (a job, a daemon restart): the pause goes on
+               (T0 + 30, report(dom(1, 5, disk_errors={"vda": 2}, mtime=T0 + 20))),
+               (T0 + 60, report(dom(1, 5, disk_errors={"vda": 2}, mtime=T0 + 20))))[0]
     for out in outs:
         assert series(out, "kvmops_domain_paused_since_timestamp_seconds") == {"vm01": T0 - 100}
         assert value(out, "kvmops_domain_pauses_total", domain="vm01", cause="storage_full") == 1
 
 
 def test_since_without_evidence_is_when_first_seen():
-    outs, _ = run((T0, report(dom(1, 1))), (T0 + 30, report(dom(1, 1))))
+    outs = run((T0, report(dom(1, 1))), (T0 + 30, report(dom(1, 1))))[0]
     assert [series(o, "kvmops_domain_paused_since_timestamp_seconds") for o in outs] == [{"vm01": T0}] * 2
 
 
@@ -235,8 +235,8 @@ def test_resume_and_pause_again_counts_twice():
 
 
 def test_a_new_reason_is_a_new_pause():
-    outs, _ = run((T0, report(dom(1, 1, mtime=T0 - 10))),
-                  (T0 + 30, report(dom(1, 5, disk_errors={"vda": 2}, mtime=T0 + 25))))
+    outs = run((T0, report(dom(1, 1, mtime=T0 - 10))),
+               (T0 + 30, report(dom(1, 5, disk_errors={"vda": 2}, mtime=T0 + 25))))[0]
     assert series(outs[1], "kvmops_domain_paused_since_timestamp_seconds") == {"vm01": T0 + 25}
     assert value(outs[1], "kvmops_domain_pauses_total", domain="vm01", cause="user_paused") == 1
     assert value(outs[1], "kvmops_domain_pauses_total", domain="vm01", cause="storage_full") == 1
@@ -256,7 +256,7 @@ def test_failed_and_incomplete_runs_forget_no_pause():
 
 
 def test_a_complete_report_drops_what_it_does_not_show():
-    _, state = run((T0, report(dom(1, 1, mtime=T0))), (T0 + 30, report()))
+    state = run((T0, report(dom(1, 1, mtime=T0))), (T0 + 30, report()))[1]
     assert state["paused"] == {}
 
 
