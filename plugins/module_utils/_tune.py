@@ -54,11 +54,10 @@ IOTUNE_KEYS = (
 BANDWIDTH_KEYS = ("average", "peak", "burst")
 BANDWIDTH_TYPES = ("network", "bridge", "direct", "ethernet")
 QUEUES_TYPES = ("network", "bridge", "direct", "ethernet", "vhostuser")
-# what libvirt can change on a running domain (everything else waits for the next boot)
-# Interface bandwidth is NOT changed live: on this project's lab (libvirt 9.0, a kernel without the sfq/htb
-# qdiscs) a live virDomainSetInterfaceParameters on a type='ethernet' interface was followed by a libvirtd
-# segfault (rpc worker thread); until that is understood, bandwidth goes to the config (pending_restart).
-LIVE_KINDS = ("vcpupin", "emulatorpin", "iothreads", "iothreadpin", "numatune", "iotune")
+# what libvirt can change on a running domain (everything else waits for the next boot). Interface bandwidth is
+# live only where the host can do it: plan()'s ``why_not_live`` (the module asks _tuneapply.bandwidth_blocker)
+# keeps it off a kernel without the qdiscs libvirt's tc commands need (libvirt 9.0 crashed on that path).
+LIVE_KINDS = ("vcpupin", "emulatorpin", "iothreads", "iothreadpin", "numatune", "iotune", "bandwidth")
 
 
 class TuneError(ValueError):
@@ -572,8 +571,11 @@ def patch(text: str, desired: dict, macs=None) -> tuple:
     return ET.tostring(root, encoding="unicode"), p.changes
 
 
-def is_live(change: dict) -> bool:
-    """Can libvirt apply this change to a running domain?"""
+def is_live(change: dict, why_not_live=None) -> bool:
+    """Can libvirt apply this change to a running domain (on this host: ``why_not_live(change)`` returns
+    a reason when the host cannot)?"""
+    if why_not_live is not None and why_not_live(change):
+        return False
     kind = change["kind"]
     if kind == "numatune":
         d = change["detail"]
@@ -602,12 +604,14 @@ def diff_text(changes: list, scope: str) -> tuple:
     return "\n".join(before) + ("\n" if before else ""), "\n".join(after) + ("\n" if after else "")
 
 
-def plan(desired: dict, config_xml: str, live_xml, apply: str, macs=None) -> dict:
+def plan(desired: dict, config_xml: str, live_xml, apply: str, macs=None, why_not_live=None) -> dict:
     """-> {"config_xml": new or None, "config_changes", "live_changes" (to apply live),
-    "pending_restart" (differences the running domain keeps until its next boot), "changed", "diff"}.
+    "pending_restart" (differences the running domain keeps until its next boot), "not_live" ({change: why}
+    for changes libvirt could make live but this host cannot), "changed", "diff"}.
 
-    ``live_xml`` is None for a domain that is not running. Raises TuneError for ``apply=live`` requests
-    that libvirt cannot apply to a running domain, or for a domain that is not running.
+    ``live_xml`` is None for a domain that is not running. ``why_not_live(change)`` -> reason or None.
+    Raises TuneError for ``apply=live`` requests that cannot be applied to the running domain (naming the
+    host's reason where there is one), or for a domain that is not running.
     """
     if apply == "live" and live_xml is None:
         raise TuneError("apply=live: the domain is not running; use apply=config or apply=both")
@@ -617,18 +621,22 @@ def plan(desired: dict, config_xml: str, live_xml, apply: str, macs=None) -> dic
         new_config, config_changes = patch(config_xml, desired, macs)
         if not config_changes:
             new_config = None
-    live_changes, pending = [], []
+    live_changes, pending, not_live = [], [], {}
     live_all = []
     if live_xml is not None:
         _new_live, live_all = patch(live_xml, desired, macs)
         for change in live_all:
-            if is_live(change) and apply in ("live", "both"):
+            why = why_not_live(change) if why_not_live is not None and apply in ("live", "both") else None
+            if why:
+                not_live[describe(change)] = why
+            if is_live(change, why_not_live) and apply in ("live", "both"):
                 live_changes.append(change)
             else:
                 pending.append(describe(change))
         if apply == "live" and pending:
+            reasons = "".join(f" ({key}: {why})" for key, why in not_live.items())
             raise TuneError(
-                f"apply=live: {', '.join(pending)} cannot be changed on a running domain; "
+                f"apply=live: {', '.join(pending)} cannot be changed on a running domain{reasons}; "
                 "use apply=config or apply=both (it then takes effect at the next boot)"
             )
     cb, ca = diff_text(config_changes, "config")
@@ -638,6 +646,7 @@ def plan(desired: dict, config_xml: str, live_xml, apply: str, macs=None) -> dic
         "config_changes": config_changes,
         "live_changes": live_changes,
         "pending_restart": sorted(set(pending)),
+        "not_live": not_live,
         "changed": bool(config_changes or live_changes),
         "diff": {"before": cb + lb, "after": ca + la},
     }

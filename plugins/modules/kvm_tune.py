@@ -197,11 +197,15 @@ options:
         type: int
       bandwidth:
         description:
-          - Bandwidth limits (as C(virsh domiftune)) in the persistent definition; they take effect at the next
-            boot (RV(pending_restart)). Only for interfaces of type V(network), V(bridge), V(direct), V(ethernet).
-          - Not changed live in this version (see the tuning guide). The host kernel needs the C(htb), C(sfq) and
-            C(ingress) qdiscs, or the domain will not start.
-          - An O(interfaces[].bandwidth.inbound.average) of V(0) removes that direction's limit.
+          - Bandwidth limits (as C(virsh domiftune)), in the persistent definition and, on a running domain, live.
+            Only for interfaces of type V(network), V(bridge), V(direct), V(ethernet).
+          - libvirt sets them with C(tc) on the host side device. Before any live call the module checks that the
+            kernel of a local libvirt has what that needs (C(sch_htb), C(sch_sfq), C(cls_fw) for inbound limits;
+            C(sch_ingress), C(cls_u32), C(act_police) for outbound limits). Where something is missing, O(apply=live)
+            fails naming it, and O(apply=both) writes the definition, returns the limit in RV(pending_restart) and
+            warns; a domain with such a limit in its definition does not start on that host.
+          - A direction given is replaced whole (a peak or burst left out is removed). An
+            O(interfaces[].bandwidth.inbound.average) of V(0) removes that direction's limit.
         type: dict
         suboptions:
           inbound:
@@ -334,14 +338,11 @@ import time
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.kvmops.fleet.plugins.module_utils import _numa, _tune
-from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import (
-    HAS_LIBVIRT,
-    KvmError,
-    libvirt,
-    lookup_domain,
-    open_connection,
-    raise_worker_error,
-    run_bounded,
+from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import HAS_LIBVIRT, KvmError
+from ansible_collections.kvmops.fleet.plugins.module_utils._tuneapply import (
+    apply_changes,
+    bandwidth_blocker,
+    read_host,
 )
 
 _RATE_DICT = {
@@ -441,92 +442,6 @@ def desired_from_params(p: dict) -> dict:
     }
 
 
-# ---- bounded libvirt I/O ----------------------------------------------------------------------------
-
-
-def _read_worker(emit, uri, name, want_others):
-    conn = open_connection(uri)
-    emit({"t": "caps", "xml": conn.getCapabilities(), "info": conn.getInfo()})
-    dom = lookup_domain(conn, name)
-    active = dom.isActive() == 1
-    persistent = dom.isPersistent() == 1
-    emit(
-        {
-            "t": "dom",
-            "state": dom.state()[0],
-            "active": active,
-            "persistent": persistent,
-            "inactive": dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if persistent else None,
-            "live": dom.XMLDesc(0) if active else None,
-        }
-    )
-    if want_others:
-        own, pinned = dom.UUIDString(), set()
-        for other in conn.listAllDomains(0):
-            if other.UUIDString() != own:
-                pinned |= _numa.pinned_cpus_from_domain_xml(other.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        emit({"t": "others", "pinned": sorted(pinned)})
-
-
-def read_host(uri, name, timeout, want_others):
-    records, finished = run_bounded(_read_worker, time.monotonic() + timeout, uri, name, want_others)
-    raise_worker_error(records, finished, "reading the domain and host", timeout)
-    out = {"pinned": []}
-    for rec in records:
-        if rec["t"] == "caps":
-            out["caps"], out["info"] = rec["xml"], rec["info"]
-        elif rec["t"] == "dom":
-            out["dom"] = rec
-        elif rec["t"] == "others":
-            out["pinned"] = rec["pinned"]
-    return out
-
-
-def _cpumap(cpuset, ncpus):
-    cpus = set(_numa.parse_cpuset(cpuset))
-    return tuple(i in cpus for i in range(ncpus))
-
-
-def _apply_worker(emit, uri, name, config_xml, ops):
-    conn = open_connection(uri, readonly=False)
-    if config_xml is not None:
-        conn.defineXML(config_xml)
-        emit({"t": "step", "step": "define"})
-    if not ops:
-        return
-    dom = lookup_domain(conn, name)
-    ncpus = conn.getCPUMap()[0]
-    live = libvirt.VIR_DOMAIN_AFFECT_LIVE
-    for op in ops:
-        kind, key, d = op["kind"], op["key"], op["detail"]
-        step = "live " + _tune.describe(op)
-        try:
-            if kind == "vcpupin":
-                dom.pinVcpuFlags(key, _cpumap(d["cpuset"], ncpus), live)
-            elif kind == "emulatorpin":
-                dom.pinEmulator(_cpumap(d["cpuset"], ncpus), live)
-            elif kind == "iothreads":
-                for tid in d["add"]:
-                    dom.addIOThread(tid, live)
-                for tid in d["remove"]:
-                    dom.delIOThread(tid, live)
-            elif kind == "iothreadpin":
-                dom.pinIOThread(key, _cpumap(d["cpuset"], ncpus), live)
-            elif kind == "numatune":
-                dom.setNumaParameters({"numa_nodeset": d["nodeset"]}, live)
-            elif kind == "iotune":
-                dom.setBlockIoTune(key, d["values"], live)
-        except libvirt.libvirtError as exc:
-            raise KvmError(f"{step}: libvirt refused: {exc}") from None
-        emit({"t": "step", "step": step})
-
-
-def apply_changes(uri, name, config_xml, live_changes, timeout):
-    ops = [{"kind": c["kind"], "key": c["key"], "detail": c["detail"]} for c in live_changes]
-    records, finished = run_bounded(_apply_worker, time.monotonic() + timeout, uri, name, config_xml, ops)
-    raise_worker_error(records, finished, "applying the tuning", timeout)
-
-
 # ---- main -------------------------------------------------------------------------------------------
 
 
@@ -582,8 +497,28 @@ def run(module):
         i: _tune.find_interface(spec, facts, live_facts, f"interfaces[{i}]")
         for i, spec in enumerate(desired["interfaces"])
     }
-    result = _tune.plan(desired, config_xml if dom["inactive"] is not None else None, dom["live"], p["apply"], macs)
-    warnings = []
+    blockers = {}
+
+    def why_not_live(change):
+        key = _tune.describe(change)
+        if key not in blockers:
+            blockers[key] = bandwidth_blocker(change, p["uri"])
+        return blockers[key]
+
+    result = _tune.plan(
+        desired, config_xml if dom["inactive"] is not None else None, dom["live"], p["apply"], macs, why_not_live
+    )
+    warnings = [
+        f"{key}: not changed live ({why}); it is in the persistent definition and pending_restart"
+        for key, why in sorted(result["not_live"].items())
+    ]
+    for change in result["config_changes"]:
+        why = why_not_live(change)
+        if why and _tune.describe(change) not in result["not_live"]:
+            warnings.append(
+                f"{_tune.describe(change)}: written to the persistent definition, but {why}: libvirt will refuse to "
+                "start the domain on this host with this limit"
+            )
     if result["changed"] and not module.check_mode:
         left = p["timeout"] - (time.monotonic() - started)
         apply_changes(p["uri"], p["domain"], result["config_xml"], result["live_changes"], max(left, 1.0))

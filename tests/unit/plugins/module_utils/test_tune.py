@@ -175,3 +175,29 @@ def test_iothreads_with_ids():
 def test_bad_xml():
     with pytest.raises(_tune.TuneError, match="cannot parse"):
         _tune.patch("<domain", desired())
+
+
+BRIDGED = LIVE.replace("<interface type='user'>", "<interface type='bridge'><source bridge='br0'/>")
+LIMIT = {"inbound": {"average": 1000, "peak": 2000, "burst": 64}, "outbound": {"average": 500}}
+
+
+def test_plan_bandwidth_is_live_where_the_host_can():
+    want = desired(interfaces=[{"mac": "52:54:00:aa:bb:01", "bandwidth": LIMIT}])
+    out = _tune.plan(want, BRIDGED, BRIDGED, "both")
+    assert [_tune.describe(c) for c in out["live_changes"]] == ["bandwidth[52:54:00:aa:bb:01]"]
+    assert out["pending_restart"] == [] and out["not_live"] == {}
+    assert out["live_changes"][0]["detail"]["values"] == {
+        "inbound.average": 1000, "inbound.peak": 2000, "inbound.burst": 64,
+        "outbound.average": 500, "outbound.peak": 0, "outbound.burst": 0}
+    # the host says no: config + pending_restart, with the reason; apply=live refuses naming it
+    why = {"bandwidth[52:54:00:aa:bb:01]": "this host's kernel lacks sch_sfq"}
+    out = _tune.plan(want, BRIDGED, BRIDGED, "both", why_not_live=lambda c: why.get(_tune.describe(c)))
+    assert out["live_changes"] == [] and out["pending_restart"] == ["bandwidth[52:54:00:aa:bb:01]"]
+    assert out["not_live"] == why and out["config_xml"] is not None
+    with pytest.raises(_tune.TuneError, match=r"^apply=live: bandwidth\[52:54:00:aa:bb:01\] cannot be changed on "
+                                              r"a running domain \(bandwidth\[52:54:00:aa:bb:01\]: this host's "
+                                              r"kernel lacks sch_sfq\)"):
+        _tune.plan(want, BRIDGED, BRIDGED, "live", why_not_live=lambda c: why.get(_tune.describe(c)))
+    # config only: the host is not asked, nothing is "not live"
+    out = _tune.plan(want, BRIDGED, BRIDGED, "config", why_not_live=lambda c: why.get(_tune.describe(c)))
+    assert out["not_live"] == {} and out["pending_restart"] == ["bandwidth[52:54:00:aa:bb:01]"]
