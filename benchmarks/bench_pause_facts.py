@@ -227,6 +227,26 @@ def check_daemon_serves(daemon: Daemon, host: Path, work: Path) -> str:
 # ---- measuring --------------------------------------------------------------------------------------------
 
 
+def descendants(pid: int) -> list:
+    """Every process below ``pid`` (from /proc), children before their own children."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(0), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 class Runner:
     def __init__(self, work: Path, py: str) -> None:
         self.work, self.py = work, py
@@ -270,7 +290,13 @@ class Runner:
             if pid:
                 break
             if time.monotonic() > deadline:
-                os.killpg(p.pid, signal.SIGKILL)  # the whole session: ansible workers, module, virsh
+                # the process tree, taken before anything dies: ansible's workers start their own sessions
+                # (setsid), so killing the process group alone would orphan them
+                tree = descendants(p.pid)
+                os.killpg(p.pid, signal.SIGKILL)  # the session: ansible-playbook, virsh, the module run
+                for child in tree:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signal.SIGKILL)
                 pid, status, ru = os.wait4(p.pid, 0)
                 self.timed_out = True
                 break
