@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .fleet import Fleet, FleetSpec, LinkSpec, VMSpec, down_all, down_run, list_runs, reap_orphans, runs_root
 from .image import ImageSpec, build_image, cache_root, list_images
+from .variants import VARIANTS, variant_spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build (or reuse) the cached base image")
     b.add_argument("--extra", action="append", default=[], help="extra package (repeatable)")
+    b.add_argument("--variant", action="append", default=None, choices=sorted(VARIANTS),
+                   help="build a named variant instead (repeatable; see vmlab/variants.py)")
     b.add_argument("--force", action="store_true", help="rebuild even when cached")
     b.add_argument("--prune", action="store_true", help="delete cached images of other inputs")
     u = sub.add_parser("up", help="boot a fleet and leave it running (until `down`)")
@@ -26,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--memory", type=int, default=512, help="MiB per VM")
     u.add_argument("--disk", action="append", default=None, help="extra disk size per VM (repeatable)")
     u.add_argument("--extra", action="append", default=[], help="extra image package (repeatable)")
+    u.add_argument("--variant", choices=sorted(VARIANTS), help="boot a named image variant")
     d = sub.add_parser("down", help="tear down a run (or --all)")
     d.add_argument("run", nargs="?", help="run id or run directory")
     d.add_argument("--all", action="store_true", help="every run, plus stray vmlab-* namespaces")
@@ -34,15 +38,22 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     if a.cmd == "build":
-        t0 = time.monotonic()
-        img = build_image(ImageSpec.from_env(tuple(a.extra)), force=a.force)
+        if a.variant and a.extra:
+            ap.error("--extra and --variant do not mix (a variant is a package list)")
+        specs = [variant_spec(v) for v in a.variant] if a.variant else [ImageSpec.from_env(tuple(a.extra))]
+        built = []
+        for spec in specs:
+            t0 = time.monotonic()
+            img = build_image(spec, force=a.force)
+            built.append(img)
+            print(json.dumps({"image": str(img.path), "seconds": round(time.monotonic() - t0, 1),
+                              **{k: img.manifest.get(k) for k in ("build_seconds", "kernel_version")}}, indent=2))
         if a.prune:
+            keep = {img.path for img in built}
             for other in list_images():
-                if other.path != img.path:
+                if other.path not in keep:
                     shutil.rmtree(other.path)
                     print(f"pruned {other.path}", file=sys.stderr)
-        print(json.dumps({"image": str(img.path), "seconds": round(time.monotonic() - t0, 1),
-                          **{k: img.manifest.get(k) for k in ("build_seconds", "kernel_version")}}, indent=2))
         return 0
     if a.cmd == "up":
         links = []
@@ -52,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         disks = a.disk if a.disk is not None else ["256M"]
         spec = FleetSpec([VMSpec(f"vm{chr(ord('a') + i)}", memory_mb=a.memory, disks=list(disks))
                           for i in range(a.count)], links)
-        img = build_image(ImageSpec.from_env(tuple(a.extra)))
+        if a.variant and a.extra:
+            ap.error("--extra and --variant do not mix (a variant is a package list)")
+        img = build_image(variant_spec(a.variant) if a.variant else ImageSpec.from_env(tuple(a.extra)))
         fleet = Fleet(spec, img, owned=False).up()
         fleet.detach()
         print(json.dumps({"run": str(fleet.run_dir), "inventory": str(fleet.inventory_path),

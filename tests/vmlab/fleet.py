@@ -43,10 +43,12 @@ from pathlib import Path
 from .image import BaseImage
 
 QEMU = "qemu-system-x86_64"
+# ConnectTimeout covers the banner exchange too: a TCG guest on a loaded 2-core machine can take well over
+# 5 s for it (seen: "Connection timed out during banner exchange").
 SSH_OPTS = (
     "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=5",
-    "-o", "ServerAliveCountMax=3",
+    "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=5",
+    "-o", "ServerAliveCountMax=6",
 )
 MGMT_ADDR = "10.0.2.15"
 
@@ -294,10 +296,24 @@ class VM:
         return QMP(self.qmp_path)(command, **arguments)
 
     # ---- ssh
-    def ssh_argv(self, command: str | None = None, *, connect_timeout: int = 5) -> list[str]:
-        argv = ["ssh", "-i", str(self.key), "-p", str(self.ssh_port), *SSH_OPTS,
-                "-o", f"ConnectTimeout={connect_timeout}", "root@127.0.0.1"]
+    @property
+    def control_path(self) -> Path:
+        return self.dir / f"{self.name}.ssh"
+
+    def ssh_argv(self, command: str | None = None, *, connect_timeout: int = 30) -> list[str]:
+        """ssh to the VM. Calls share one connection (ControlMaster, kept 60 s after the last use; ``down()``
+        ends it): a new SSH handshake costs seconds of emulated CPU in a TCG guest. ssh takes the first value
+        of an option, so ``connect_timeout`` comes before SSH_OPTS."""
+        argv = ["ssh", "-i", str(self.key), "-p", str(self.ssh_port), "-o", f"ConnectTimeout={connect_timeout}",
+                "-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_path}", "-o", "ControlPersist=60",
+                *SSH_OPTS, "root@127.0.0.1"]
         return argv + ([command] if command is not None else [])
+
+    def ssh_close(self) -> None:
+        """End the shared SSH connection, if there is one."""
+        if self.control_path.exists():
+            subprocess.run(["ssh", "-o", f"ControlPath={self.control_path}", "-O", "exit", "root@127.0.0.1"],
+                           capture_output=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
 
     def ssh(self, command: str, *, check: bool = True, timeout: float = 120,
             input: str | None = None) -> subprocess.CompletedProcess:
@@ -333,9 +349,12 @@ class VM:
             if not self.alive():
                 raise VmlabError(f"{self.name}: QEMU died\n{self.serial_tail()}")
             if self.ssh_banner():
-                p = subprocess.run(self.ssh_argv("cat /proc/sys/kernel/random/boot_id"), check=False,
-                                   capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-                if p.returncode == 0 and p.stdout.strip() and p.stdout.strip() != not_boot_id:
+                try:  # a loaded machine can take longer than that for the first login: try again
+                    p = subprocess.run(self.ssh_argv("cat /proc/sys/kernel/random/boot_id"), check=False,
+                                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+                except subprocess.TimeoutExpired:
+                    p = None
+                if p is not None and p.returncode == 0 and p.stdout.strip() and p.stdout.strip() != not_boot_id:
                     return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
                 raise VmlabError(f"{self.name}: no SSH after {timeout:.0f} s\n{self.serial_tail()}")
@@ -622,9 +641,12 @@ class Fleet:
                 if not vm.alive():
                     raise VmlabError(f"{name}: QEMU died during boot\n{vm.serial_tail()}")
                 if vm.ssh_banner(timeout=2):
-                    p = subprocess.run(vm.ssh_argv("true"), capture_output=True, timeout=30, check=False,
-                                       stdin=subprocess.DEVNULL)
-                    if p.returncode == 0:
+                    try:  # a loaded machine can take longer than that for the first login: try again
+                        p = subprocess.run(vm.ssh_argv("true"), capture_output=True, timeout=60, check=False,
+                                           stdin=subprocess.DEVNULL)
+                    except subprocess.TimeoutExpired:
+                        p = None
+                    if p is not None and p.returncode == 0:
                         vm.boot_seconds = round(time.time() - vm.started_at, 1)
                         pending.discard(name)
             if pending and time.monotonic() > deadline:
@@ -675,6 +697,8 @@ class Fleet:
         what it did."""
         done: list[str] = []
         for vm in self.vms.values():
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                vm.ssh_close()
             if vm.pid is None:
                 continue
             if vm.alive():

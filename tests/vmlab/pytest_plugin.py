@@ -2,10 +2,12 @@
 
     from vmlab.pytest_plugin import pytest_terminal_summary, vmlab_fleet_factory, vmlab_image  # noqa: F401
 
-``vmlab_image`` (session) builds or reuses the cached base image; ``vmlab_fleet_factory``
-(module) boots fleets from a :class:`~vmlab.fleet.FleetSpec` and tears every one of them down at
-the end of the module, whatever happened (finalizer, plus an atexit hook in :class:`Fleet` for
-interpreter exits, plus ``python -m vmlab down --all`` for a killed process).
+``vmlab_image`` (session) builds or reuses the cached base image; ``vmlab_variant_image``
+(session) does the same for a named variant (:mod:`vmlab.variants`); ``vmlab_fleet_factory``
+(module) boots fleets from a :class:`~vmlab.fleet.FleetSpec` (on the base image, or on
+``image=``) and tears every one of them down at the end of the module, whatever happened
+(finalizer, plus an atexit hook in :class:`Fleet` for interpreter exits, plus
+``python -m vmlab down --all`` for a killed process).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pytest
 
 from .fleet import Fleet, FleetSpec, reap_orphans
 from .image import ImageSpec, build_image
+from .variants import variant_spec
 
 
 def missing_prerequisites() -> list[str]:
@@ -50,18 +53,46 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(line)
 
 
-@pytest.fixture(scope="session")
-def vmlab_image():
+_REAPED: list[bool] = []
+
+
+def _prepare() -> None:
+    """Skip without the prerequisites; once per session, clean up runs of killed test processes."""
     missing = missing_prerequisites()
     if missing:
         pytest.skip("vmlab needs: " + ", ".join(missing))
-    for line in reap_orphans():
-        report(line)
+    if not _REAPED:
+        _REAPED.append(True)
+        for line in reap_orphans():
+            report(line)
+
+
+def _ready(spec: ImageSpec, what: str):
     t0 = time.monotonic()
-    img = build_image(ImageSpec.from_env())
-    report(f"image {img.path.name} ready in {time.monotonic() - t0:.1f} s "
+    img = build_image(spec)
+    report(f"{what} {img.path.name} ready in {time.monotonic() - t0:.1f} s "
            f"(build took {img.manifest.get('build_seconds')} s when made; kernel {img.manifest.get('kernel_version')})")
     return img
+
+
+@pytest.fixture(scope="session")
+def vmlab_image():
+    _prepare()
+    return _ready(ImageSpec.from_env(), "image")
+
+
+@pytest.fixture(scope="session")
+def vmlab_variant_image():
+    """``vmlab_variant_image("libvirt")`` -> the variant's image, built or reused once per session."""
+    _prepare()
+    images: dict = {}
+
+    def get(name: str):
+        if name not in images:
+            images[name] = _ready(variant_spec(name), f"image variant {name}:")
+        return images[name]
+
+    return get
 
 
 def _sigterm_to_interrupt(signum, frame):
@@ -69,15 +100,16 @@ def _sigterm_to_interrupt(signum, frame):
 
 
 @pytest.fixture(scope="module")
-def vmlab_fleet_factory(vmlab_image):
+def vmlab_fleet_factory(request):
     fleets: list[Fleet] = []
     # A SIGTERM (CI timeout) becomes a KeyboardInterrupt, so pytest still runs the teardown below.
     old = signal.getsignal(signal.SIGTERM)
     if old is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
 
-    def make(spec: FleetSpec) -> Fleet:
-        fleet = Fleet(spec, vmlab_image)
+    def make(spec: FleetSpec, image=None) -> Fleet:
+        """Boot ``spec`` on ``image`` (default: the base image, built on first use)."""
+        fleet = Fleet(spec, image if image is not None else request.getfixturevalue("vmlab_image"))
         fleets.append(fleet)
         t0 = time.monotonic()
         fleet.up()

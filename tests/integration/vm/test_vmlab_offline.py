@@ -8,6 +8,7 @@ import pytest
 from vmlab.fleet import Fleet, FleetSpec, LinkSpec, VmlabError, VMSpec, _size_bytes
 from vmlab.image import BaseImage, ImageSpec
 from vmlab.inventory import inventory_data
+from vmlab.variants import VARIANTS, variant_spec
 
 pytestmark = pytest.mark.vm
 
@@ -19,6 +20,17 @@ def test_image_key_follows_its_inputs():
     assert ImageSpec(suite="trixie").key() != base.key()
     assert ImageSpec(size="4G").key() != base.key()
     assert base.key().startswith("bookworm-")
+
+
+def test_variants_are_package_lists_with_their_own_key(monkeypatch):
+    monkeypatch.delenv("VMLAB_EXTRA_PACKAGES", raising=False)
+    assert variant_spec("base").key() == ImageSpec.from_env().key()
+    libvirt = variant_spec("libvirt")
+    assert libvirt.key() != variant_spec("base").key()
+    assert set(VARIANTS["libvirt"]) <= set(libvirt.all_packages())
+    assert libvirt.packages == ImageSpec().packages  # the base list itself is unchanged
+    with pytest.raises(ValueError, match="unknown vmlab image variant 'nope'"):
+        variant_spec("nope")
 
 
 def test_image_spec_from_env(monkeypatch):
