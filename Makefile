@@ -26,7 +26,7 @@ images: setup
 	hack/fleet-image.sh bookworm >/dev/null
 	hack/fleet-image.sh bullseye >/dev/null
 	hack/fleet-image.sh trixie >/dev/null
-	source hack/env.sh && PYTHONPATH=tests python -m vmlab build
+	source hack/env.sh && PYTHONPATH=tests python -m vmlab build --variant base --variant libvirt
 
 lint sanity unit integration: setup
 	hack/tiers.sh $@
