@@ -190,6 +190,30 @@ def test_diagnosis_changed_nothing_but_the_report():
             assert set(changed) <= REPORT_TASKS, (host, changed)
 
 
+def test_set_stats_artifact_names_the_bad_hosts(report):
+    # kvmops_fleet_summary as AWX / Automation Controller keeps it (set_stats, aggregate)
+    path = pathlib.Path(os.environ["KVMOPS_CUSTOM_STATS_LOG"])
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    converges = [r for r in records if r["playbook"] == "converge.yml"]
+    assert converges, records
+    summary = converges[-1]["custom"]["_run"]["kvmops_fleet_summary"]
+    assert summary["unreachable_hosts"] == [STOPPED]
+    assert summary["libvirt_failed_hosts"] == [KILLED]
+    keys = ("hosts", "hosts_diagnosed", "hosts_unreachable", "hosts_libvirt_failed", "paused", "crashed", "by_cause")
+    assert {key: summary[key] for key in keys} == {key: report["summary"][key] for key in keys}
+    want = [
+        {"host": name, "name": g["name"], "cause": EXPECTED[g["state"]]["cause"]}
+        for name in DIAGNOSED
+        for g in paused_guests(name)
+        if EXPECTED[g["state"]]["safe_to_resume"]
+    ]
+
+    def order(domain):
+        return domain["host"], domain["name"]
+
+    assert sorted(summary["safe_to_resume_domains"], key=order) == sorted(want, key=order)
+
+
 # -- the HTML report in Chromium ---------------------------------------------------------------------
 def test_html_loads_without_errors_or_external_requests(browser):
     assert browser.console_errors == []
