@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
@@ -187,11 +188,18 @@ def _drop(entry: dict, keys: tuple, subkeys: dict) -> None:
                 entry[sub].pop(k, None)
 
 
+# Per-run names inside connection errors ("... mkdir .../ansible-tmp-1795685177.07-4752-1234 ... exited with
+# result 255"): the same unreachable host must give the same digest on every run.
+VOLATILE_MESSAGE_PARTS = (re.compile(r"ansible-tmp-[0-9.]+-[0-9]+-[0-9]+"), "ansible-tmp-*")
+
+
 def _strip_volatile(report: dict) -> dict:
     r = copy.deepcopy(report)
     r.pop("generated_at", None)
     r.pop("state_digest", None)
     for h in r.get("hosts") or []:
+        if isinstance(h.get("message"), str):
+            h["message"] = VOLATILE_MESSAGE_PARTS[0].sub(VOLATILE_MESSAGE_PARTS[1], h["message"])
         for k in VOLATILE_HOST_KEYS:
             h.pop(k, None)
         for p in h.get("paused") or []:

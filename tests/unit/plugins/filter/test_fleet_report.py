@@ -327,3 +327,24 @@ def test_fixture_entries_have_the_module_shape(tmp_path):
         assert set(entry) == set(real), entry["name"]
         for disk in entry["disks"]:
             assert set(disk) == set(real["disks"][0]), entry["name"]
+
+
+def _unreachable_over_podman(tmp_name):
+    return {
+        "unreachable": True,
+        "msg": "Failed to create temporary directory. In some cases, you may have been able to authenticate ... "
+               f"mkdir -p \"` echo ~/.ansible/tmp `\"&& mkdir \"` echo ~/.ansible/tmp/{tmp_name} `\" ... "
+               "exited with result 255",
+    }
+
+
+def test_digest_ignores_the_per_run_temp_dir_of_an_unreachable_host():
+    first = fleet_report({"hv-down": _unreachable_over_podman("ansible-tmp-1795685177.0791922-4752-171717")},
+                         generated_at=T0)
+    again = fleet_report({"hv-down": _unreachable_over_podman("ansible-tmp-1795685299.1-4801-99")},
+                         generated_at=T1)
+    assert "ansible-tmp-1795685177.0791922-4752-171717" in host(first, "hv-down")["message"]
+    assert again["state_digest"] == first["state_digest"]
+    other = fleet_report({"hv-down": {"unreachable": True, "msg": "ssh: connect to host port 22: No route"}},
+                         generated_at=T0)
+    assert other["state_digest"] != first["state_digest"]
