@@ -32,9 +32,9 @@ all:
       ansible_python_interpreter: $KVMOPS_VENV/bin/python
 INV
 report_dir=$KVMOPS_BUILD/demo-report
-echo "== diagnosing: ansible-playbook -i $inventory kvmops.fleet.diagnose -e kvmops_diagnostics_report_dir=$report_dir"
+echo "== diagnosing: ansible-playbook -i $inventory kvmops.fleet.diagnose -e diagnostics_report_dir=$report_dir"
 ANSIBLE_NOCOLOR=${ANSIBLE_NOCOLOR:-0} ansible-playbook -i "$inventory" kvmops.fleet.diagnose \
-  -e "kvmops_diagnostics_report_dir=$report_dir"
+  -e "diagnostics_report_dir=$report_dir"
 echo "== the fleet report (open the HTML page in a browser):"
 for f in kvm-pause-report.html kvm-pause-report.md kvm-pause-report.json; do
   echo "   $report_dir/$f"

@@ -7,7 +7,7 @@ Installed by the kvmops.fleet.diagnostics role (entry point ``collector``) as
 ``<install_dir>/kvmops-pause-collector`` next to a copy of the collection's module_utils
 (``<install_dir>/ansible_collections/kvmops/fleet/plugins/module_utils``), and run by the systemd timer
 ``kvmops-pause-collector.timer``. The role adds the first line, ``#!`` and the configured Python
-(``kvmops_diagnostics_collector_python``). It runs exactly the diagnosis kvm_pause_facts runs (``_collect.collect``,
+(``diagnostics_collector_python``). It runs exactly the diagnosis kvm_pause_facts runs (``_collect.collect``,
 bounded by a forked worker that is killed at the timeout) and turns it into metrics with ``_promtext``.
 
 One run: take the lock (a second run while one is active exits 75 at once: runs never stack), read the

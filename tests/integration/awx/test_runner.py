@@ -85,14 +85,14 @@ def test_diagnose_job_publishes_the_fleet_summary_and_gates_remediation(lab_doma
     hosts = {
         HV: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
         NOLIBVIRT: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                    "kvmops_diagnostics_uri": f"qemu+unix:///system?socket={tmp_path}/no-libvirtd.sock"},
+                    "diagnostics_uri": f"qemu+unix:///system?socket={tmp_path}/no-libvirtd.sock"},
         DOWN: {"ansible_host": "127.0.0.1", "ansible_port": closed_port, "ansible_user": "root",
                "ansible_connection": "ssh",
                "ansible_ssh_common_args": "-o ConnectTimeout=10 -o StrictHostKeyChecking=no "
                                           "-o UserKnownHostsFile=/dev/null -o BatchMode=yes"},
     }
-    extravars = survey_answers(kvmops_diagnostics_domains=f"{full.name},{user.name}")
-    extravars["kvmops_diagnostics_report_dir"] = str(tmp_path / "report")
+    extravars = survey_answers(diagnostics_domains=f"{full.name},{user.name}")
+    extravars["diagnostics_report_dir"] = str(tmp_path / "report")
     pdd = private_data_dir(tmp_path / "job-diagnose", hosts, extravars)
 
     r = run_job(pdd, "diagnose.yml")
@@ -142,7 +142,7 @@ def test_diagnose_job_publishes_the_fleet_summary_and_gates_remediation(lab_doma
 
     # the gate passed, so the workflow starts remediation with the same artifacts as extra vars; the domain
     # filter keeps it to this test's domains (the machine's libvirtd is shared). Job type "Check" first.
-    remediate_vars = dict(artifacts, kvmops_diagnostics_domains=[full.name, user.name])
+    remediate_vars = dict(artifacts, diagnostics_domains=[full.name, user.name])
     pdd = private_data_dir(tmp_path / "job-remediate-check", hosts, remediate_vars)
     (pdd / "env" / "cmdline").write_text("--forks 5 --check")
     r = run_job(pdd, "remediate.yml")

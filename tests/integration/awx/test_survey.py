@@ -96,9 +96,9 @@ def test_every_survey_variable_fits_the_role_argument_spec(survey):
 
 def test_diagnose_survey_answers_become_what_the_role_expects():
     options = entry_point("diagnostics", "main")
-    validated = validate(options, {"kvmops_diagnostics_domains": "web-*,db1", "kvmops_diagnostics_timeout": 2.5,
-                                   "kvmops_diagnostics_report_formats": ["json", "html"]})
-    assert validated["kvmops_diagnostics_domains"] == ["web-*", "db1"]
-    assert validated["kvmops_diagnostics_timeout"] == 2.5
-    with pytest.raises(AssertionError, match="kvmops_diagnostics_report_formats"):
-        validate(options, {"kvmops_diagnostics_report_formats": ["pdf"]})
+    validated = validate(options, {"diagnostics_domains": "web-*,db1", "diagnostics_timeout": 2.5,
+                                   "diagnostics_report_formats": ["json", "html"]})
+    assert validated["diagnostics_domains"] == ["web-*", "db1"]
+    assert validated["diagnostics_timeout"] == 2.5
+    with pytest.raises(AssertionError, match="diagnostics_report_formats"):
+        validate(options, {"diagnostics_report_formats": ["pdf"]})

@@ -247,8 +247,8 @@ def test_diagnose_playbook_prints_the_table(tmp_path):
     inv.write_text(f"localhost ansible_connection=local ansible_python_interpreter={PY}\n")
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".build" / "collections"))
     proc = subprocess.run([str(Path(PY).with_name("ansible-playbook")), "-i", str(inv), "kvmops.fleet.diagnose",
-                           "-e", f"kvmops_diagnostics_uri={uri}", "-e", "kvmops_diagnose_hosts=localhost",
-                           "-e", f"kvmops_diagnostics_report_dir={tmp_path / 'report'}"],
+                           "-e", f"diagnostics_uri={uri}", "-e", "kvmops_diagnose_hosts=localhost",
+                           "-e", f"diagnostics_report_dir={tmp_path / 'report'}"],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
                           check=False)
     assert proc.returncode == 0, proc.stdout

@@ -44,7 +44,7 @@ def prepare(tmp: Path, results: dict) -> tuple[Path, Path]:
 
 def render(tmp: Path, out_dir: Path, results: dict | None = None, *args) -> tuple[int, str]:
     inv, extra = prepare(tmp, fleet_results() if results is None else results)
-    return run_playbook(["-i", inv, PLAYBOOK, "-e", f"@{extra}", "-e", f"kvmops_diagnostics_report_dir={out_dir}",
+    return run_playbook(["-i", inv, PLAYBOOK, "-e", f"@{extra}", "-e", f"diagnostics_report_dir={out_dir}",
                          *args], cwd=tmp)
 
 
@@ -181,7 +181,7 @@ def test_check_mode_predicts_and_writes_nothing(rendered, tmp_path):
 def test_every_run_rewrites(tmp_path):
     out_dir = tmp_path / "r"
     for _round in range(2):
-        rc, out = render(tmp_path, out_dir, None, "-e", "kvmops_diagnostics_report_refresh=every_run")
+        rc, out = render(tmp_path, out_dir, None, "-e", "diagnostics_report_refresh=every_run")
         assert rc == 0, out
         assert task_status(out, "Write the JSON report") == ["changed"]
         assert task_status(out, "Read the previous report") == ["skipping"]
@@ -189,10 +189,10 @@ def test_every_run_rewrites(tmp_path):
 
 def test_formats(tmp_path):
     out_dir = tmp_path / "only-html"
-    rc, out = render(tmp_path, out_dir, None, "-e", '{"kvmops_diagnostics_report_formats": ["html"]}')
+    rc, out = render(tmp_path, out_dir, None, "-e", '{"diagnostics_report_formats": ["html"]}')
     assert rc == 0, out
     assert sorted(p.name for p in out_dir.iterdir()) == [FILES["html"]]
-    rc, out = render(tmp_path, tmp_path / "none", None, "-e", '{"kvmops_diagnostics_report_formats": []}')
+    rc, out = render(tmp_path, tmp_path / "none", None, "-e", '{"diagnostics_report_formats": []}')
     assert rc == 0, out
     assert not (tmp_path / "none").exists()
     assert "No report file requested" in out

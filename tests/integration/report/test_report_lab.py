@@ -39,13 +39,13 @@ def fleet(diag_lab, tmp_path_factory):
     doms = {state: diag_lab.create(state) for state in ("running", "user", "enospc", "crashed")}
     inv = tmp / "inventory.json"
     inv.write_text(json.dumps({"all": {
-        "vars": {"kvmops_diagnostics_domains": [f"{PREFIX}-*"], "kvmops_diagnostics_report_dir": str(tmp / "report")},
+        "vars": {"diagnostics_domains": [f"{PREFIX}-*"], "diagnostics_report_dir": str(tmp / "report")},
         "hosts": {
             "lab": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
             "gone": {"ansible_host": "127.0.0.1", "ansible_port": 9, "ansible_connection": "ssh",
                      "ansible_ssh_common_args": "-o ConnectTimeout=5"},
             "deadlibvirt": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                            "kvmops_diagnostics_uri": f"qemu:///system?socket={tmp}/no-libvirtd.sock"},
+                            "diagnostics_uri": f"qemu:///system?socket={tmp}/no-libvirtd.sock"},
         }}}))
     yield tmp, inv, doms
     for d in doms.values():
@@ -107,9 +107,9 @@ def test_second_run_and_check_mode_change_nothing(fleet):
 
 def test_bad_report_format_is_refused_before_anything(fleet):
     tmp, inv, _doms = fleet
-    rc, out = run_playbook(["-i", inv, MAIN, "-e", '{"kvmops_diagnostics_report_formats": ["pdf"]}'], cwd=tmp)
+    rc, out = run_playbook(["-i", inv, MAIN, "-e", '{"diagnostics_report_formats": ["pdf"]}'], cwd=tmp)
     assert rc != 0
-    assert "kvmops_diagnostics_report_formats" in out and "pdf" in out
+    assert "diagnostics_report_formats" in out and "pdf" in out
     assert "Diagnose the host" not in out
 
 
@@ -117,18 +117,18 @@ def test_remediation(fleet):
     tmp, inv, doms = fleet
     user, enospc = doms["user"], doms["enospc"]
     # check mode: predicted, nothing resumed
-    out = main(tmp, inv, "--check", "-e", "kvmops_diagnostics_remediate=true")
+    out = main(tmp, inv, "--check", "-e", "diagnostics_remediate=true")
     assert task_status(out, "Resume the domains that are safe to resume") == ["changed"], out
     assert f"lab: would resume: {user.name}" in out
     assert user.state()[0] == 3
     # real: only the user-paused domain is resumed; the full one is not even tried
-    out = main(tmp, inv, "-e", "kvmops_diagnostics_remediate=true")
+    out = main(tmp, inv, "-e", "diagnostics_remediate=true")
     assert f"lab: resumed: {user.name}" in out and enospc.name not in out.split("Print the outcome")[1]
     assert user.state()[0] == 1
     assert enospc.state()[0] == 3
     # space freed: the diagnosis says safe, but the operator's min_free (99 %) is not met: refused, play ok
     enospc.clear()
-    rc, out = run_playbook(["-i", inv, REMEDIATE, "-e", "kvmops_diagnostics_resume_min_free=99%"], cwd=tmp)
+    rc, out = run_playbook(["-i", inv, REMEDIATE, "-e", "diagnostics_resume_min_free=99%"], cwd=tmp)
     assert rc == 0, out
     assert f"lab: resumed: nothing; refused: {enospc.name}: " in out
     assert recap(out)["lab"]["failed"] == 0

@@ -17,7 +17,7 @@ from kvmlab.testdriver import write_fleet
 ROLE = Path(__file__).resolve().parents[3] / "roles" / "diagnostics"
 SPECS = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-COLLECTOR = "kvmops_diagnostics_collector_"  # the collector entry point's own block (monitoring)
+COLLECTOR = "diagnostics_collector_"  # the collector entry point's own block (monitoring)
 
 
 def test_defaults_equal_the_main_spec():
@@ -32,7 +32,7 @@ def test_every_option_is_typed_and_described():
     for entry, spec in SPECS.items():
         assert spec.get("short_description"), entry
         for name, opt in spec["options"].items():
-            assert name.startswith("kvmops_diagnostics_"), name
+            assert name.startswith("diagnostics_"), name
             assert opt.get("type") and opt.get("description"), (entry, name)
             if opt["type"] == "list":
                 assert opt.get("elements"), (entry, name)
@@ -47,8 +47,8 @@ def test_remediate_shares_the_main_options():
 
 def test_choices():
     opts = SPECS["main"]["options"]
-    assert opts["kvmops_diagnostics_report_formats"]["choices"] == ["json", "markdown", "html"]
-    assert opts["kvmops_diagnostics_report_refresh"]["choices"] == ["on_state_change", "every_run"]
+    assert opts["diagnostics_report_formats"]["choices"] == ["json", "markdown", "html"]
+    assert opts["diagnostics_report_refresh"]["choices"] == ["on_state_change", "every_run"]
 
 
 def run_main(tmp_path: Path, extra: dict, entry: str = "main") -> subprocess.CompletedProcess:
@@ -57,7 +57,7 @@ def run_main(tmp_path: Path, extra: dict, entry: str = "main") -> subprocess.Com
              "tasks": [{"name": "Role", "ansible.builtin.include_role": {
                  "name": "kvmops.fleet.diagnostics", "tasks_from": entry}}]}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
-    args = dict({"kvmops_diagnostics_uri": uri, "kvmops_diagnostics_report_dir": str(tmp_path / "report")}, **extra)
+    args = dict({"diagnostics_uri": uri, "diagnostics_report_dir": str(tmp_path / "report")}, **extra)
     env = dict(os.environ, ANSIBLE_NOCOLOR="1")
     return subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", "-c", "local",
                            "-e", f"ansible_python_interpreter={sys.executable}", "-e", json.dumps(args),
@@ -66,10 +66,10 @@ def run_main(tmp_path: Path, extra: dict, entry: str = "main") -> subprocess.Com
 
 
 @pytest.mark.parametrize("entry,extra,message", [
-    ("main", {"kvmops_diagnostics_report_formats": ["pdf"], "kvmops_diagnostics_timeout": "soon"},
-     ("kvmops_diagnostics_report_formats", "kvmops_diagnostics_timeout")),
-    ("main", {"kvmops_diagnostics_report_refresh": "hourly"}, ("kvmops_diagnostics_report_refresh",)),
-    ("remediate", {"kvmops_diagnostics_domains": {"a": 1}}, ("kvmops_diagnostics_domains",)),
+    ("main", {"diagnostics_report_formats": ["pdf"], "diagnostics_timeout": "soon"},
+     ("diagnostics_report_formats", "diagnostics_timeout")),
+    ("main", {"diagnostics_report_refresh": "hourly"}, ("diagnostics_report_refresh",)),
+    ("remediate", {"diagnostics_domains": {"a": 1}}, ("diagnostics_domains",)),
 ])
 def test_bad_variables_are_refused_before_anything(tmp_path, entry, extra, message):
     res = run_main(tmp_path, extra, entry)
