@@ -133,16 +133,21 @@ def tune(args: dict, check: bool = False) -> dict:
             "check_mode": check, "ignore_errors": True}
 
 
-XMLS = {"name": "xmls", "ansible.builtin.shell": f"virsh dumpxml --inactive {GUEST}; echo =====; virsh dumpxml {GUEST}",
-        "changed_when": False}
+XMLS_CMD = f"virsh dumpxml --inactive {GUEST}; echo =====; virsh dumpxml {GUEST}"
+XMLS = {"name": "xmls", "ansible.builtin.shell": XMLS_CMD, "changed_when": False}
 
 
-def four_steps(fleet, args: dict, pre: tuple = (), post: tuple = ()) -> dict:
+def xmls_after(command: str) -> dict:
+    """A task that runs ``command`` (set -e), then prints the XMLs as XMLS does (one task: each costs seconds)."""
+    return {"name": "xmls", "ansible.builtin.shell": f"set -e; {command}; {XMLS_CMD}", "changed_when": False}
+
+
+def four_steps(fleet, args: dict, pre: tuple = (), post: tuple = (), first: dict = XMLS) -> dict:
     """check, real, check, real in one playbook, after the tasks ``pre`` and before ``post`` -> {"real": the first real
-    result, "pre": [...], "post": [...], "xmls": the domain XMLs before the check run}.
+    result, "pre": [...], "post": [...], "xmls": the domain XMLs before the check run (printed by ``first``)}.
     Asserts that the check run predicts the real run and changes no XML, and that the second real run is unchanged."""
     n = len(pre)
-    res = play(fleet, [*pre, XMLS, tune(args, check=True), XMLS, tune(args), tune(args, check=True), tune(args),
+    res = play(fleet, [*pre, first, tune(args, check=True), XMLS, tune(args), tune(args, check=True), tune(args),
                        *post])
     before, check1, after_check, real1, check2, real2 = res[n:n + 6]
     assert not check1.get("failed") and not real1.get("failed"), (check1.get("msg"), real1.get("msg"))
@@ -307,12 +312,11 @@ def test_hugepages_refused_then_used_by_the_guest(hv):
     t0 = time.monotonic()
     old = vm.ssh("sysctl -n vm.nr_hugepages").stdout.strip()
     backing = {"memory_backing": {"hugepages": True, "page_size": 2048}}
-    sysctl = {n: {"name": f"{n} hugepages", "ansible.builtin.command": f"sysctl -qw vm.nr_hugepages={n}"}
-              for n in (0, 40)}
     restart = {"name": "restart", "ansible.builtin.shell": f"virsh destroy {GUEST} && virsh start {GUEST}"}
     try:
-        steps = four_steps(hv, backing, pre=(sysctl[0], XMLS, tune(backing), sysctl[40]), post=(restart, tune(backing)))
-        _zero, xmls, bad, _forty = steps["pre"]
+        steps = four_steps(hv, backing, pre=(xmls_after("sysctl -qw vm.nr_hugepages=0"), tune(backing)),
+                           first=xmls_after("sysctl -qw vm.nr_hugepages=40"), post=(restart, tune(backing)))
+        xmls, bad = steps["pre"]
         assert bad["failed"] and bad["msg"] == (
             "memory_backing.hugepages: the domain needs 65536 KiB of 2048 KiB hugepages but only 0 KiB are reserved "
             "on this host (reserve them, e.g. vm.nr_hugepages or /sys/kernel/mm/hugepages)"), bad["msg"]
