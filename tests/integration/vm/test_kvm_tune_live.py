@@ -142,13 +142,14 @@ def xmls_after(command: str) -> dict:
     return {"name": "xmls", "ansible.builtin.shell": f"set -e; {command}; {XMLS_CMD}", "changed_when": False}
 
 
-def four_steps(fleet, args: dict, pre: tuple = (), post: tuple = (), first: dict = XMLS) -> dict:
+def four_steps(fleet, args: dict, pre: tuple = (), post: tuple = (), first: dict | None = None) -> dict:
     """check, real, check, real in one playbook, after the tasks ``pre`` and before ``post`` -> {"real": the first real
-    result, "pre": [...], "post": [...], "xmls": the domain XMLs before the check run (printed by ``first``)}.
+    result, "pre": [...], "post": [...], "xmls": the domain XMLs before the check run (printed by ``first``, default
+    XMLS)}.
     Asserts that the check run predicts the real run and changes no XML, and that the second real run is unchanged."""
     n = len(pre)
-    res = play(fleet, [*pre, first, tune(args, check=True), XMLS, tune(args), tune(args, check=True), tune(args),
-                       *post])
+    steps = [first or XMLS, tune(args, check=True), XMLS, tune(args), tune(args, check=True), tune(args)]
+    res = play(fleet, [*pre, *steps, *post])
     before, check1, after_check, real1, check2, real2 = res[n:n + 6]
     assert not check1.get("failed") and not real1.get("failed"), (check1.get("msg"), real1.get("msg"))
     assert after_check["stdout"] == before["stdout"], "check mode changed the domain XML"
