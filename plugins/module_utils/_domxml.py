@@ -45,7 +45,19 @@ RUNNING_REASON_NAMES = (
     "post-copy",
     "post-copy failed",
 )
-_REASON_NAMES = {1: RUNNING_REASON_NAMES, 3: PAUSED_REASON_NAMES, 6: CRASHED_REASON_NAMES}
+# virDomainShutoffReason 0..8
+SHUTOFF_REASON_NAMES = (
+    "unknown",
+    "shutdown",
+    "destroyed",
+    "crashed",
+    "migrated",
+    "saved",
+    "failed",
+    "from snapshot",
+    "daemon",
+)
+_REASON_NAMES = {1: RUNNING_REASON_NAMES, 3: PAUSED_REASON_NAMES, 5: SHUTOFF_REASON_NAMES, 6: CRASHED_REASON_NAMES}
 
 
 class DomainXMLError(ValueError):

@@ -16,22 +16,12 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.kvmops.fleet.plugins.module_utils._domxml import STATE_NAMES
+from ansible_collections.kvmops.fleet.plugins.module_utils._domxml import state_text as _domxml_state_text
 from ansible_collections.kvmops.fleet.plugins.module_utils._evidence import fmt_bytes
 from ansible_collections.kvmops.fleet.plugins.module_utils._pause import CAUSES, reason_name
 
 RUNNING, PAUSED, SHUTOFF, CRASHED = 1, 3, 5, 6
-STATE_NAMES = ("nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended")
-SHUTOFF_REASONS = (
-    "unknown",
-    "shutdown",
-    "destroyed",
-    "crashed",
-    "migrated",
-    "saved",
-    "failed",
-    "from snapshot",
-    "daemon",
-)
 
 # cause -> what listing it in ``override`` does. Everything else is never overridden.
 OVERRIDABLE = {
@@ -109,7 +99,7 @@ def state_text(state, reason) -> str:
     if state in (PAUSED, CRASHED):
         return f"{name} ({reason_name(state, reason or 0)})"
     if state == SHUTOFF:
-        return f"{name} ({SHUTOFF_REASONS[reason] if 0 <= (reason or 0) < len(SHUTOFF_REASONS) else reason})"
+        return _domxml_state_text(state, reason or 0)
     return f"{name} ({reason})"
 
 
