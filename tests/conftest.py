@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 COLLECTIONS_ROOT = REPO / ".build" / "collections"
 
@@ -52,3 +54,36 @@ def pytest_terminal_summary(terminalreporter):
             f"KVMOPS_FAIL_ON_SKIP=1: {len(_SKIPPED)} skipped test(s) fail this run: {', '.join(_SKIPPED)}",
             red=True,
         )
+
+
+
+class ForkedChildren(list):
+    """PIDs of the children ``os.fork`` made during one test (recorded in the parent)."""
+
+    def assert_reaped(self) -> None:
+        """Each child was waited for already: ``waitpid`` finds no such child (killed *and* reaped)."""
+        assert self, "no child was forked"
+        for pid in self:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            raise AssertionError(f"child {pid} was not reaped")
+
+
+@pytest.fixture
+def forked_children(monkeypatch) -> ForkedChildren:
+    """Records every ``os.fork`` child of the test. A test proving "no worker is left behind" asserts on
+    these PIDs, never on ``waitpid(-1)``: the test process has other, legitimate children (the lab's
+    qemu-storage-daemon, for one), so a process-wide check fails or passes by test order."""
+    pids = ForkedChildren()
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return pids
