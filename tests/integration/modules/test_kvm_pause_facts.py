@@ -184,7 +184,7 @@ def test_worker_is_killed_when_libvirt_itself_hangs(lab_domain, forked_children)
     lab_domain("saving")
     t = time.monotonic()
     f = collect("qemu:///system", 2, status_dir="/nonexistent")
-    assert time.monotonic() - t < 2.5
+    assert time.monotonic() - t < 2 + 3     # cut at the 2 s deadline; the blocked job itself never ends
     assert not f["complete"] and "did not list the domains" in f["errors"][0]
     forked_children.assert_reaped()
 
