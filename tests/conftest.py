@@ -56,7 +56,6 @@ def pytest_terminal_summary(terminalreporter):
         )
 
 
-
 class ForkedChildren(list):
     """PIDs of the children ``os.fork`` made during one test (recorded in the parent)."""
 
