@@ -26,6 +26,8 @@ images: setup
 	hack/fleet-image.sh bookworm >/dev/null
 	hack/fleet-image.sh bullseye >/dev/null
 	hack/fleet-image.sh trixie >/dev/null
+	hack/hypervisor-image.sh 12 >/dev/null
+	hack/hypervisor-image.sh 13 >/dev/null
 	source hack/env.sh && PYTHONPATH=tests python -m vmlab build --variant base --variant libvirt
 
 lint sanity unit integration: setup
