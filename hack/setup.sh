@@ -50,6 +50,18 @@ else
   log "apt: all ${#APT_PACKAGES[@]} packages present"
 fi
 
+# --- /dev/kvm as udev leaves it on any Debian host with QEMU installed (root:kvm 0660). This machine
+# kind has no udev, so a fresh machine has root:root 0600; fleet containers then cannot give their kvm
+# group the device's gid (gid 0 is taken) and libvirt re-probes QEMU at every define.
+if [ -c /dev/kvm ] && getent group kvm >/dev/null; then
+  kvm_gid=$(getent group kvm | cut -d: -f3)
+  if [ "$(stat -c '%g %a' /dev/kvm)" != "$kvm_gid 660" ]; then
+    log "/dev/kvm: root:kvm 0660 (as udev's rule for QEMU would set it)"
+    chgrp kvm /dev/kvm
+    chmod 0660 /dev/kvm
+  fi
+fi
+
 # --- promtool (alert rule tests): taken from Debian's prometheus package without installing it, so no
 # Prometheus server is started or enabled on this machine. Exported as $KVMOPS_PROMTOOL by env.sh.
 if [ ! -x "$KVMOPS_PROMTOOL" ]; then
