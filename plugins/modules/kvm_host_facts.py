@@ -160,7 +160,7 @@ import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _hostcheck
+from ansible_collections.kvmops.fleet.plugins.module_utils.host import _check
 
 KVM_GET_API_VERSION = 0xAE00
 
@@ -200,7 +200,7 @@ def _kvm_device(qemu_user):
             info["api_version"] = fcntl.ioctl(fd, KVM_GET_API_VERSION)
         finally:
             os.close(fd)
-        info["usable"] = info["api_version"] == _hostcheck.KVM_API_VERSION
+        info["usable"] = info["api_version"] == _check.KVM_API_VERSION
     except OSError as exc:
         info["error"] = exc.strerror
     if qemu_user:
@@ -223,7 +223,7 @@ def _nested():
     for name in ("kvm_intel", "kvm_amd"):
         value = _read(f"/sys/module/{name}/parameters/nested")
         if value is not None:
-            return _hostcheck.parse_bool_param(value)
+            return _check.parse_bool_param(value)
     return None
 
 
@@ -244,25 +244,25 @@ def _disk(images_dir):
 def _security_module():
     if os.path.exists("/sys/fs/selinux/enforce"):
         return {"name": "selinux", "enforcing": (_read("/sys/fs/selinux/enforce") or "0").strip() == "1"}
-    if _hostcheck.parse_bool_param(_read("/sys/module/apparmor/parameters/enabled")):
+    if _check.parse_bool_param(_read("/sys/module/apparmor/parameters/enabled")):
         return {"name": "apparmor", "enforcing": None}
     return {"name": "none", "enforcing": None}
 
 
 def gather(module):
     params = module.params
-    cpu = _hostcheck.parse_cpuinfo(_read("/proc/cpuinfo") or "")
-    cpu["virt_extension"] = _hostcheck.virt_extension(cpu.pop("flags"))
+    cpu = _check.parse_cpuinfo(_read("/proc/cpuinfo") or "")
+    cpu["virt_extension"] = _check.virt_extension(cpu.pop("flags"))
     facts = {
         "cpu": cpu,
         "kvm_device": _kvm_device(params["qemu_user"]),
         "nested": _nested(),
-        "iommu": _hostcheck.iommu_state(
+        "iommu": _check.iommu_state(
             _read("/proc/cmdline") or "",
             len(glob.glob("/sys/kernel/iommu_groups/*")),
             len(glob.glob("/sys/class/iommu/*")),
         ),
-        "cgroups": _hostcheck.cgroup_state(
+        "cgroups": _check.cgroup_state(
             _read("/proc/self/mounts") or "", _read("/proc/cgroups"), _read("/sys/fs/cgroup/cgroup.controllers")
         ),
         "disk": _disk(params["images_dir"]),
@@ -276,10 +276,10 @@ def gather(module):
         _rc, out, _err = module.run_command(
             ["timeout", str(params["timeout"]), tool, "qemu"], environ_update={"LC_ALL": "C"}
         )
-        facts["validate"] = _hostcheck.parse_virt_host_validate(out)
+        facts["validate"] = _check.parse_virt_host_validate(out)
         facts["validate_available"] = True
     facts["kvm_capable"] = bool(cpu["virt_extension"]) and facts["kvm_device"]["usable"]
-    facts["problems"], facts["warnings"] = _hostcheck.assess(facts, params["min_free_gib"] * 1024**3)
+    facts["problems"], facts["warnings"] = _check.assess(facts, params["min_free_gib"] * 1024**3)
     return facts
 
 

@@ -334,8 +334,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.kvmops.fleet.plugins.module_utils._collect import collect
-from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import HAS_LIBVIRT, KvmError
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io import HAS_LIBVIRT, KvmError
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause._collect_io import collect
 
 
 def main():

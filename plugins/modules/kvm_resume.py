@@ -210,9 +210,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _domxml, _resume
-from ansible_collections.kvmops.fleet.plugins.module_utils._collect import STATUS_DIR, collect, local_system_uri
-from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import (
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _domxml
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io import (
     HAS_LIBVIRT,
     KvmError,
     LibvirtOperationError,
@@ -221,6 +220,12 @@ from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import (
     lookup_domain,
     open_connection,
     run_bounded,
+)
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _resume
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause._collect_io import (
+    STATUS_DIR,
+    collect,
+    local_system_uri,
 )
 
 ARGUMENT_SPEC = {

@@ -337,9 +337,9 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _numa, _tune
-from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import HAS_LIBVIRT, KvmError
-from ansible_collections.kvmops.fleet.plugins.module_utils._tuneapply import (
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io import HAS_LIBVIRT, KvmError
+from ansible_collections.kvmops.fleet.plugins.module_utils.tune import _numa, _plan
+from ansible_collections.kvmops.fleet.plugins.module_utils.tune._apply_io import (
     apply_changes,
     bandwidth_blocker,
     read_host,
@@ -448,10 +448,10 @@ def desired_from_params(p: dict) -> dict:
 def run(module):
     p = module.params
     if p["timeout"] <= 0:
-        raise _tune.TuneError(f"timeout: must be a positive number of seconds, got {p['timeout']}")
+        raise _plan.TuneError(f"timeout: must be a positive number of seconds, got {p['timeout']}")
     auto = p["placement"] == "auto"
     if auto and (p["vcpupin"] or p["emulatorpin"] or (p["numatune"] or {}).get("nodeset")):
-        raise _tune.TuneError("placement=auto plans vcpupin, emulatorpin and numatune.nodeset: do not give them")
+        raise _plan.TuneError("placement=auto plans vcpupin, emulatorpin and numatune.nodeset: do not give them")
     started = time.monotonic()
     host = read_host(p["uri"], p["domain"], p["timeout"], auto)
     dom = host["dom"]
@@ -461,11 +461,11 @@ def run(module):
     config_xml = dom["inactive"]
     if config_xml is None:
         if p["apply"] != "live":
-            raise _tune.TuneError(f"apply={p['apply']}: domain {p['domain']} is transient (no persistent definition)")
+            raise _plan.TuneError(f"apply={p['apply']}: domain {p['domain']} is transient (no persistent definition)")
         config_xml = dom["live"]
     desired = desired_from_params(p)
-    facts = _tune.domain_facts(config_xml)
-    live_facts = _tune.domain_facts(dom["live"]) if dom["live"] else None
+    facts = _plan.domain_facts(config_xml)
+    live_facts = _plan.domain_facts(dom["live"]) if dom["live"] else None
     placement = None
     if auto:
         housekeeping = []
@@ -473,10 +473,10 @@ def run(module):
             try:
                 housekeeping = _numa.parse_cpuset(p["housekeeping_cpus"], "housekeeping_cpus")
             except _numa.CpusetError as exc:
-                raise _tune.TuneError(str(exc)) from None
+                raise _plan.TuneError(str(exc)) from None
             missing = [c for c in housekeeping if c not in _numa.all_cpus(topo)]
             if missing:
-                raise _tune.TuneError(f"housekeeping_cpus: host CPU(s) {_numa.format_cpuset(missing)} do not exist")
+                raise _plan.TuneError(f"housekeeping_cpus: host CPU(s) {_numa.format_cpuset(missing)} do not exist")
         mb = desired["memory_backing"] or {}
         try:
             placement = _numa.plan_placement(
@@ -488,24 +488,24 @@ def run(module):
                 hugepage_kib=mb.get("page_size_kib") if mb.get("hugepages") else None,
             )
         except _numa.PlacementError as exc:
-            raise _tune.TuneError(str(exc)) from None
+            raise _plan.TuneError(str(exc)) from None
         desired["vcpupin"] = dict(placement["vcpupin"])
         desired["emulatorpin"] = placement["emulatorpin"]
         desired["numatune"] = {"mode": (p["numatune"] or {}).get("mode") or "strict", "nodeset": placement["nodeset"]}
-    _tune.validate(desired, facts, topo, live_facts)
+    _plan.validate(desired, facts, topo, live_facts)
     macs = {
-        i: _tune.find_interface(spec, facts, live_facts, f"interfaces[{i}]")
+        i: _plan.find_interface(spec, facts, live_facts, f"interfaces[{i}]")
         for i, spec in enumerate(desired["interfaces"])
     }
     blockers = {}
 
     def why_not_live(change):
-        key = _tune.describe(change)
+        key = _plan.describe(change)
         if key not in blockers:
             blockers[key] = bandwidth_blocker(change, p["uri"])
         return blockers[key]
 
-    result = _tune.plan(
+    result = _plan.plan(
         desired, config_xml if dom["inactive"] is not None else None, dom["live"], p["apply"], macs, why_not_live
     )
     warnings = [
@@ -514,9 +514,9 @@ def run(module):
     ]
     for change in result["config_changes"]:
         why = why_not_live(change)
-        if why and _tune.describe(change) not in result["not_live"]:
+        if why and _plan.describe(change) not in result["not_live"]:
             warnings.append(
-                f"{_tune.describe(change)}: written to the persistent definition, but {why}: libvirt will refuse to "
+                f"{_plan.describe(change)}: written to the persistent definition, but {why}: libvirt will refuse to "
                 "start the domain on this host with this limit"
             )
     if result["changed"] and not module.check_mode:
@@ -527,8 +527,8 @@ def run(module):
             "memory_backing.hugepages: no hugetlbfs is mounted on this host; libvirt will refuse to start the domain "
             "until one is (e.g. /dev/hugepages) and libvirtd has been restarted to see it"
         )
-    changes = [f"config:{_tune.describe(c)}" for c in result["config_changes"]]
-    changes += [f"live:{_tune.describe(c)}" for c in result["live_changes"]]
+    changes = [f"config:{_plan.describe(c)}" for c in result["config_changes"]]
+    changes += [f"live:{_plan.describe(c)}" for c in result["live_changes"]]
     if placement is not None:
         placement = dict(placement, vcpupin={str(k): v for k, v in placement["vcpupin"].items()})
     return {
@@ -556,7 +556,7 @@ def main():
         module.fail_json(msg=missing_required_lib("libvirt-python (import libvirt)"))
     try:
         out = run(module)
-    except (KvmError, _tune.TuneError) as exc:
+    except (KvmError, _plan.TuneError) as exc:
         module.fail_json(msg=str(exc))
     warnings = out.pop("warnings")
     for warning in warnings:

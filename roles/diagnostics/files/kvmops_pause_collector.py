@@ -7,8 +7,8 @@ Installed by the kvmops.fleet.diagnostics role (entry point ``collector``) as
 ``<install_dir>/kvmops-pause-collector`` next to a copy of the collection's module_utils
 (``<install_dir>/ansible_collections/kvmops/fleet/plugins/module_utils``), and run by the systemd timer
 ``kvmops-pause-collector.timer``. The role adds the first line, ``#!`` and the configured Python
-(``diagnostics_collector_python``). It runs exactly the diagnosis kvm_pause_facts runs (``_collect.collect``,
-bounded by a forked worker that is killed at the timeout) and turns it into metrics with ``_promtext``.
+(``diagnostics_collector_python``). It runs exactly the diagnosis kvm_pause_facts runs (``pause/_collect_io.collect``,
+bounded by a forked worker that is killed at the timeout) and turns it into metrics with ``pause/_promtext``.
 
 One run: take the lock (a second run while one is active exits 75 at once: runs never stack), read the
 state file, collect, write the state and then the textfile, each atomically (temporary file in the same
@@ -113,14 +113,14 @@ def import_collection(libdir: str):
     if libdir not in sys.path:
         sys.path.insert(0, libdir)
     try:
-        from ansible_collections.kvmops.fleet.plugins.module_utils import (  # noqa: PLC0415
-            _collect,
-            _libvirt,
+        from ansible_collections.kvmops.fleet.plugins.module_utils.common import _libvirt_io  # noqa: PLC0415
+        from ansible_collections.kvmops.fleet.plugins.module_utils.pause import (  # noqa: PLC0415
+            _collect_io,
             _promtext,
         )
     except ImportError as exc:
         raise UsageError(f"cannot import the kvmops.fleet module_utils from {libdir}: {exc}") from None
-    return _collect, _libvirt, _promtext
+    return _collect_io, _libvirt_io, _promtext
 
 
 def take_lock(path: str):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.kvmops.fleet.plugins.module_utils._collect import collect
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause._collect_io import collect
 from kvmlab.testdriver import write_fleet
 
 pytestmark = pytest.mark.lab

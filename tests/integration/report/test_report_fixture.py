@@ -13,7 +13,7 @@ import pytest
 from browser import check_report
 from browser.fixture import HOSTILE, fleet_results
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _pause
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _diagnose
 from ansible_collections.kvmops.fleet.plugins.plugin_utils._fleet_report import build_report
 
 from .helpers import (
@@ -91,7 +91,7 @@ def test_html_in_chromium(rendered):
                     for h, r in fleet_results().items() if r and "ansible_facts" in r
                     for p in r["ansible_facts"]["kvm_pause"]["paused"]}
     assert res.vms == expected_vms
-    assert set(res.vms.values()) == set(_pause.CAUSES)
+    assert set(res.vms.values()) == set(_diagnose.CAUSES)
     assert f"hv-a.example.net/{HOSTILE}" in res.vms
     assert res.hosts == {"hv-a.example.net": "diagnosed", "hv-b.example.net": "diagnosed",
                          "hv-c.example.net": "diagnosed", "hv-d.example.net": "unreachable",
@@ -124,7 +124,7 @@ def test_markdown_renders(rendered):
     assert page.tags.count("table") == 6
     assert page.tags.count("details") == 23
     text = "".join(page.text)
-    for cause in _pause.CAUSES:
+    for cause in _diagnose.CAUSES:
         assert cause in text
     for host in ("hv-d.example.net", "hv-e.example.net", "hv-f.example.net"):
         assert host in text

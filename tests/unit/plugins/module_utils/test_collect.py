@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("libvirt")     # the Python 3.9 tier runs without libvirt-python: pure tests only
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _collect, _libvirt
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _libvirt_io
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _collect_io
 from kvmlab.testdriver import write_fleet
 
 
@@ -17,8 +18,8 @@ def fleet(tmp_path):
 
 
 def test_collect_on_test_driver(fleet, tmp_path):
-    f = _collect.collect(fleet, 10, include_running=True, status_dir=str(tmp_path / "none"),
-                         log_dir=str(tmp_path))
+    f = _collect_io.collect(fleet, 10, include_running=True, status_dir=str(tmp_path / "none"),
+                            log_dir=str(tmp_path))
     s = f["summary"]
     assert (s["total"], s["running"], s["paused"], s["crashed"], s["shutoff"]) == (40, 24, 8, 4, 4)
     assert f["complete"] and f["collection"] == "getAllDomainStats" and not f["errors"]
@@ -33,14 +34,14 @@ def test_collect_on_test_driver(fleet, tmp_path):
 
 
 def test_domains_filter(fleet, tmp_path):
-    f = _collect.collect(fleet, 10, ["vm000[0-9]", "vm0016"], status_dir=str(tmp_path))
+    f = _collect_io.collect(fleet, 10, ["vm000[0-9]", "vm0016"], status_dir=str(tmp_path))
     assert f["summary"]["total"] == 11 and "running" not in f
     assert {p["name"] for p in f["paused"]} == {"vm0006", "vm0007", "vm0009", "vm0016"}
 
 
 def test_scale_1000_domains(tmp_path):
     uri = write_fleet(tmp_path / "big.xml", 1000)
-    f = _collect.collect(uri, 20, status_dir=str(tmp_path / "none"), log_dir=str(tmp_path))
+    f = _collect_io.collect(uri, 20, status_dir=str(tmp_path / "none"), log_dir=str(tmp_path))
     assert f["complete"] and f["summary"]["total"] == 1000 and len(f["paused"]) == 300
 
 
@@ -57,9 +58,9 @@ def test_busy_domain_from_status_file_is_never_queried(tmp_path, monkeypatch):
     job = f"<job type='none' async='save' asyncStarted='{started_ms}'/>"
     (sd / "kpf-busy.xml").write_text(STATUS % ("paused", "save", job, "kpf-busy",
                                                "11111111-1111-1111-1111-111111111111", tmp_path / "d.img"))
-    monkeypatch.setattr(_collect, "local_system_uri", lambda uri: True)
+    monkeypatch.setattr(_collect_io, "local_system_uri", lambda uri: True)
     uri = write_fleet(tmp_path / "f.xml", 10)
-    f = _collect.collect(uri, 10, status_dir=str(sd), log_dir=str(tmp_path))
+    f = _collect_io.collect(uri, 10, status_dir=str(sd), log_dir=str(tmp_path))
     assert f["collection"] == "domainListGetStats"       # the bulk call is avoided while a domain is busy
     busy = next(p for p in f["paused"] if p["name"] == "kpf-busy")
     assert busy["cause"] == "save_job" and not busy["responsive"] and busy["source"] == "status_xml"
@@ -78,7 +79,7 @@ def test_run_bounded_keeps_partial_results_and_reaps(forked_children):
         time.sleep(60)
 
     t = time.monotonic()
-    records, finished = _libvirt.run_bounded(body, time.monotonic() + 0.5)
+    records, finished = _libvirt_io.run_bounded(body, time.monotonic() + 0.5)
     assert time.monotonic() - t < 10                    # the body sleeps 60 s: it was cut off
     assert records == [{"t": "one"}] and finished is False
     forked_children.assert_reaped()                     # no child left behind
@@ -88,20 +89,20 @@ def test_run_bounded_reports_child_errors():
     def body(emit):
         raise ValueError("boom")
 
-    records, finished = _libvirt.run_bounded(body, time.monotonic() + 5)
+    records, finished = _libvirt_io.run_bounded(body, time.monotonic() + 5)
     assert finished and records[0]["kind"] == "internal" and "boom" in records[0]["message"]
 
 
 def test_assemble_timeout_messages():
-    f = _collect.assemble("qemu:///system", 3, [], False, {}, include_running=False, elapsed=3.0, now=time.time())
+    f = _collect_io.assemble("qemu:///system", 3, [], False, {}, include_running=False, elapsed=3.0, now=time.time())
     assert f["errors"] == ["libvirt did not accept a connection to qemu:///system within 3s"]
     assert not f["complete"]
-    f = _collect.assemble("qemu:///system", 3, [{"t": "connected"}], False, {}, include_running=False, elapsed=3.0,
-                          now=time.time())
+    f = _collect_io.assemble("qemu:///system", 3, [{"t": "connected"}], False, {}, include_running=False, elapsed=3.0,
+                             now=time.time())
     assert "did not list the domains" in f["errors"][0]
     recs = [{"t": "connected"}, {"t": "stats", "via": "getAllDomainStats", "domains": [
         {"name": "a", "uuid": "u", "state": 3, "reason": 1, "block": []}]}, {"t": "begin", "name": "a"}]
-    f = _collect.assemble("qemu:///system", 3, recs, False, {}, include_running=False, elapsed=3.0, now=time.time())
+    f = _collect_io.assemble("qemu:///system", 3, recs, False, {}, include_running=False, elapsed=3.0, now=time.time())
     assert "while querying domain a" in f["errors"][0]
     assert f["paused"][0]["responsive"] is False and f["paused"][0]["safe_to_resume"] is False
     assert f["unresponsive"][0]["queried"] is True
@@ -109,8 +110,8 @@ def test_assemble_timeout_messages():
 
 def test_connect_error_is_typed():
     recs = [{"t": "error", "kind": "LibvirtConnectError", "message": "libvirtd is not running"}]
-    with pytest.raises(_libvirt.LibvirtConnectError, match="not running"):
-        _collect.assemble("qemu:///system", 3, recs, True, {}, include_running=False, elapsed=0.1, now=time.time())
+    with pytest.raises(_libvirt_io.LibvirtConnectError, match="not running"):
+        _collect_io.assemble("qemu:///system", 3, recs, True, {}, include_running=False, elapsed=0.1, now=time.time())
 
 
 @pytest.mark.parametrize("msg,expect", [
@@ -125,7 +126,7 @@ def test_connect_error_is_typed():
     ("something else", "Cannot connect to libvirt"),
 ])
 def test_classify_error(msg, expect):
-    assert expect in _libvirt.classify_error(None, msg, "qemu:///system")
+    assert expect in _libvirt_io.classify_error(None, msg, "qemu:///system")
 
 
 @pytest.mark.parametrize("uri", [
@@ -133,7 +134,7 @@ def test_classify_error(msg, expect):
     "test+unix:///tmp/host.xml?socket=/tmp/s", "lxc:///", "hail",  # an alias from libvirt.conf
 ])
 def test_check_uri_accepts_what_libvirt_knows(uri):
-    _libvirt.check_uri(uri)
+    _libvirt_io.check_uri(uri)
 
 
 @pytest.mark.parametrize("uri,expect", [
@@ -141,15 +142,15 @@ def test_check_uri_accepts_what_libvirt_knows(uri):
     ("qemu+carrier-pigeon://h1/system", "unknown transport 'carrier-pigeon'"),
 ])
 def test_check_uri_refuses_unknown_driver_or_transport_before_connecting(uri, expect):
-    with pytest.raises(_libvirt.LibvirtConnectError) as err:
-        _libvirt.check_uri(uri)
+    with pytest.raises(_libvirt_io.LibvirtConnectError) as err:
+        _libvirt_io.check_uri(uri)
     assert str(err.value).startswith(f"Cannot use libvirt URI {uri!r}: {expect}")
 
 
 def test_job_from_stats():
-    assert _collect.job_from_stats({"type": 0}) is None
-    j = _collect.job_from_stats({"type": 2, "operation": 2, "data_total": 200, "data_processed": 50,
-                                 "time_elapsed": 1500})
+    assert _collect_io.job_from_stats({"type": 0}) is None
+    j = _collect_io.job_from_stats({"type": 2, "operation": 2, "data_total": 200, "data_processed": 50,
+                                    "time_elapsed": 1500})
     assert j["kind"] == "save" and j["progress_percent"] == 25.0 and j["elapsed_seconds"] == 1.5
 
 
@@ -160,9 +161,9 @@ def test_busy_domain_outside_the_filter_still_prevents_enumeration(tmp_path, mon
                                             "22222222-2222-2222-2222-222222222222", tmp_path / "o.img"))
     (sd / "vm0006.xml").write_text(STATUS % ("paused", "ioerror", "", "vm0006",
                                              "00000000-0000-0000-0000-000000000007", tmp_path / "v.img"))
-    monkeypatch.setattr(_collect, "local_system_uri", lambda uri: True)
+    monkeypatch.setattr(_collect_io, "local_system_uri", lambda uri: True)
     uri = write_fleet(tmp_path / "f.xml", 10)
-    f = _collect.collect(uri, 10, ["vm0006"], status_dir=str(sd), log_dir=str(tmp_path))
+    f = _collect_io.collect(uri, 10, ["vm0006"], status_dir=str(sd), log_dir=str(tmp_path))
     assert f["collection"] == "domainListGetStats" and f["unresponsive"] == []
     assert [p["name"] for p in f["paused"]] == ["vm0006"] and f["paused"][0]["responsive"]
 
@@ -171,7 +172,7 @@ def run_worker(uri, tmp_path, **plan):
     recs = []
     base = {"busy": {}, "bulk": True, "status_candidates": [], "patterns": [], "wall_deadline": time.time() + 10,
             "log_dir": str(tmp_path), "status_dir": str(tmp_path / "none")}
-    _collect.worker(recs.append, uri, dict(base, **plan))
+    _collect_io.worker(recs.append, uri, dict(base, **plan))
     return recs
 
 
@@ -193,14 +194,14 @@ def test_a_record_with_xml_text_is_still_understood():
     recs = [{"t": "connected"}, {"t": "stats", "via": "getAllDomainStats", "domains": [
         {"name": "a", "uuid": "u", "state": 6, "reason": 0, "block": []}]},
         {"t": "domain", "name": "a", "xml": xml, "disk_errors": {}, "job": None, "control": None, "errors": []}]
-    f = _collect.assemble("qemu:///system", 3, recs, True, {}, include_running=False, elapsed=0.1, now=time.time())
+    f = _collect_io.assemble("qemu:///system", 3, recs, True, {}, include_running=False, elapsed=0.1, now=time.time())
     p = f["paused"][0]
     assert (p["on_crash"], p["disks"][0]["source"], p["cause"]) == ("preserve", "/srv/a.img", "crashed")
 
 
 def test_job_api_refusal_is_asked_once_per_run(fleet):
     """The test driver has neither jobStats nor jobInfo: the first domain asks both, the others none."""
-    lv = _libvirt.libvirt
+    lv = _libvirt_io.libvirt
     conn = lv.openReadOnly(fleet)
     try:
         paused = [d for d, p in conn.getAllDomainStats(lv.VIR_DOMAIN_STATS_STATE) if p["state.state"] == 3]
@@ -211,19 +212,19 @@ def test_job_api_refusal_is_asked_once_per_run(fleet):
                 setattr(dom, api, lambda real=real, api=api: calls.append(api) or real())   # counts, then calls
         support = {}
         with pytest.raises(lv.libvirtError) as first:
-            _collect._job_stats(paused[0], support)
+            _collect_io._job_stats(paused[0], support)
         assert first.value.get_error_code() == lv.VIR_ERR_NO_SUPPORT
         assert support == {"stats": False, "info_error": first.value.get_error_message()}
         assert calls == ["jobStats", "jobInfo"]
-        with pytest.raises(_collect.JobApiUnsupported) as again:
-            _collect._job_stats(paused[1], support)
+        with pytest.raises(_collect_io.JobApiUnsupported) as again:
+            _collect_io._job_stats(paused[1], support)
         assert str(again.value) == first.value.get_error_message() and calls == ["jobStats", "jobInfo"]
     finally:
         conn.close()
 
 
 def test_every_paused_domain_reports_the_same_job_refusal(fleet, tmp_path):
-    f = _collect.collect(fleet, 10, status_dir=str(tmp_path / "none"), log_dir=str(tmp_path))
+    f = _collect_io.collect(fleet, 10, status_dir=str(tmp_path / "none"), log_dir=str(tmp_path))
     errors = {tuple(p["errors"]) for p in f["paused"]}
     assert len(errors) == 1 and len(next(iter(errors))) == 1
     assert next(iter(errors))[0].startswith("job: ") and "not supported" in next(iter(errors))[0]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _domxml
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _domxml
 
 DOMAIN = """<domain type='kvm' id='7'>
   <name>web-01</name><uuid>b0cd9266-0d03-4c41-8ee4-2531531dc94c</uuid>

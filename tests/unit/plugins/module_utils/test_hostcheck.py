@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _hostcheck as hc
+from ansible_collections.kvmops.fleet.plugins.module_utils.host import _check as hc
 
 CPUINFO_INTEL = """processor\t: 0
 vendor_id\t: GenuineIntel

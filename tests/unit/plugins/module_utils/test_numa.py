@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _numa
+from ansible_collections.kvmops.fleet.plugins.module_utils.tune import _numa
 
 CAPS_2CELL = """<capabilities><host><topology><cells num='2'>
   <cell id='0'><memory unit='KiB'>8388608</memory>

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _pause
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _diagnose
 
 MIB = 1024 * 1024
 NOW = 1_800_000_000.0
@@ -52,18 +52,18 @@ IOERROR = {
 def test_every_reason_and_disk_error_code(reason, code):
     if reason == 5:
         for full in (True, False):
-            d = _pause.diagnose(ev(reason, code, [file_disk(0 if full else 10 * MIB)]))
+            d = _diagnose.diagnose(ev(reason, code, [file_disk(0 if full else 10 * MIB)]))
             assert (d["cause"], d["safe_to_resume"]) == IOERROR[(code, full)], (code, full, d)
             assert d["severity"] == "critical"
             assert d["remediation"] and d["safe_to_resume_reason"]
         return
     # outside ioerror, a plain disk with space does not change the cause
-    d = _pause.diagnose(ev(reason, code, [file_disk(10 * MIB)]))
+    d = _diagnose.diagnose(ev(reason, code, [file_disk(10 * MIB)]))
     assert (d["cause"], d["safe_to_resume"]) == EXPECTED[reason], d
     assert d["severity"] in ("info", "warning", "critical")
     assert d["remediation"], d
     assert d["safe_to_resume_reason"]
-    assert d["cause"] in _pause.CAUSES
+    assert d["cause"] in _diagnose.CAUSES
 
 
 @pytest.mark.parametrize("reason", list(range(15)))
@@ -71,8 +71,8 @@ def test_every_reason_and_disk_error_code(reason, code):
                                         ("migration_out", "migration"), ("backup", "backup_job"),
                                         ("weird", "job_in_flight")])
 def test_job_in_flight_is_never_safe(reason, kind, cause):
-    d = _pause.diagnose(ev(reason, 2, [file_disk(10 * MIB)], job={"active": True, "kind": kind,
-                                                                  "source": "libvirt"}))
+    d = _diagnose.diagnose(ev(reason, 2, [file_disk(10 * MIB)], job={"active": True, "kind": kind,
+                                                                     "source": "libvirt"}))
     assert d["safe_to_resume"] is False
     assert d["cause"] == ({12: "postcopy", 13: "postcopy_failed"}.get(reason, cause))
     assert "job" in d["safe_to_resume_reason"] or "post-copy" in d["safe_to_resume_reason"]
@@ -80,13 +80,13 @@ def test_job_in_flight_is_never_safe(reason, kind, cause):
 
 @pytest.mark.parametrize("reason", [0, 1])
 def test_crashed_state(reason):
-    d = _pause.diagnose(ev(reason, state=6, on_crash="preserve"))
+    d = _diagnose.diagnose(ev(reason, state=6, on_crash="preserve"))
     assert d["cause"] == "crashed" and d["safe_to_resume"] is False
     assert "virsh dump --memory-only vm1" in d["remediation"][0]
 
 
 def test_enospc_remediation_names_mount_device_and_sizes():
-    d = _pause.diagnose(ev(5, 2, [file_disk(0)]))
+    d = _diagnose.diagnose(ev(5, 2, [file_disk(0)]))
     text = " ".join(d["remediation"])
     assert "/srv/vm/mnt is full for QEMU (0 B available of 20 MiB)" in text
     assert "/srv/vm/mnt/disk.img" in text
@@ -96,13 +96,13 @@ def test_enospc_remediation_names_mount_device_and_sizes():
 
 def test_enospc_needs_headroom_not_just_one_byte():
     # 12 MiB image with 9 MiB allocated may grow 3 MiB: 1 MiB free is not enough, 3 MiB is
-    assert _pause.diagnose(ev(5, 2, [file_disk(1 * MIB)]))["safe_to_resume"] is False
-    assert _pause.diagnose(ev(5, 2, [file_disk(3 * MIB)]))["safe_to_resume"] is True
+    assert _diagnose.diagnose(ev(5, 2, [file_disk(1 * MIB)]))["safe_to_resume"] is False
+    assert _diagnose.diagnose(ev(5, 2, [file_disk(3 * MIB)]))["safe_to_resume"] is True
 
 
 def test_enospc_unknown_space_is_not_safe():
     disk = dict(file_disk(), evidence={})
-    d = _pause.diagnose(ev(5, 2, [disk]))
+    d = _diagnose.diagnose(ev(5, 2, [disk]))
     assert d["cause"] == "storage_full" and d["safe_to_resume"] is False
     assert "cannot be verified" in d["safe_to_resume_reason"]
 
@@ -110,58 +110,58 @@ def test_enospc_unknown_space_is_not_safe():
 def test_thin_pool_and_storage_pool():
     lv = {"target": "vda", "type": "block", "path": "/dev/mapper/vg0-vm1", "capacity": None, "physical": None,
           "evidence": {"thin_pool": {"name": "vg0/pool0", "data_percent": 100.0, "metadata_percent": 10.0}}}
-    d = _pause.diagnose(ev(5, 2, [lv]))
+    d = _diagnose.diagnose(ev(5, 2, [lv]))
     assert d["safe_to_resume"] is False and "vg0/pool0" in " ".join(d["remediation"])
     lv["evidence"]["thin_pool"]["data_percent"] = 50.0
-    assert _pause.diagnose(ev(5, 2, [lv]))["safe_to_resume"] is True
+    assert _diagnose.diagnose(ev(5, 2, [lv]))["safe_to_resume"] is True
     vol = {"target": "vda", "type": "volume", "pool": "default", "volume": "vm1.qcow2",
            "evidence": {"pool": {"name": "default", "available": 0, "capacity": 10 * MIB}}}
-    d = _pause.diagnose(ev(5, 2, [vol]))
+    d = _diagnose.diagnose(ev(5, 2, [vol]))
     assert d["safe_to_resume"] is False and "default" in " ".join(d["remediation"])
 
 
 def test_nbd_unreachable_then_restarted():
-    d = _pause.diagnose(ev(5, 1, [nbd_disk(reachable=False)]))
+    d = _diagnose.diagnose(ev(5, 1, [nbd_disk(reachable=False)]))
     assert d["cause"] == "storage_unreachable" and d["safe_to_resume"] is False
     assert "unix:/run/nbd.sock" in " ".join(d["remediation"])
     # same server still serving (socket older than the pause): the fault may persist
-    d = _pause.diagnose(ev(5, 1, [nbd_disk(True, created=NOW - 3600)]))
+    d = _diagnose.diagnose(ev(5, 1, [nbd_disk(True, created=NOW - 3600)]))
     assert d["cause"] == "storage_io_error" and d["safe_to_resume"] is False
     # a new server came up after the pause
-    d = _pause.diagnose(ev(5, 1, [nbd_disk(True, created=NOW - 10)]))
+    d = _diagnose.diagnose(ev(5, 1, [nbd_disk(True, created=NOW - 10)]))
     assert d["cause"] == "storage_io_error" and d["safe_to_resume"] is True
     # status file rewritten after the fix (e.g. a taint): the server still postdates the domain's start
-    d = _pause.diagnose(ev(5, 1, [nbd_disk(True, created=NOW - 100)], started_at=NOW - 200))
+    d = _diagnose.diagnose(ev(5, 1, [nbd_disk(True, created=NOW - 100)], started_at=NOW - 200))
     assert d["safe_to_resume"] is True and "replaced" in " ".join(d["findings"])
-    d = _pause.diagnose(ev(5, 1, [nbd_disk(True, created=NOW - 300)], started_at=NOW - 200))
+    d = _diagnose.diagnose(ev(5, 1, [nbd_disk(True, created=NOW - 300)], started_at=NOW - 200))
     assert d["safe_to_resume"] is False
 
 
 def test_lock_failure_and_user():
-    d = _pause.diagnose(ev(1, on_lockfailure="pause", log_lines=["sanlock: lease lost, lock failure"]))
+    d = _diagnose.diagnose(ev(1, on_lockfailure="pause", log_lines=["sanlock: lease lost, lock failure"]))
     assert d["cause"] == "lock_failure" and d["safe_to_resume"] is False
-    d = _pause.diagnose(ev(1, on_lockfailure="pause"))
+    d = _diagnose.diagnose(ev(1, on_lockfailure="pause"))
     assert d["cause"] == "user_paused" and d["safe_to_resume"] is False
 
 
 def test_unknown_with_emulation_failure_and_custom_monitor():
-    d = _pause.diagnose(ev(0, log_lines=["KVM internal error. Suberror: 1", "emulation failure"]))
+    d = _diagnose.diagnose(ev(0, log_lines=["KVM internal error. Suberror: 1", "emulation failure"]))
     assert d["cause"] == "emulation_failure" and d["safe_to_resume"] is False
-    d = _pause.diagnose(ev(0, log_lines=["Domain id=3 is tainted: custom-monitor"]))
+    d = _diagnose.diagnose(ev(0, log_lines=["Domain id=3 is tainted: custom-monitor"]))
     assert d["cause"] == "unknown" and any("custom-monitor" in f for f in d["findings"])
 
 
 def test_unresponsive_is_never_safe():
-    d = _pause.diagnose(ev(1, responsive=False))
+    d = _diagnose.diagnose(ev(1, responsive=False))
     assert d["safe_to_resume"] is False
 
 
 def test_unknown_reason_code():
-    d = _pause.diagnose(ev(99))
+    d = _diagnose.diagnose(ev(99))
     assert d["cause"] == "unknown" and d["safe_to_resume"] is False
 
 
 def test_reason_names():
-    assert _pause.reason_name(3, 5) == "ioerror"
-    assert _pause.reason_name(6, 1) == "panicked"
-    assert _pause.reason_name(3, 42) == "42"
+    assert _diagnose.reason_name(3, 5) == "ioerror"
+    assert _diagnose.reason_name(6, 1) == "panicked"
+    assert _diagnose.reason_name(3, 42) == "42"

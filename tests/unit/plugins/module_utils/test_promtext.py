@@ -1,4 +1,4 @@
-"""_promtext: kvm_pause reports (built by _collect.assemble, the module's own assembler) -> textfile + state.
+"""_promtext: kvm_pause reports (built by _collect_io.assemble, the module's own assembler) -> textfile + state.
 
 Pure: stdlib only, runs in the Python 3.9 tier too. promtool's verdict on the same output is in
 tests/unit/prometheus.
@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _collect, _promtext
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _collect_io, _promtext
 
 T0 = 1_800_000_000.0       # a fixed clock: 2027-01-15T08:00:00Z
 UUID = "6c0ffee0-0000-4000-8000-0000000000{:02d}"
@@ -35,7 +35,7 @@ def dom(i, reason, *, state=3, disk_errors=None, mtime=None, name=None):
 
 
 def report(*doms, running=0, finished=True, now=T0):
-    """A kvm_pause report from _collect.assemble, exactly what collect() returns."""
+    """A kvm_pause report from _collect_io.assemble, exactly what collect() returns."""
     stats = [d[0] for d in doms] + [
         {"name": f"run{i:02d}", "uuid": UUID.format(90 + i), "state": 1, "reason": 1, "block": []}
         for i in range(running)
@@ -45,8 +45,8 @@ def report(*doms, running=0, finished=True, now=T0):
         records.extend(d[1])
     if finished:
         records.append({"t": "done"})
-    return _collect.assemble("qemu:///system", 10, records, finished, {}, include_running=False,
-                             elapsed=0.5, now=now)
+    return _collect_io.assemble("qemu:///system", 10, records, finished, {}, include_running=False,
+                                elapsed=0.5, now=now)
 
 
 def render(rep, state=None, now=T0, **kw):

@@ -1,4 +1,4 @@
-"""The pure resume decision: real diagnoses (_pause.diagnose) in, resume / restart / refuse and the exact why out."""
+"""The pure resume decision: real diagnoses (_diagnose.diagnose) in, resume / restart / refuse and the exact why out."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import fnmatch
 
 import pytest
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _pause, _resume
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _diagnose, _resume
 
 MIB = 1024 * 1024
 NOW = 1_800_000_000.0
@@ -32,16 +32,16 @@ def nbd_disk(reachable=True, created=None, code=1):
 
 
 def entry(reason, disks=(), job=None, state=3, responsive=True, **kw):
-    """The paused[] entry _collect builds around _pause.diagnose, with the keys the decision reads."""
+    """The paused[] entry _collect builds around _diagnose.diagnose, with the keys the decision reads."""
     disks = list(disks)
     ev = {"name": "vm1", "state": state, "reason": reason, "disks": disks, "job": job, "responsive": responsive,
           "disk_errors": {d["target"]: d["error_code"] for d in disks if d.get("error_code")},
           "paused": {"since": NOW - 60, "seconds": 60.0, "source": "status_xml_mtime"}}
     ev.update(kw)
-    diag = _pause.diagnose(ev)
+    diag = _diagnose.diagnose(ev)
     public = [{"target": d["target"], "device": d["device"], "type": d["type"],
                "source": d.get("path") or "nbd://unix:/run/nbd.sock/disk0",
-               "error_code": d.get("error_code", 0), "error": _pause.DISK_ERRORS[d.get("error_code", 0)],
+               "error_code": d.get("error_code", 0), "error": _diagnose.DISK_ERRORS[d.get("error_code", 0)],
                "filesystem": d["evidence"].get("filesystem"), "endpoints": d["evidence"].get("endpoints") or [],
                "block_device": None} for d in disks]
     return dict(diag, name="vm1", state_code=state, reason_code=reason, job=job, responsive=responsive,
@@ -285,6 +285,6 @@ def test_outcome(op, after, action, failed, text):
 
 
 def test_overridable_causes_are_diagnosed_causes():
-    assert set(_resume.OVERRIDABLE) <= set(_pause.CAUSES)
+    assert set(_resume.OVERRIDABLE) <= set(_diagnose.CAUSES)
     never = {"save_job", "dump_job", "snapshot_job", "backup_job", "job_in_flight", "shutting_down", "starting_up"}
     assert not never & set(_resume.OVERRIDABLE)

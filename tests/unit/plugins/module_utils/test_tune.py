@@ -5,8 +5,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _numa, _tune
-from ansible_collections.kvmops.fleet.plugins.module_utils._numa import topology_from_info
+from ansible_collections.kvmops.fleet.plugins.module_utils.tune import _numa, _plan
+from ansible_collections.kvmops.fleet.plugins.module_utils.tune._numa import topology_from_info
 
 DOM = """<domain type='kvm'>
   <name>web-01</name><memory unit='KiB'>1048576</memory><vcpu placement='static'>2</vcpu>
@@ -29,23 +29,23 @@ def desired(**kw):
 
 
 def test_no_change_returns_same_text():
-    assert _tune.patch(DOM, desired()) == (DOM, [])
+    assert _plan.patch(DOM, desired()) == (DOM, [])
 
 
 def test_cputune_patch_then_idempotent():
     want = desired(vcpupin={0: "2", 1: "3"}, emulatorpin="0-1", iothreads=2, iothreadpin={1: "4"})
-    new, changes = _tune.patch(DOM, want)
-    assert [_tune.describe(c) for c in changes] == [
+    new, changes = _plan.patch(DOM, want)
+    assert [_plan.describe(c) for c in changes] == [
         "iothreads", "vcpupin[0]", "vcpupin[1]", "emulatorpin", "iothreadpin[1]"]
     root = ET.fromstring(new)
     assert [(p.get("vcpu"), p.get("cpuset")) for p in root.findall("./cputune/vcpupin")] == [("0", "2"), ("1", "3")]
     assert root.find("./cputune/emulatorpin").get("cpuset") == "0-1" and root.findtext("iothreads") == "2"
-    assert _tune.patch(new, want) == (new, [])
+    assert _plan.patch(new, want) == (new, [])
 
 
 def test_cpuset_compared_as_sets():
     xml = DOM.replace("<os>", "<cputune><vcpupin vcpu='0' cpuset='2-3'/></cputune><os>")
-    assert _tune.patch(xml, desired(vcpupin={0: "3,2"}))[1] == []
+    assert _plan.patch(xml, desired(vcpupin={0: "3,2"}))[1] == []
 
 
 def test_numatune_memory_backing_disk_interface():
@@ -57,7 +57,7 @@ def test_numatune_memory_backing_disk_interface():
         interfaces=[{"mac": "52:54:00:AA:BB:01", "target": None, "queues": 2,
                      "bandwidth": {"inbound": {"average": 1000, "peak": 2000, "burst": 64}, "outbound": None}}],
     )
-    new, changes = _tune.patch(DOM, want)
+    new, changes = _plan.patch(DOM, want)
     kinds = [c["kind"] for c in changes]
     assert kinds == ["numatune", "memory_backing", "disk_driver", "iotune", "queues", "bandwidth"]
     root = ET.fromstring(new)
@@ -71,12 +71,12 @@ def test_numatune_memory_backing_disk_interface():
     assert root.find("./devices/interface/driver").get("queues") == "2"
     inbound = root.find("./devices/interface/bandwidth/inbound").attrib
     assert inbound == {"average": "1000", "peak": "2000", "burst": "64"}
-    assert _tune.patch(new, want) == (new, [])
+    assert _plan.patch(new, want) == (new, [])
     # removing: hugepages false, iotune 0, inbound average 0
     undo = desired(memory_backing={"hugepages": False, "page_size_kib": 2048, "nosharepages": False, "locked": None},
                    disks=[{"target": "vda", "iotune": {"total_iops_sec": 0}}],
                    interfaces=[{"mac": "52:54:00:aa:bb:01", "bandwidth": {"inbound": {"average": 0}}}])
-    back, changes = _tune.patch(new, undo)
+    back, changes = _plan.patch(new, undo)
     root = ET.fromstring(back)
     assert root.find("memoryBacking") is None and root.find("./devices/disk/iotune") is None
     assert root.find("./devices/interface/bandwidth") is None
@@ -97,84 +97,84 @@ def test_numatune_memory_backing_disk_interface():
     (desired(iothreads=1, iothreadpin={2: "0"}), r"^iothreads\.pin: iothread 2 is not within 1\.\.1"),
 ])
 def test_validation_names_the_option(want, match):
-    with pytest.raises(_tune.TuneError, match=match):
-        _tune.validate(want, _tune.domain_facts(DOM), TOPO, _tune.domain_facts(LIVE))
+    with pytest.raises(_plan.TuneError, match=match):
+        _plan.validate(want, _plan.domain_facts(DOM), TOPO, _plan.domain_facts(LIVE))
 
 
 def test_validation_hugepages_reserved_ok():
     topo = _numa.topology_from_info(["x86_64", 65536, 16, 2600, 2, 1, 4, 2])
     topo["cells"][1]["pages"][2048] = 512
     mb = {"hugepages": True, "page_size_kib": 2048}
-    _tune.validate(desired(memory_backing=mb), _tune.domain_facts(DOM), topo)
-    with pytest.raises(_tune.TuneError, match="on NUMA node"):
-        _tune.validate(desired(memory_backing=mb, numatune={"mode": "strict", "nodeset": "0"}),
-                       _tune.domain_facts(DOM), topo)
+    _plan.validate(desired(memory_backing=mb), _plan.domain_facts(DOM), topo)
+    with pytest.raises(_plan.TuneError, match="on NUMA node"):
+        _plan.validate(desired(memory_backing=mb, numatune={"mode": "strict", "nodeset": "0"}),
+                       _plan.domain_facts(DOM), topo)
 
 
 def test_user_interface_refuses_queues_and_bandwidth():
-    facts = _tune.domain_facts(DOM)
-    with pytest.raises(_tune.TuneError, match=r"^interfaces\[0\]\.queues: .*type 'user'"):
-        _tune.validate(desired(interfaces=[{"mac": "52:54:00:aa:bb:01", "queues": 2}]), facts, TOPO)
-    with pytest.raises(_tune.TuneError, match=r"^interfaces\[0\]\.bandwidth: .*type 'user'"):
-        _tune.validate(desired(interfaces=[{"mac": "52:54:00:aa:bb:01", "bandwidth": {"inbound": {"average": 1}}}]),
+    facts = _plan.domain_facts(DOM)
+    with pytest.raises(_plan.TuneError, match=r"^interfaces\[0\]\.queues: .*type 'user'"):
+        _plan.validate(desired(interfaces=[{"mac": "52:54:00:aa:bb:01", "queues": 2}]), facts, TOPO)
+    with pytest.raises(_plan.TuneError, match=r"^interfaces\[0\]\.bandwidth: .*type 'user'"):
+        _plan.validate(desired(interfaces=[{"mac": "52:54:00:aa:bb:01", "bandwidth": {"inbound": {"average": 1}}}]),
                        facts, TOPO)
-    eth = _tune.domain_facts(DOM.replace("type='user'", "type='ethernet'"))
-    _tune.validate(desired(interfaces=[{"mac": "52:54:00:aa:bb:01", "queues": 2,
+    eth = _plan.domain_facts(DOM.replace("type='user'", "type='ethernet'"))
+    _plan.validate(desired(interfaces=[{"mac": "52:54:00:aa:bb:01", "queues": 2,
                                         "bandwidth": {"inbound": {"average": 1}}}]), eth, TOPO)
 
 
 def test_interface_by_target_uses_live_xml():
-    facts, live = _tune.domain_facts(DOM), _tune.domain_facts(LIVE)
-    assert _tune.find_interface({"target": "vnet7"}, facts, live) == "52:54:00:aa:bb:01"
+    facts, live = _plan.domain_facts(DOM), _plan.domain_facts(LIVE)
+    assert _plan.find_interface({"target": "vnet7"}, facts, live) == "52:54:00:aa:bb:01"
 
 
 def test_plan_running_both_live_and_pending():
     want = desired(vcpupin={0: "2"}, disks=[{"target": "vda", "cache": "none", "iotune": {"total_iops_sec": 9}}],
                    numatune={"mode": "strict", "nodeset": "0"})
-    out = _tune.plan(want, DOM, LIVE, "both")
+    out = _plan.plan(want, DOM, LIVE, "both")
     assert out["changed"] and out["config_xml"] is not None
-    assert [_tune.describe(c) for c in out["live_changes"]] == ["vcpupin[0]", "iotune[vda]"]
+    assert [_plan.describe(c) for c in out["live_changes"]] == ["vcpupin[0]", "iotune[vda]"]
     assert out["pending_restart"] == ["disk_driver[vda]", "numatune"]
     assert "<!-- config: vcpupin[0] -->" in out["diff"]["after"] and "<!-- live: vcpupin[0] -->" in out["diff"]["after"]
     # the persistent definition now has it all, the live domain has what can change live: no change, still pending
     live_want = desired(vcpupin={0: "2"}, disks=[{"target": "vda", "iotune": {"total_iops_sec": 9}}])
-    live_after = _tune.patch(LIVE, live_want)[0]
-    again = _tune.plan(want, out["config_xml"], live_after, "both")
+    live_after = _plan.patch(LIVE, live_want)[0]
+    again = _plan.plan(want, out["config_xml"], live_after, "both")
     assert not again["changed"] and again["pending_restart"] == ["disk_driver[vda]", "numatune"]
     assert again["diff"] == {"before": "", "after": ""}
 
 
 def test_plan_live_refuses_boot_only_changes_and_shutoff():
-    with pytest.raises(_tune.TuneError, match=r"^apply=live: disk_driver\[vda\] cannot be changed"):
-        _tune.plan(desired(disks=[{"target": "vda", "cache": "none"}]), DOM, LIVE, "live")
-    with pytest.raises(_tune.TuneError, match=r"^apply=live: the domain is not running"):
-        _tune.plan(desired(vcpupin={0: "1"}), DOM, None, "live")
+    with pytest.raises(_plan.TuneError, match=r"^apply=live: disk_driver\[vda\] cannot be changed"):
+        _plan.plan(desired(disks=[{"target": "vda", "cache": "none"}]), DOM, LIVE, "live")
+    with pytest.raises(_plan.TuneError, match=r"^apply=live: the domain is not running"):
+        _plan.plan(desired(vcpupin={0: "1"}), DOM, None, "live")
 
 
 def test_plan_config_only_on_running_reports_pending():
-    out = _tune.plan(desired(vcpupin={0: "1"}), DOM, LIVE, "config")
+    out = _plan.plan(desired(vcpupin={0: "1"}), DOM, LIVE, "config")
     assert out["live_changes"] == [] and out["pending_restart"] == ["vcpupin[0]"] and out["changed"]
 
 
 def test_numatune_nodeset_change_is_live_in_strict_mode():
     xml = LIVE.replace("<os>", "<numatune><memory mode='strict' nodeset='0'/></numatune><os>")
-    out = _tune.plan(desired(numatune={"mode": None, "nodeset": "1"}), xml, xml, "both")
+    out = _plan.plan(desired(numatune={"mode": None, "nodeset": "1"}), xml, xml, "both")
     assert [c["kind"] for c in out["live_changes"]] == ["numatune"] and out["pending_restart"] == []
-    out = _tune.plan(desired(numatune={"mode": "interleave", "nodeset": "1"}), xml, xml, "both")
+    out = _plan.plan(desired(numatune={"mode": "interleave", "nodeset": "1"}), xml, xml, "both")
     assert out["pending_restart"] == ["numatune"]
 
 
 def test_iothreads_with_ids():
     xml = DOM.replace("<os>", "<iothreads>3</iothreads><iothreadids><iothread id='1'/><iothread id='2'/>"
                               "<iothread id='3'/></iothreadids><os>")
-    new, changes = _tune.patch(xml, desired(iothreads=1))
+    new, changes = _plan.patch(xml, desired(iothreads=1))
     assert changes[0]["detail"] == {"add": [], "remove": [2, 3], "count": 1}
     assert [t.get("id") for t in ET.fromstring(new).findall("./iothreadids/iothread")] == ["1"]
 
 
 def test_bad_xml():
-    with pytest.raises(_tune.TuneError, match="cannot parse"):
-        _tune.patch("<domain", desired())
+    with pytest.raises(_plan.TuneError, match="cannot parse"):
+        _plan.patch("<domain", desired())
 
 
 BRIDGED = LIVE.replace("<interface type='user'>", "<interface type='bridge'><source bridge='br0'/>")
@@ -183,21 +183,21 @@ LIMIT = {"inbound": {"average": 1000, "peak": 2000, "burst": 64}, "outbound": {"
 
 def test_plan_bandwidth_is_live_where_the_host_can():
     want = desired(interfaces=[{"mac": "52:54:00:aa:bb:01", "bandwidth": LIMIT}])
-    out = _tune.plan(want, BRIDGED, BRIDGED, "both")
-    assert [_tune.describe(c) for c in out["live_changes"]] == ["bandwidth[52:54:00:aa:bb:01]"]
+    out = _plan.plan(want, BRIDGED, BRIDGED, "both")
+    assert [_plan.describe(c) for c in out["live_changes"]] == ["bandwidth[52:54:00:aa:bb:01]"]
     assert out["pending_restart"] == [] and out["not_live"] == {}
     assert out["live_changes"][0]["detail"]["values"] == {
         "inbound.average": 1000, "inbound.peak": 2000, "inbound.burst": 64,
         "outbound.average": 500, "outbound.peak": 0, "outbound.burst": 0}
     # the host says no: config + pending_restart, with the reason; apply=live refuses naming it
     why = {"bandwidth[52:54:00:aa:bb:01]": "this host's kernel lacks sch_sfq"}
-    out = _tune.plan(want, BRIDGED, BRIDGED, "both", why_not_live=lambda c: why.get(_tune.describe(c)))
+    out = _plan.plan(want, BRIDGED, BRIDGED, "both", why_not_live=lambda c: why.get(_plan.describe(c)))
     assert out["live_changes"] == [] and out["pending_restart"] == ["bandwidth[52:54:00:aa:bb:01]"]
     assert out["not_live"] == why and out["config_xml"] is not None
-    with pytest.raises(_tune.TuneError, match=r"^apply=live: bandwidth\[52:54:00:aa:bb:01\] cannot be changed on "
+    with pytest.raises(_plan.TuneError, match=r"^apply=live: bandwidth\[52:54:00:aa:bb:01\] cannot be changed on "
                                               r"a running domain \(bandwidth\[52:54:00:aa:bb:01\]: this host's "
                                               r"kernel lacks sch_sfq\)"):
-        _tune.plan(want, BRIDGED, BRIDGED, "live", why_not_live=lambda c: why.get(_tune.describe(c)))
+        _plan.plan(want, BRIDGED, BRIDGED, "live", why_not_live=lambda c: why.get(_plan.describe(c)))
     # config only: the host is not asked, nothing is "not live"
-    out = _tune.plan(want, BRIDGED, BRIDGED, "config", why_not_live=lambda c: why.get(_tune.describe(c)))
+    out = _plan.plan(want, BRIDGED, BRIDGED, "config", why_not_live=lambda c: why.get(_plan.describe(c)))
     assert out["not_live"] == {} and out["pending_restart"] == ["bandwidth[52:54:00:aa:bb:01]"]

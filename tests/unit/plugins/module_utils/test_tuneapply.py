@@ -6,8 +6,8 @@ import gzip
 
 import pytest
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _tuneapply
-from ansible_collections.kvmops.fleet.plugins.module_utils._tuneapply import (
+from ansible_collections.kvmops.fleet.plugins.module_utils.tune import _apply_io
+from ansible_collections.kvmops.fleet.plugins.module_utils.tune._apply_io import (
     bandwidth_blocker,
     bandwidth_params,
     is_local_uri,
@@ -15,7 +15,7 @@ from ansible_collections.kvmops.fleet.plugins.module_utils._tuneapply import (
 )
 
 REL = "6.1.0-99-amd64"
-ALL = list(_tuneapply.KCONFIG)
+ALL = list(_apply_io.KCONFIG)
 
 
 def tree(tmp_path, *, sys_modules=(), builtin=None, dep=None, config=None, proc_config=None, tc=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import libvirt
 import yaml
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _libvirt
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _libvirt_io
 from ansible_collections.kvmops.fleet.plugins.modules import kvm_pause_facts
 from kvmlab.testdriver import write_fleet
 
@@ -38,7 +38,7 @@ def test_permission_denied(monkeypatch, run_module):
     def denied(uri):
         err = libvirt.libvirtError("Failed to connect socket to '/run/libvirt/libvirt-sock-ro': Permission denied")
         raise err
-    monkeypatch.setattr(_libvirt.libvirt, "openReadOnly", denied)
+    monkeypatch.setattr(_libvirt_io.libvirt, "openReadOnly", denied)
     out = run_module(kvm_pause_facts, {})
     assert out["failed"] and out["msg"].startswith("Permission denied connecting to qemu:///system")
 

@@ -11,7 +11,8 @@ import libvirt
 import pytest
 import yaml
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _libvirt, _resume
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _libvirt_io
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _resume
 from ansible_collections.kvmops.fleet.plugins.modules import kvm_resume
 from kvmlab.testdriver import write_fleet
 
@@ -112,7 +113,7 @@ def test_daemon_down(run_module, tmp_path):
 def test_permission_denied(monkeypatch, run_module):
     def denied(uri):
         raise libvirt.libvirtError("Failed to connect socket to '/run/libvirt/libvirt-sock-ro': Permission denied")
-    monkeypatch.setattr(_libvirt.libvirt, "openReadOnly", denied)
+    monkeypatch.setattr(_libvirt_io.libvirt, "openReadOnly", denied)
     out = run_module(kvm_resume, {"name": "x"})
     assert out["failed"] and out["msg"].startswith("Permission denied connecting to qemu:///system")
 

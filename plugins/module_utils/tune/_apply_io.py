@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """kvm_tune's host side: what the host can do (kernel traffic-control support for live bandwidth limits)
-and the bounded libvirt calls that read the domain and apply a plan from ``_tune.plan()``.
+and the bounded libvirt calls that read the domain and apply a plan from ``_plan.plan()``.
 
 libvirt implements interface bandwidth limits by running ``tc`` on the host side device of the interface
 (the tap ``vnetN``): inbound limits (traffic into the guest) are an ``htb`` root qdisc with one class, an
@@ -20,8 +20,7 @@ import re
 import time
 from urllib.parse import urlsplit
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _numa, _tune
-from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import (
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io import (
     KvmError,
     libvirt,
     lookup_domain,
@@ -29,6 +28,7 @@ from ansible_collections.kvmops.fleet.plugins.module_utils._libvirt import (
     raise_worker_error,
     run_bounded,
 )
+from ansible_collections.kvmops.fleet.plugins.module_utils.tune import _numa, _plan
 
 # kernel objects libvirt's tc commands need, per direction as seen from the guest, and their Kconfig names
 BANDWIDTH_KERNEL = {
@@ -186,7 +186,7 @@ def _apply_worker(emit, uri, name, config_xml, ops):
     live = libvirt.VIR_DOMAIN_AFFECT_LIVE
     for op in ops:
         kind, key, d = op["kind"], op["key"], op["detail"]
-        step = "live " + _tune.describe(op)
+        step = "live " + _plan.describe(op)
         try:
             if kind == "vcpupin":
                 dom.pinVcpuFlags(key, _cpumap(d["cpuset"], ncpus), live)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.kvmops.fleet.plugins.module_utils._domxml import STATE_NAMES
-from ansible_collections.kvmops.fleet.plugins.module_utils._domxml import state_text as _domxml_state_text
-from ansible_collections.kvmops.fleet.plugins.module_utils._evidence import fmt_bytes
-from ansible_collections.kvmops.fleet.plugins.module_utils._pause import CAUSES, reason_name
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._domxml import STATE_NAMES
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._domxml import state_text as _domxml_state_text
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause._diagnose import CAUSES, reason_name
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause._evidence_io import fmt_bytes
 
 RUNNING, PAUSED, SHUTOFF, CRASHED = 1, 3, 5, 6
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import xml.etree.ElementTree as ET
 
-from ansible_collections.kvmops.fleet.plugins.module_utils._numa import (
+from ansible_collections.kvmops.fleet.plugins.module_utils.tune._numa import (
     CpusetError,
     all_cpus,
     all_nodes,
