@@ -332,29 +332,29 @@ ansible_facts:
 
 import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io import HAS_LIBVIRT, KvmError
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io import (
+    LIBVIRT_COMMON_ARGS,
+    KvmError,
+    check_timeout,
+    require_libvirt,
+)
 from ansible_collections.kvmops.fleet.plugins.module_utils.pause._collect_io import collect
+
+ARGUMENT_SPEC = {
+    **LIBVIRT_COMMON_ARGS,
+    "domains": {"type": "list", "elements": "str", "default": []},
+    "include_running": {"type": "bool", "default": False},
+}
 
 
 def main():
     started = time.monotonic()
-    module = AnsibleModule(
-        argument_spec={
-            "uri": {"type": "str", "default": "qemu:///system"},
-            "timeout": {"type": "float", "default": 10},
-            "domains": {"type": "list", "elements": "str", "default": []},
-            "include_running": {"type": "bool", "default": False},
-        },
-        supports_check_mode=True,
-    )
-    if not HAS_LIBVIRT:
-        module.fail_json(msg=missing_required_lib("libvirt-python (import libvirt)"))
-    if module.params["timeout"] <= 0:
-        module.fail_json(msg="timeout must be a positive number of seconds, got {}".format(module.params["timeout"]))
-
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    require_libvirt(module)
     try:
+        check_timeout(module.params["timeout"])
         facts = collect(
             module.params["uri"],
             module.params["timeout"],

@@ -208,17 +208,19 @@ msg:
 import os
 import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _domxml
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io import (
-    HAS_LIBVIRT,
+    LIBVIRT_COMMON_ARGS,
     KvmError,
     LibvirtOperationError,
+    check_timeout,
     check_uri,
     libvirt,
     lookup_domain,
     open_connection,
+    require_libvirt,
     run_bounded,
 )
 from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _resume
@@ -230,8 +232,7 @@ from ansible_collections.kvmops.fleet.plugins.module_utils.pause._collect_io imp
 
 ARGUMENT_SPEC = {
     "name": {"type": "str", "required": True, "aliases": ["domain"]},
-    "uri": {"type": "str", "default": "qemu:///system"},
-    "timeout": {"type": "float", "default": 10},
+    **LIBVIRT_COMMON_ARGS,
     "min_free": {"type": "str", "default": "5%"},
     "override": {"type": "list", "elements": "str", "choices": sorted(_resume.OVERRIDABLE), "default": []},
     "settle": {"type": "float", "default": 1},
@@ -299,8 +300,7 @@ class Failed(Exception):
 
 def run(params: dict, check_mode: bool) -> dict:
     name, uri, timeout, settle = params["name"], params["uri"], params["timeout"], params["settle"]
-    if timeout <= 0:
-        raise _resume.ResumeError(f"timeout: must be a positive number of seconds, got {timeout}")
+    check_timeout(timeout)
     if settle < 0:
         raise _resume.ResumeError(f"settle: must be zero or more seconds, got {settle}")
     min_free = _resume.parse_min_free(params["min_free"])
@@ -402,8 +402,7 @@ def run(params: dict, check_mode: bool) -> dict:
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    if not HAS_LIBVIRT:
-        module.fail_json(msg=missing_required_lib("libvirt-python (import libvirt)"))
+    require_libvirt(module)
     try:
         result = run(module.params, module.check_mode)
     except Failed as exc:

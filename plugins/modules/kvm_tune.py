@@ -335,9 +335,14 @@ state:
 
 import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io import HAS_LIBVIRT, KvmError
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io import (
+    LIBVIRT_COMMON_ARGS,
+    KvmError,
+    check_timeout,
+    require_libvirt,
+)
 from ansible_collections.kvmops.fleet.plugins.module_utils.tune import _numa, _plan
 from ansible_collections.kvmops.fleet.plugins.module_utils.tune._apply_io import (
     apply_changes,
@@ -351,8 +356,7 @@ _RATE_DICT = {
 }
 ARGUMENT_SPEC = {
     "domain": {"type": "str", "required": True, "aliases": ["name"]},
-    "uri": {"type": "str", "default": "qemu:///system"},
-    "timeout": {"type": "float", "default": 10},
+    **LIBVIRT_COMMON_ARGS,
     "apply": {"type": "str", "choices": ["both", "config", "live"], "default": "both"},
     "placement": {"type": "str", "choices": ["manual", "auto"], "default": "manual"},
     "housekeeping_cpus": {"type": "str"},
@@ -447,8 +451,7 @@ def desired_from_params(p: dict) -> dict:
 
 def run(module):
     p = module.params
-    if p["timeout"] <= 0:
-        raise _plan.TuneError(f"timeout: must be a positive number of seconds, got {p['timeout']}")
+    check_timeout(p["timeout"])
     auto = p["placement"] == "auto"
     if auto and (p["vcpupin"] or p["emulatorpin"] or (p["numatune"] or {}).get("nodeset")):
         raise _plan.TuneError("placement=auto plans vcpupin, emulatorpin and numatune.nodeset: do not give them")
@@ -552,8 +555,7 @@ def _hugetlbfs_mounted():
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    if not HAS_LIBVIRT:
-        module.fail_json(msg=missing_required_lib("libvirt-python (import libvirt)"))
+    require_libvirt(module)
     try:
         out = run(module)
     except (KvmError, _plan.TuneError) as exc:

@@ -1,7 +1,9 @@
 """The states the lab can bring a domain into, with what libvirt must report for each."""
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import libvirt
 
@@ -51,29 +53,23 @@ STATES: dict[str, StateSpec] = {s.key: s for s in (
               how="HMP 'stop' through qemu-monitor-command: QEMU stopped behind libvirt's back"),
 )}
 
-# virDomain*Reason names as libvirt writes them into its status XML (/run/libvirt/qemu/NAME.xml)
-STATE_NAMES = ["nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended"]
-PAUSED_REASONS = ["unknown", "user", "migration", "save", "dump", "ioerror", "watchdog", "from snapshot",
-                  "shutdown", "snapshot", "panicked", "starting up", "post-copy", "post-copy failed", "api error"]
-RUNNING_REASONS = ["unknown", "booted", "migrated", "restored", "from snapshot", "unpaused", "migration canceled",
-                   "save canceled", "wakeup", "crashed", "post-copy", "post-copy failed"]
-SHUTOFF_REASONS = ["unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed", "from snapshot",
-                   "daemon"]
-CRASHED_REASONS = ["unknown", "panicked"]
-_REASONS = {RUNNING: RUNNING_REASONS, PAUSED: PAUSED_REASONS, SHUTOFF: SHUTOFF_REASONS, CRASHED: CRASHED_REASONS}
+# libvirt's state and reason spellings (as in its status XML, /run/libvirt/qemu/NAME.xml): the collection's one
+# table, plugins/module_utils/common/_states.py (stdlib only), loaded by path: the lab also runs without the
+# collection on sys.path (python -m kvmlab)
+_spec = importlib.util.spec_from_file_location(
+    "kvmlab._states", Path(__file__).resolve().parents[2] / "plugins" / "module_utils" / "common" / "_states.py")
+_states = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_states)
+STATE_NAMES = _states.STATE_NAMES
 
 
 def state_text(state: tuple[int, int] | None) -> str:
     """(3, 5) -> 'paused (ioerror)'."""
     if state is None:
         return "unknown (no answer)"
-    s, r = state
-    reasons = _REASONS.get(s, [])
-    name = STATE_NAMES[s] if 0 <= s < len(STATE_NAMES) else str(s)
-    return f"{name} ({reasons[r] if 0 <= r < len(reasons) else r})"
+    return _states.libvirt_state_text(*state)
 
 
 def parse_state_text(state: str, reason: str) -> tuple[int, int]:
     s = STATE_NAMES.index(state)
-    reasons = _REASONS.get(s, [])
-    return s, reasons.index(reason) if reason in reasons else 0
+    return s, _states.reason_code(s, reason)

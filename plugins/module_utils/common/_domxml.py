@@ -10,65 +10,23 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-# virDomainState as numbers, and the names libvirt writes into its status XML (<domstatus state=...>)
-STATE_NAMES = ("nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended")
-# virDomainPausedReason 0..14, as libvirt spells them in status XML (virDomainPausedReasonTypeToString)
-PAUSED_REASON_NAMES = (
-    "unknown",
-    "user",
-    "migration",
-    "save",
-    "dump",
-    "ioerror",
-    "watchdog",
-    "from snapshot",
-    "shutdown",
-    "snapshot",
-    "panicked",
-    "starting up",
-    "post-copy",
-    "post-copy failed",
-    "api error",
-)
-CRASHED_REASON_NAMES = ("unknown", "panicked")
-RUNNING_REASON_NAMES = (
-    "unknown",
-    "booted",
-    "migrated",
-    "restored",
-    "from snapshot",
-    "unpaused",
-    "migration canceled",
-    "save canceled",
-    "wakeup",
-    "crashed",
-    "post-copy",
-    "post-copy failed",
-)
-# virDomainShutoffReason 0..8
-SHUTOFF_REASON_NAMES = (
-    "unknown",
-    "shutdown",
-    "destroyed",
-    "crashed",
-    "migrated",
-    "saved",
-    "failed",
-    "from snapshot",
-    "daemon",
-)
-_REASON_NAMES = {1: RUNNING_REASON_NAMES, 3: PAUSED_REASON_NAMES, 5: SHUTOFF_REASON_NAMES, 6: CRASHED_REASON_NAMES}
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._states import reason_code, state_code
 
 
 class DomainXMLError(ValueError):
     """The XML text could not be parsed."""
 
 
-def _parse(text: str) -> ET.Element:
+def parse_xml(text: str, error=DomainXMLError, root_tag=None) -> ET.Element:
+    """libvirt's own XML text -> its root element; ``error`` (a ValueError subclass the caller's module raises)
+    when it cannot be parsed, or when its root is not ``<root_tag>``."""
     try:
-        return ET.fromstring(text)  # noqa: S314 - libvirt's own domain and status XML, not untrusted input
+        root = ET.fromstring(text)  # noqa: S314 - libvirt's own domain and status XML, not untrusted input
     except ET.ParseError as exc:
-        raise DomainXMLError(f"cannot parse domain XML: {exc}") from exc
+        raise error(f"cannot parse domain XML: {exc}") from exc
+    if root_tag is not None and root.tag != root_tag:
+        raise error(f"expected <{root_tag}>, got <{root.tag}>")
+    return root
 
 
 def _int(value, default=None):
@@ -76,16 +34,6 @@ def _int(value, default=None):
         return int(value)
     except (TypeError, ValueError):
         return default
-
-
-def state_code(name: str) -> int:
-    """'paused' -> 3; unknown names -> 0 (nostate)."""
-    return STATE_NAMES.index(name) if name in STATE_NAMES else 0
-
-
-def reason_code(state: int, name: str) -> int:
-    names = _REASON_NAMES.get(state, ())
-    return names.index(name) if name in names else 0
 
 
 def _disk(disk: ET.Element) -> dict:
@@ -147,7 +95,7 @@ def _job(domstatus: ET.Element) -> dict | None:
 
 def parse_domain(text: str) -> dict:
     """Domain XML (live, inactive or the <domain> inside a status file) -> the facts the diagnosis needs."""
-    root = _parse(text)
+    root = parse_xml(text)
     if root.tag == "domstatus":
         inner = root.find("domain")
         if inner is None:
@@ -181,7 +129,7 @@ def parse_status(text: str) -> dict:
     libvirt rewrites this file on every state change, and it stays readable while API calls on the
     domain hang (e.g. a save into a pipe nobody reads), so it is the fallback source of truth.
     """
-    root = _parse(text)
+    root = parse_xml(text)
     if root.tag != "domstatus":
         raise DomainXMLError(f"expected <domstatus>, got <{root.tag}>")
     state = state_code(root.get("state", "nostate"))
@@ -194,10 +142,3 @@ def parse_status(text: str) -> dict:
         "job": _job(root),
         "domain": parse_domain(text),
     }
-
-
-def state_text(state: int, reason: int) -> str:
-    """(3, 5) -> 'paused (ioerror)'."""
-    name = STATE_NAMES[state] if 0 <= state < len(STATE_NAMES) else str(state)
-    names = _REASON_NAMES.get(state, ())
-    return f"{name} ({names[reason] if 0 <= reason < len(names) else reason})"

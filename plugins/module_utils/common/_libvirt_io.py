@@ -1,7 +1,8 @@
 # Copyright (c) kvmops.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Guarded libvirt import, connections, error mapping and the bounded worker that runs libvirt calls.
+"""Guarded libvirt import, the options every libvirt module shares, connections, error mapping, and the
+bounded worker that runs libvirt calls.
 
 Every libvirt call of a module runs in a forked worker process. The parent holds the deadline, reads the
 worker's results as JSON lines as they come (so whatever finished is kept), and at the deadline kills the
@@ -20,6 +21,7 @@ import select
 import signal
 import time
 import traceback
+from urllib.parse import urlsplit
 
 LIBVIRT_IMPORT_ERROR = None
 try:
@@ -40,6 +42,35 @@ class LibvirtConnectError(KvmError):
 
 class LibvirtTimeout(KvmError):
     """libvirt did not answer within the timeout."""
+
+
+class LibvirtOptionError(KvmError):
+    """A shared libvirt option (uri, timeout) has a value that cannot work; the message names the option."""
+
+
+# ---- what every libvirt module shares: options, the libvirt requirement, the timeout check -------------
+
+# The options of plugins/doc_fragments/_libvirt.py, in the order the modules list them. A module's spec is
+# ``{**own_options_before, **LIBVIRT_COMMON_ARGS, **own_options_after}``.
+LIBVIRT_COMMON_ARGS = {
+    "uri": {"type": "str", "default": "qemu:///system"},
+    "timeout": {"type": "float", "default": 10},
+}
+
+
+def require_libvirt(module) -> None:
+    """Fail the task (module.fail_json) when the libvirt Python binding cannot be imported on the host,
+    with the import's traceback (shown at -vvv)."""
+    if not HAS_LIBVIRT:
+        from ansible.module_utils.basic import missing_required_lib  # noqa: PLC0415 - the host collector runs without Ansible
+
+        module.fail_json(msg=missing_required_lib("libvirt-python (import libvirt)"), exception=LIBVIRT_IMPORT_ERROR)
+
+
+def check_timeout(timeout) -> None:
+    """Refuse a timeout that leaves libvirt no time at all (LibvirtOptionError)."""
+    if timeout <= 0:
+        raise LibvirtOptionError(f"timeout: must be a positive number of seconds, got {timeout}")
 
 
 def classify_error(code, message: str, uri: str) -> str:
@@ -107,6 +138,27 @@ URI_DRIVERS = (
     "xen",
 )
 URI_TRANSPORTS = ("ext", "libssh", "libssh2", "ssh", "tcp", "tls", "unix")
+
+
+# Drivers whose daemon runs on the host it is reached on (its kernel, its files); a URI of theirs without a
+# host name, over the default UNIX socket, is a daemon on THIS host.
+LOCAL_DRIVERS = ("qemu", "lxc", "ch")
+
+
+def is_local_uri(uri: str, instance=None) -> bool:
+    """Whether ``uri`` connects to a libvirt daemon on this host (and, given ``instance``, to that one).
+
+    Local: a driver of LOCAL_DRIVERS, no host name, no transport but ``unix``; the query (``?socket=...``)
+    does not matter. ``instance`` narrows it to one daemon instance, written as the plain URI:
+    ``is_local_uri("qemu+unix:///system?socket=/run/x", "qemu:///system")`` is True,
+    ``is_local_uri("qemu:///session", "qemu:///system")`` False. Remote (``qemu+ssh://h/system``),
+    ``test:///...`` and aliases are never local.
+    """
+    parts = urlsplit(uri)
+    driver, _sep, transport = parts.scheme.partition("+")
+    if driver not in LOCAL_DRIVERS or parts.netloc or transport not in ("", "unix"):
+        return False
+    return instance is None or f"{driver}://{parts.path}" == instance
 
 
 def check_uri(uri: str) -> None:

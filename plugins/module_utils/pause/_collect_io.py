@@ -29,34 +29,30 @@ import xml.etree.ElementTree as ET
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _domxml
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io import (
     LibvirtConnectError,
+    is_local_uri,
     libvirt,
     open_connection,
     run_bounded,
+)
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._states import (
+    CONTROL_STATES,
+    CRASHED,
+    DISK_ERRORS,
+    JOB_OPERATIONS,
+    PAUSED,
+    RUNNING,
+    SHUTOFF,
+    reason_name,
 )
 from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _diagnose, _evidence_io
 
 STATUS_DIR = "/run/libvirt/qemu"
 SCHEMA_VERSION = 1
-JOB_OPERATIONS = {
-    0: "unknown",
-    1: "start",
-    2: "save",
-    3: "restore",
-    4: "migration_in",
-    5: "migration_out",
-    6: "snapshot",
-    7: "snapshot_revert",
-    8: "dump",
-    9: "backup",
-    10: "snapshot_delete",
-}
-CONTROL_STATES = {0: "ok", 1: "job", 2: "occupied", 3: "error"}
-PAUSED, CRASHED, RUNNING = 3, 6, 1
 
 
 def local_system_uri(uri: str) -> bool:
-    """Status files are only meaningful for the local system QEMU driver."""
-    return uri.split("?", maxsplit=1)[0] in ("qemu:///system", "qemu+unix:///system")
+    """Status files (STATUS_DIR) are only meaningful for the local system QEMU daemon."""
+    return is_local_uri(uri, "qemu:///system")
 
 
 def read_status_dir(status_dir: str, host) -> dict:
@@ -427,7 +423,7 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
         u = universe[name]
         counts["total"] += 1
         state = u.get("state")
-        key = {1: "running", 3: "paused", 6: "crashed", 5: "shutoff"}.get(state, "other")
+        key = {RUNNING: "running", PAUSED: "paused", CRASHED: "crashed", SHUTOFF: "shutoff"}.get(state, "other")
         counts[key] += 1
         if state == RUNNING and include_running:
             running.append({"name": name, "uuid": u.get("uuid"), "reason_code": u.get("reason")})
@@ -546,7 +542,7 @@ def _paused_entry(name, u, det, ev, st, *, now) -> dict:
         "uuid": u.get("uuid") or dom.get("uuid"),
         "state": "crashed" if state == CRASHED else "paused",
         "state_code": state,
-        "reason": _diagnose.reason_name(state, u.get("reason") or 0),
+        "reason": reason_name(state, u.get("reason") or 0),
         "reason_code": u.get("reason") or 0,
         "cause": diag["cause"],
         "severity": diag["severity"],
@@ -603,7 +599,7 @@ def _public_disk(x: dict, disk_errors: dict) -> dict:
         "format": x.get("format"),
         "error_policy": x.get("error_policy"),
         "rerror_policy": x.get("rerror_policy"),
-        "error": _diagnose.DISK_ERRORS.get(code, str(code)),
+        "error": DISK_ERRORS.get(code, str(code)),
         "error_code": code,
         "capacity": x.get("capacity"),
         "allocation": x.get("allocation"),

@@ -3,7 +3,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """PURE: evidence about one paused or crashed domain -> diagnosis (cause, remediation, safe_to_resume).
 
-Table-driven over (state, reason, disk error codes, job in flight, host evidence). No I/O, no ansible.
+A crashed domain, then a job in flight, then the pause reason decide which rule runs: ``RULES`` maps each
+reason by name (``_states.PAUSED_REASON_KEYS``) to its default cause and the function of its cause family,
+which reads the disk error codes and host evidence. A new cause is one function and one entry. No I/O, no
+ansible.
 
 ``diagnose(ev)`` takes a plain dict::
 
@@ -21,31 +24,12 @@ and returns ``{cause, severity, summary, findings, remediation, safe_to_resume, 
 
 from __future__ import annotations
 
-from ansible_collections.kvmops.fleet.plugins.module_utils.pause._evidence_io import fmt_bytes
-
-PAUSED, CRASHED = 3, 6
-
-# virDomainPausedReason -> (name, default cause, severity)
-REASONS = {
-    0: ("unknown", "unknown", "warning"),
-    1: ("user", "user_paused", "info"),
-    2: ("migration", "migration", "warning"),
-    3: ("save", "save_job", "warning"),
-    4: ("dump", "dump_job", "warning"),
-    5: ("ioerror", "storage_io_error", "critical"),
-    6: ("watchdog", "watchdog", "critical"),
-    7: ("from_snapshot", "from_snapshot", "info"),
-    8: ("shutting_down", "shutting_down", "warning"),
-    9: ("snapshot", "snapshot_job", "warning"),
-    10: ("crashed", "crashed", "critical"),
-    11: ("starting_up", "starting_up", "info"),
-    12: ("postcopy", "postcopy", "critical"),
-    13: ("postcopy_failed", "postcopy_failed", "critical"),
-    14: ("api_error", "api_error", "critical"),
-}
-CRASHED_REASONS = {0: "unknown", 1: "panicked"}
-# virDomainDiskErrorCode
-DISK_ERRORS = {0: "none", 1: "unspecified", 2: "no_space"}
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._states import (
+    CRASHED,
+    DISK_ERRORS,
+    fmt_bytes,
+    reason_name,
+)
 
 # kind of job in flight -> cause
 JOB_CAUSES = {
@@ -113,12 +97,6 @@ class Diagnosis:
         }
 
 
-def reason_name(state: int, reason: int) -> str:
-    if state == CRASHED:
-        return CRASHED_REASONS.get(reason, str(reason))
-    return REASONS.get(reason, (str(reason),))[0]
-
-
 # ---- storage ---------------------------------------------------------------------------------------
 
 
@@ -140,35 +118,32 @@ def _where(disk: dict) -> str:
     if disk.get("path"):
         return disk["path"]
     if disk.get("type") == "volume":
-        return "volume {} in pool {}".format(disk.get("volume"), disk.get("pool"))
+        return f"volume {disk.get('volume')} in pool {disk.get('pool')}"
     if disk.get("type") == "network":
         hosts = ", ".join(e["endpoint"] for e in (disk.get("evidence") or {}).get("endpoints", []))
-        return "{} export {} ({})".format(
-            disk.get("protocol") or "network", disk.get("export") or "-", hosts or "no host"
-        )
+        return f"{disk.get('protocol') or 'network'} export {disk.get('export') or '-'} ({hosts or 'no host'})"
     return disk.get("target") or "?"
 
 
 def _space_state(disk: dict):
-    """-> (ok: bool|None, text) for the storage a disk lives on. None = cannot tell."""
+    """-> (ok: bool|None, text, bytes needed|None) for the storage a disk lives on. None = cannot tell."""
     ev = disk.get("evidence") or {}
     fs, pool, thin = ev.get("filesystem"), ev.get("pool"), ev.get("thin_pool")
     if fs and fs.get("available_bytes") is not None:
         need = _headroom_needed(disk, fs)
         where = fs.get("mount_point") or disk.get("path")
-        dev = " ({} on {})".format(fs.get("fstype"), fs.get("device")) if fs.get("device") else ""
+        dev = f" ({fs.get('fstype')} on {fs.get('device')})" if fs.get("device") else ""
         avail, total = fs["available_bytes"], fs.get("total_bytes")
         text = f"{where}{dev} has {fmt_bytes(avail)} available for QEMU of {fmt_bytes(total)}"
         return avail >= need, text, need
     if thin and thin.get("data_percent") is not None:
         pct = thin["data_percent"]
-        text = "LVM thin pool {} is {:.1f} % full (metadata {} %)".format(
-            thin["name"], pct, thin.get("metadata_percent")
-        )
+        text = f"LVM thin pool {thin['name']} is {pct:.1f} % full (metadata {thin.get('metadata_percent')} %)"
         return pct < 98.0 and (thin.get("metadata_percent") or 0) < 98.0, text, None
     if pool and pool.get("available") is not None:
-        text = "storage pool {} has {} available of {}".format(
-            pool["name"], fmt_bytes(pool["available"]), fmt_bytes(pool.get("capacity"))
+        text = (
+            f"storage pool {pool['name']} has {fmt_bytes(pool['available'])} available of "
+            f"{fmt_bytes(pool.get('capacity'))}"
         )
         return pool["available"] >= _headroom_needed(disk, None), text, None
     return None, f"free space of the storage behind {_where(disk)} is unknown", None
@@ -193,15 +168,9 @@ def _storage_full(d: Diagnosis, ev: dict, disks: list, inferred: bool) -> None:
             if fs:
                 where = fs.get("mount_point") or disk.get("path")
                 d.remediation.append(
-                    "{} is full for QEMU ({} available of {}): free space or grow it (at least {} for disk {} "
-                    "at {}), then resume.".format(
-                        where,
-                        fmt_bytes(fs.get("available_bytes")),
-                        fmt_bytes(fs.get("total_bytes")),
-                        fmt_bytes(need),
-                        disk.get("target"),
-                        disk.get("path"),
-                    )
+                    f"{where} is full for QEMU ({fmt_bytes(fs.get('available_bytes'))} available of "
+                    f"{fmt_bytes(fs.get('total_bytes'))}): free space or grow it (at least {fmt_bytes(need)} for "
+                    f"disk {disk.get('target')} at {disk.get('path')}), then resume."
                 )
             elif ev_disk.get("thin_pool"):
                 d.remediation.append(
@@ -211,16 +180,16 @@ def _storage_full(d: Diagnosis, ev: dict, disks: list, inferred: bool) -> None:
                 pool_name = (ev_disk.get("pool") or {}).get("name")
                 d.remediation.append(f"Free space in storage pool {pool_name} or grow it, then resume.")
     first = disks[0] if disks else {}
-    d.summary = "disk {} ran out of space on {}{}".format(
-        first.get("target"), _where(first), " (inferred from free space)" if inferred else ""
+    d.summary = f"disk {first.get('target')} ran out of space on {_where(first)}" + (
+        " (inferred from free space)" if inferred else ""
     )
     if still_full:
         d.safe, d.why = False, "the storage is still full: resuming would pause the domain again at once"
     elif unknown:
-        d.safe, d.why = False, "free space behind {} cannot be verified".format(", ".join(_where(x) for x in unknown))
+        d.safe, d.why = False, f"free space behind {', '.join(_where(x) for x in unknown)} cannot be verified"
     else:
         d.safe, d.why = True, "enough space is available again on the storage that ran full"
-        d.remediation = ["Space is available again: resume the domain (virsh resume {}).".format(ev.get("name"))]
+        d.remediation = [f"Space is available again: resume the domain (virsh resume {ev.get('name')})."]
 
 
 def _endpoint_state(disk: dict):
@@ -229,7 +198,93 @@ def _endpoint_state(disk: dict):
     return eps, down
 
 
-def _io_error(d: Diagnosis, ev: dict) -> None:
+def _storage_unreachable(d: Diagnosis, unreachable: list) -> None:
+    d.cause = "storage_unreachable"
+    disk = unreachable[0]
+    down = _endpoint_state(disk)[1]
+    d.summary = (
+        f"disk {disk.get('target')} lost its {disk.get('protocol') or 'network'} server "
+        f"{', '.join(e['endpoint'] for e in down)}"
+    )
+    for x in unreachable:
+        for e in _endpoint_state(x)[1]:
+            d.findings.append(f"endpoint {e['endpoint']} of disk {x.get('target')} does not answer: {e.get('error')}")
+            d.remediation.append(
+                f"Bring the {x.get('protocol') or 'network'} export {x.get('export') or ''} "
+                f"back at {e['endpoint']}, then resume."
+            )
+    d.safe, d.why = False, "the storage endpoint still does not answer"
+
+
+def _storage_io_error(d: Diagnosis, ev: dict, suspects: list, network: list) -> None:
+    d.cause = "storage_io_error"
+    disk = suspects[0] if suspects else {}
+    d.summary = f"disk {disk.get('target')} got an I/O error from {_where(disk)}"
+    paused_at = (ev.get("paused") or {}).get("since")
+    started_at = ev.get("started_at")
+    restarted = []
+    for x in suspects:
+        for e in _endpoint_state(x)[0]:
+            d.findings.append(f"endpoint {e['endpoint']} of disk {x.get('target')} answers")
+            created = e.get("created")
+            if created is not None and paused_at is not None and created > paused_at:
+                restarted.append(e["endpoint"])
+                d.findings.append(f"endpoint {e['endpoint']} was (re)created after the domain paused")
+            elif created is not None and started_at is not None and created > started_at:
+                restarted.append(e["endpoint"])
+                d.findings.append(
+                    f"endpoint {e['endpoint']} was (re)created after the domain started: the server that "
+                    "failed has been replaced"
+                )
+        fs = (x.get("evidence") or {}).get("filesystem")
+        if fs:
+            d.findings.append(
+                f"{x.get('path')} is on {fs.get('mount_point')} ({fs.get('device')}), "
+                f"{fmt_bytes(fs.get('available_bytes'))} available"
+            )
+    all_eps = [e for x in suspects for e in _endpoint_state(x)[0]]
+    if network and all_eps and len(restarted) == len(all_eps) and len(network) == len(suspects):
+        d.safe = True
+        d.why = "every storage endpoint of the failed disks was replaced since the failure and answers"
+        d.remediation.append(
+            f"The storage server was replaced after the failure: resume (virsh resume {ev.get('name')}) and "
+            "watch for a new pause."
+        )
+        return
+    d.safe = False
+    d.why = (
+        "an I/O error whose cause cannot be shown to be gone: the storage that failed is the one still serving"
+        if all_eps
+        else "an unspecified I/O error cannot be shown to be gone from the host side"
+    )
+    for x in suspects or [{}]:
+        if x.get("type") == "network":
+            d.remediation.append(
+                f"Check the {x.get('protocol') or 'network'} server for {_where(x)} (its logs, the device behind "
+                "it); restart or replace it, then resume."
+            )
+        elif x.get("type") == "block":
+            d.remediation.append(
+                f"Check block device {x.get('path')} (dmesg, SMART, multipath, SAN); once healthy, resume."
+            )
+        elif x.get("path"):
+            fs = (x.get("evidence") or {}).get("filesystem") or {}
+            d.remediation.append(
+                f"Check the device {fs.get('device') or '?'} under {fs.get('mount_point') or '?'} "
+                f"(dmesg, SMART) for {x.get('path')}; once healthy, resume."
+            )
+        else:
+            d.remediation.append(
+                f"Find the failing disk (virsh domblkerror {ev.get('name')}), fix its storage, then resume."
+            )
+
+
+# ---- the rules: one function per cause family, called with (diagnosis, evidence, reason name) ---------
+
+
+def _io_error(d: Diagnosis, ev: dict, _reason: str) -> None:
+    """ioerror: libvirt's disk error codes tell ENOSPC (no_space) from other I/O errors; without them,
+    the storage itself (free space, endpoints) is judged."""
     disks = ev.get("disks") or []
     errors = ev.get("disk_errors") or {}
     by_target = {x.get("target"): x for x in disks}
@@ -252,102 +307,198 @@ def _io_error(d: Diagnosis, ev: dict) -> None:
     network = [x for x in suspects if x.get("type") == "network"]
     unreachable = [x for x in network if _endpoint_state(x)[1]]
     if unreachable:
-        d.cause = "storage_unreachable"
-        disk = unreachable[0]
-        down = _endpoint_state(disk)[1]
-        d.summary = "disk {} lost its {} server {}".format(
-            disk.get("target"), disk.get("protocol") or "network", ", ".join(e["endpoint"] for e in down)
-        )
-        for x in unreachable:
-            for e in _endpoint_state(x)[1]:
-                d.findings.append(
-                    "endpoint {} of disk {} does not answer: {}".format(e["endpoint"], x.get("target"), e.get("error"))
-                )
-                d.remediation.append(
-                    f"Bring the {x.get('protocol') or 'network'} export {x.get('export') or ''} "
-                    f"back at {e['endpoint']}, then resume."
-                )
-        d.safe, d.why = False, "the storage endpoint still does not answer"
+        _storage_unreachable(d, unreachable)
         return
-    d.cause = "storage_io_error"
-    disk = suspects[0] if suspects else {}
-    d.summary = "disk {} got an I/O error from {}".format(disk.get("target"), _where(disk))
-    paused_at = (ev.get("paused") or {}).get("since")
-    started_at = ev.get("started_at")
-    restarted = []
-    for x in suspects:
-        for e in _endpoint_state(x)[0]:
-            d.findings.append("endpoint {} of disk {} answers".format(e["endpoint"], x.get("target")))
-            created = e.get("created")
-            if created is not None and paused_at is not None and created > paused_at:
-                restarted.append(e["endpoint"])
-                d.findings.append("endpoint {} was (re)created after the domain paused".format(e["endpoint"]))
-            elif created is not None and started_at is not None and created > started_at:
-                restarted.append(e["endpoint"])
-                d.findings.append(
-                    "endpoint {} was (re)created after the domain started: the server that "
-                    "failed has been replaced".format(e["endpoint"])
-                )
-        fs = (x.get("evidence") or {}).get("filesystem")
-        if fs:
-            d.findings.append(
-                "{} is on {} ({}), {} available".format(
-                    x.get("path"), fs.get("mount_point"), fs.get("device"), fmt_bytes(fs.get("available_bytes"))
-                )
-            )
-    all_eps = [e for x in suspects for e in _endpoint_state(x)[0]]
-    if network and all_eps and len(restarted) == len(all_eps) and len(network) == len(suspects):
-        d.safe = True
-        d.why = "every storage endpoint of the failed disks was replaced since the failure and answers"
-        d.remediation.append(
-            "The storage server was replaced after the failure: resume (virsh resume {}) and "
-            "watch for a new pause.".format(ev.get("name"))
-        )
+    _storage_io_error(d, ev, suspects, network)
+
+
+def _stopped_behind_libvirt(d: Diagnosis, ev: dict, _reason: str) -> None:
+    """unknown: QEMU stopped without telling libvirt why (emulation failure, someone on its monitor)."""
+    name = ev.get("name")
+    lines = " ".join(ev.get("log_lines") or []).lower()
+    if "emulation failure" in lines or "internal error" in lines:
+        d.cause = "emulation_failure"
+        d.summary = "QEMU stopped the guest after an emulation/internal error"
+        d.safe, d.why = False, "QEMU refuses to continue a guest after an emulation failure"
+        d.remediation = [
+            f"Read the QEMU log (/var/log/libvirt/qemu/{name}.log); destroy and start the domain "
+            "(consider TCG or a newer kernel/QEMU)."
+        ]
         return
+    d.summary = "QEMU is stopped but libvirt does not know why"
+    if "custom-monitor" in lines:
+        d.findings.append(
+            "the domain is tainted by custom-monitor: someone stopped QEMU through its monitor behind libvirt's back"
+        )
+    d.safe, d.why = False, "the cause is unknown; inspect before resuming"
+    d.remediation = [
+        f"Look at the QEMU log (/var/log/libvirt/qemu/{name}.log) and who drove its monitor; "
+        f"resume (virsh resume {name}) only once the cause is understood."
+    ]
+
+
+def _lock_evidence(ev: dict) -> bool:
+    return any("lock" in line.lower() for line in ev.get("log_lines") or [])
+
+
+def _user_or_lock(d: Diagnosis, ev: dict, _reason: str) -> None:
+    """user: a pause on request, unless on_lockfailure=pause makes a lost disk lease look the same."""
+    name = ev.get("name")
+    lock_pauses = ev.get("on_lockfailure") == "pause"
+    if lock_pauses and _lock_evidence(ev):
+        d.cause = "lock_failure"
+        d.summary = "the disk lease was lost (on_lockfailure=pause)"
+        d.safe, d.why = False, "the domain lost its disk lock; another host may be using the disks"
+        d.remediation = [
+            f"Check the lock manager (sanlock/virtlockd) and that no other host runs {name}; "
+            "re-acquire the lease before resuming."
+        ]
+        return
+    d.summary = "paused by a user or a management tool (virsh suspend)"
+    if lock_pauses:
+        d.findings.append("on_lockfailure=pause: a lost disk lease also shows up as 'user'")
+        d.safe = False
+        d.why = "on_lockfailure=pause makes a lost lock look like a user pause; verify the lease first"
+        d.remediation = [
+            f"Verify the disk lease (sanlock client status / virtlockd) then resume (virsh resume {name})."
+        ]
+    else:
+        d.safe, d.why = True, "paused on request; nothing points at a fault"
+        d.remediation = [f"Resume when whoever paused it is done (virsh resume {name})."]
+
+
+def _migration_left(d: Diagnosis, ev: dict, _reason: str) -> None:
+    """migration with no migration job left: the guest may already run on the destination."""
+    name = ev.get("name")
+    d.summary = "paused for a migration, no migration job is running any more"
     d.safe = False
-    d.why = (
-        ("an I/O error whose cause cannot be shown to be gone: the storage that failed is the one still serving")
-        if all_eps
-        else "an unspecified I/O error cannot be shown to be gone from the host side"
-    )
-    for x in suspects or [{}]:
-        if x.get("type") == "network":
-            d.remediation.append(
-                "Check the {} server for {} (its logs, the device behind it); restart or "
-                "replace it, then resume.".format(x.get("protocol") or "network", _where(x))
-            )
-        elif x.get("type") == "block":
-            d.remediation.append(
-                f"Check block device {x.get('path')} (dmesg, SMART, multipath, SAN); once healthy, resume."
-            )
-        elif x.get("path"):
-            fs = (x.get("evidence") or {}).get("filesystem") or {}
-            d.remediation.append(
-                f"Check the device {fs.get('device') or '?'} under {fs.get('mount_point') or '?'} "
-                f"(dmesg, SMART) for {x.get('path')}; once healthy, resume."
-            )
-        else:
-            d.remediation.append(
-                f"Find the failing disk (virsh domblkerror {ev.get('name')}), fix its storage, then resume."
-            )
+    d.why = "the migration may have completed on the destination: resuming here could run the guest twice"
+    d.remediation = [
+        f"Check whether {name} runs on the destination host; if it does, destroy this copy; if not, resume here."
+    ]
 
 
-# ---- other reasons -----------------------------------------------------------------------------------
+def _job_left(d: Diagnosis, ev: dict, reason: str) -> None:
+    """save, dump, snapshot with no job left: the job that paused the domain is over."""
+    d.summary = f"left paused by a {reason} that is no longer running"
+    d.safe, d.why = True, f"no {reason} job is in flight any more"
+    d.remediation = [f"Check that the {reason} finished (virsh domjobinfo --completed {ev.get('name')}), then resume."]
 
 
-def _job_rule(d: Diagnosis, ev: dict, job: dict, reason: int) -> None:
+def _watchdog(d: Diagnosis, ev: dict, _reason: str) -> None:
+    """watchdog: the guest OS hung and stopped feeding its watchdog device."""
+    name = ev.get("name")
+    watchdog = ev.get("watchdog") or {}
+    d.summary = f"the guest stopped feeding its watchdog ({watchdog.get('model')}, action={watchdog.get('action')})"
+    d.safe, d.why = False, "the guest OS hung; resuming continues a hung guest"
+    d.remediation = [
+        f"Look at the guest console (virsh console {name}) or take a dump; then reset it (virsh "
+        f"reset {name}) rather than resume."
+    ]
+
+
+def _from_snapshot(d: Diagnosis, ev: dict, _reason: str) -> None:
+    d.summary = "restored from a snapshot in the paused state"
+    d.safe, d.why = True, "restored paused on request; nothing points at a fault"
+    d.remediation = [f"Resume when ready (virsh resume {ev.get('name')})."]
+
+
+def _shutting_down(d: Diagnosis, ev: dict, _reason: str) -> None:
+    d.summary = "paused while shutting down"
+    d.safe, d.why = False, "the domain is shutting down"
+    d.remediation = [f"Wait for the shutdown to finish or destroy it (virsh destroy {ev.get('name')})."]
+
+
+def _crashed_kept_paused(d: Diagnosis, ev: dict, _reason: str) -> None:
+    """crashed (a paused reason): the guest panicked and on_crash kept it paused."""
+    name = ev.get("name")
+    d.summary = f"the guest crashed and was kept paused (on_crash={ev.get('on_crash') or '?'})"
+    d.safe, d.why = False, "the guest crashed; resuming does not recover it"
+    d.remediation = [f"Dump it for analysis (virsh dump --memory-only {name} FILE), then destroy and start it."]
+
+
+def _starting_up(d: Diagnosis, _ev: dict, _reason: str) -> None:
+    d.summary = "the domain is starting up"
+    d.safe, d.why = False, "libvirt is still starting the domain"
+    d.remediation = ["Wait a few seconds and look again."]
+
+
+def _postcopy(d: Diagnosis, ev: dict, reason: str) -> None:
+    """postcopy, postcopy_failed: the destination owns (part of) the guest's memory; never resume here."""
+    name = ev.get("name")
+    d.safe = False
+    if reason == "postcopy":
+        d.summary = d.summary or "post-copy migration in progress"
+        d.why = "post-copy migration: the destination owns the running state; never resume the source"
+        d.remediation = [
+            f"Let the post-copy migration finish on the destination (virsh domjobinfo {name}); if it "
+            "stalls, recover it (virsh migrate-postcopy / migrate --postcopy-resume), never resume "
+            "here."
+        ]
+    else:
+        d.summary = d.summary or "post-copy migration failed"
+        d.why = "post-copy failed: guest memory is split between two hosts; resuming either copy corrupts the guest"
+        d.remediation = [
+            f"Try to recover the migration (virsh migrate --postcopy-resume {name}); if that is "
+            "impossible the guest state is lost: destroy both halves and restore from backup."
+        ]
+
+
+def _api_error(d: Diagnosis, ev: dict, _reason: str) -> None:
+    d.summary = "libvirt paused the domain after a failed API call"
+    d.safe, d.why = False, "an API call failed half-way; the domain's state needs checking"
+    d.remediation = [f"Read the libvirtd log for {ev.get('name')}, fix what failed, then resume."]
+
+
+# reason name (_states.PAUSED_REASON_KEYS) -> (the cause it stands for by default, the rule that decides)
+RULES = {
+    "unknown": ("unknown", _stopped_behind_libvirt),
+    "user": ("user_paused", _user_or_lock),
+    "migration": ("migration", _migration_left),
+    "save": ("save_job", _job_left),
+    "dump": ("dump_job", _job_left),
+    "ioerror": ("storage_io_error", _io_error),
+    "watchdog": ("watchdog", _watchdog),
+    "from_snapshot": ("from_snapshot", _from_snapshot),
+    "shutting_down": ("shutting_down", _shutting_down),
+    "snapshot": ("snapshot_job", _job_left),
+    "crashed": ("crashed", _crashed_kept_paused),
+    "starting_up": ("starting_up", _starting_up),
+    "postcopy": ("postcopy", _postcopy),
+    "postcopy_failed": ("postcopy_failed", _postcopy),
+    "api_error": ("api_error", _api_error),
+}
+
+
+# ---- what comes before the reason: a crashed domain, a job in flight -----------------------------------
+
+
+def _crashed_domain(d: Diagnosis, ev: dict, reason: str) -> None:
+    name = ev.get("name")
+    d.cause = "crashed"
+    d.summary = f"the guest crashed ({reason}); on_crash={ev.get('on_crash') or '?'} kept it for inspection"
+    d.safe, d.why = False, "a crashed domain cannot be resumed"
+    d.remediation = [
+        f"Collect a memory dump if needed (virsh dump --memory-only {name} /var/tmp/{name}.core), "
+        f"then restart it (virsh destroy {name}; virsh start {name})."
+    ]
+
+
+def _job_in_flight(d: Diagnosis, ev: dict, job: dict, reason: str) -> None:
+    name = ev.get("name")
     kind = job.get("kind") or "unknown"
+    what = kind.replace("_", " ")
     d.cause = JOB_CAUSES.get(kind, "job_in_flight")
-    if reason in (12, 13):
-        d.cause = REASONS[reason][1]
+    if reason in ("postcopy", "postcopy_failed"):
+        d.cause = RULES[reason][0]
     prog = job.get("progress_percent")
     elapsed = job.get("elapsed_seconds")
-    d.summary = "a {} job is in flight{}{}".format(
-        kind.replace("_", " "),
-        f", {prog:.0f} % done" if prog is not None else "",
-        f", running for {elapsed:.0f}s" if elapsed is not None else "",
+    d.summary = (
+        f"a {what} job is in flight"
+        + (f", {prog:.0f} % done" if prog is not None else "")
+        + (f", running for {elapsed:.0f}s" if elapsed is not None else "")
     )
-    d.findings.append("job {} (source: {})".format(kind, job.get("source")))
+    d.findings.append(f"job {kind} (source: {job.get('source')})")
     if not ev.get("responsive", True):
         d.findings.append(
             "libvirt does not answer for this domain: the job may be blocked (e.g. writing into "
@@ -355,167 +506,35 @@ def _job_rule(d: Diagnosis, ev: dict, job: dict, reason: int) -> None:
         )
         d.remediation.append(
             "Find the job's target (ps for the virsh/client that started it, ls -l "
-            "/proc/$(pgrep -f 'guest={}')/fd) and unblock it, or abort it with virsh "
-            "domjobabort {}.".format(ev.get("name"), ev.get("name"))
+            f"/proc/$(pgrep -f 'guest={name}')/fd) and unblock it, or abort it with virsh "
+            f"domjobabort {name}."
         )
     else:
         d.remediation.append(
-            "Wait for the {} job to finish (virsh domjobinfo {}) or abort it (virsh domjobabort {}).".format(
-                kind.replace("_", " "), ev.get("name"), ev.get("name")
-            )
+            f"Wait for the {what} job to finish (virsh domjobinfo {name}) or abort it (virsh domjobabort {name})."
         )
-    d.safe, d.why = False, "a {} job is in flight".format(kind.replace("_", " "))
+    d.safe, d.why = False, f"a {what} job is in flight"
     if d.cause in ("postcopy", "postcopy_failed"):
         _postcopy(d, ev, reason)
 
 
-def _postcopy(d: Diagnosis, ev: dict, reason: int) -> None:
-    d.safe = False
-    if reason == 12:
-        d.summary = d.summary or "post-copy migration in progress"
-        d.why = "post-copy migration: the destination owns the running state; never resume the source"
-        d.remediation = [
-            "Let the post-copy migration finish on the destination (virsh domjobinfo {}); if it "
-            "stalls, recover it (virsh migrate-postcopy / migrate --postcopy-resume), never resume "
-            "here.".format(ev.get("name"))
-        ]
-    else:
-        d.summary = d.summary or "post-copy migration failed"
-        d.why = "post-copy failed: guest memory is split between two hosts; resuming either copy corrupts the guest"
-        d.remediation = [
-            "Try to recover the migration (virsh migrate --postcopy-resume {}); if that is "
-            "impossible the guest state is lost: destroy both halves and restore from backup.".format(ev.get("name"))
-        ]
-
-
-def _lock_evidence(ev: dict) -> bool:
-    return any("lock" in line.lower() for line in ev.get("log_lines") or [])
-
-
 def diagnose(ev: dict) -> dict:
     """Evidence for one paused/crashed domain -> the diagnosis dict (see module docstring)."""
-    state, reason = ev.get("state"), ev.get("reason") or 0
-    name = ev.get("name")
-    job = ev.get("job") or None
+    state, code = ev.get("state"), ev.get("reason") or 0
+    reason = reason_name(state, code)
     d = Diagnosis("unknown")
-
+    job = ev.get("job") or None
     if state == CRASHED:
-        d.cause = "crashed"
-        d.summary = "the guest crashed ({}); on_crash={} kept it for inspection".format(
-            CRASHED_REASONS.get(reason, reason), ev.get("on_crash") or "?"
-        )
-        d.safe, d.why = False, "a crashed domain cannot be resumed"
-        d.remediation = [
-            f"Collect a memory dump if needed (virsh dump --memory-only {name} /var/tmp/{name}.core), "
-            f"then restart it (virsh destroy {name}; virsh start {name})."
-        ]
-        return _finish(d, ev)
-
-    if job and job.get("active"):
-        _job_rule(d, ev, job, reason)
-        return _finish(d, ev)
-
-    entry = REASONS.get(reason)
-    if entry is None:
-        d.cause, d.summary = "unknown", f"paused for reason code {reason} this module does not know"
+        _crashed_domain(d, ev, reason)
+    elif job and job.get("active"):
+        _job_in_flight(d, ev, job, reason)
+    elif reason in RULES:
+        d.cause, rule = RULES[reason]
+        rule(d, ev, reason)
+    else:
+        d.cause, d.summary = "unknown", f"paused for reason code {code} this module does not know"
         d.safe, d.why = False, "unknown pause reason"
-        d.remediation = [f"Check virsh domstate --reason {name} and the libvirtd log."]
-        return _finish(d, ev)
-    d.cause = entry[1]
-
-    if reason == 5:
-        _io_error(d, ev)
-    elif reason == 0:
-        lines = " ".join(ev.get("log_lines") or []).lower()
-        if "emulation failure" in lines or "internal error" in lines:
-            d.cause = "emulation_failure"
-            d.summary = "QEMU stopped the guest after an emulation/internal error"
-            d.safe, d.why = False, "QEMU refuses to continue a guest after an emulation failure"
-            d.remediation = [
-                f"Read the QEMU log (/var/log/libvirt/qemu/{name}.log); destroy and start the domain "
-                "(consider TCG or a newer kernel/QEMU)."
-            ]
-        else:
-            d.summary = "QEMU is stopped but libvirt does not know why"
-            if "custom-monitor" in lines:
-                d.findings.append(
-                    "the domain is tainted by custom-monitor: someone stopped QEMU through its "
-                    "monitor behind libvirt's back"
-                )
-            d.safe, d.why = False, "the cause is unknown; inspect before resuming"
-            d.remediation = [
-                f"Look at the QEMU log (/var/log/libvirt/qemu/{name}.log) and who drove its monitor; "
-                f"resume (virsh resume {name}) only once the cause is understood."
-            ]
-    elif reason == 1:
-        if ev.get("on_lockfailure") == "pause" and _lock_evidence(ev):
-            d.cause = "lock_failure"
-            d.summary = "the disk lease was lost (on_lockfailure=pause)"
-            d.safe, d.why = False, "the domain lost its disk lock; another host may be using the disks"
-            d.remediation = [
-                f"Check the lock manager (sanlock/virtlockd) and that no other host runs {name}; "
-                "re-acquire the lease before resuming."
-            ]
-        else:
-            d.summary = "paused by a user or a management tool (virsh suspend)"
-            if ev.get("on_lockfailure") == "pause":
-                d.findings.append("on_lockfailure=pause: a lost disk lease also shows up as 'user'")
-                d.safe, d.why = (
-                    False,
-                    ("on_lockfailure=pause makes a lost lock look like a user pause; verify the lease first"),
-                )
-                d.remediation = [
-                    f"Verify the disk lease (sanlock client status / virtlockd) then resume (virsh resume {name})."
-                ]
-            else:
-                d.safe, d.why = True, "paused on request; nothing points at a fault"
-                d.remediation = [f"Resume when whoever paused it is done (virsh resume {name})."]
-    elif reason == 2:
-        d.summary = "paused for a migration, no migration job is running any more"
-        d.safe, d.why = (
-            False,
-            "the migration may have completed on the destination: resuming here could run the guest twice",
-        )
-        d.remediation = [
-            f"Check whether {name} runs on the destination host; if it does, destroy this copy; if not, resume here."
-        ]
-    elif reason in (3, 4, 9):
-        what = {3: "save", 4: "dump", 9: "snapshot"}[reason]
-        d.summary = f"left paused by a {what} that is no longer running"
-        d.safe, d.why = True, f"no {what} job is in flight any more"
-        d.remediation = [f"Check that the {what} finished (virsh domjobinfo --completed {name}), then resume."]
-    elif reason == 6:
-        action = (ev.get("watchdog") or {}).get("action")
-        d.summary = "the guest stopped feeding its watchdog ({}, action={})".format(
-            (ev.get("watchdog") or {}).get("model"), action
-        )
-        d.safe, d.why = False, "the guest OS hung; resuming continues a hung guest"
-        d.remediation = [
-            f"Look at the guest console (virsh console {name}) or take a dump; then reset it (virsh "
-            f"reset {name}) rather than resume."
-        ]
-    elif reason == 7:
-        d.summary = "restored from a snapshot in the paused state"
-        d.safe, d.why = True, "restored paused on request; nothing points at a fault"
-        d.remediation = [f"Resume when ready (virsh resume {name})."]
-    elif reason == 8:
-        d.summary = "paused while shutting down"
-        d.safe, d.why = False, "the domain is shutting down"
-        d.remediation = [f"Wait for the shutdown to finish or destroy it (virsh destroy {name})."]
-    elif reason == 10:
-        d.summary = "the guest crashed and was kept paused (on_crash=%s)" % (ev.get("on_crash") or "?")
-        d.safe, d.why = False, "the guest crashed; resuming does not recover it"
-        d.remediation = [f"Dump it for analysis (virsh dump --memory-only {name} FILE), then destroy and start it."]
-    elif reason == 11:
-        d.summary = "the domain is starting up"
-        d.safe, d.why = False, "libvirt is still starting the domain"
-        d.remediation = ["Wait a few seconds and look again."]
-    elif reason in (12, 13):
-        _postcopy(d, ev, reason)
-    elif reason == 14:
-        d.summary = "libvirt paused the domain after a failed API call"
-        d.safe, d.why = False, "an API call failed half-way; the domain's state needs checking"
-        d.remediation = [f"Read the libvirtd log for {name}, fix what failed, then resume."]
+        d.remediation = [f"Check virsh domstate --reason {ev.get('name')} and the libvirtd log."]
     return _finish(d, ev)
 
 

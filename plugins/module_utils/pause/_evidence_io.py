@@ -3,8 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Host evidence for a paused domain: where its disks live and how full that is, endpoints, QEMU log.
 
-The parsers (``parse_mountinfo``, ``mount_for``, ``fs_usage``, ``parse_lvs``, ``relevant_log_lines``,
-``fmt_bytes``) are pure. ``gather_disk`` / ``gather_domain`` do the I/O through an injected ``Host`` so
+The parsers (``parse_mountinfo``, ``mount_for``, ``fs_usage``, ``parse_lvs``, ``relevant_log_lines``)
+are pure. ``gather_disk`` / ``gather_domain`` do the I/O through an injected ``Host`` so
 tests can hand in fakes. No ansible imports: this runs inside the module's forked worker.
 """
 
@@ -28,21 +28,6 @@ _RELEVANT = re.compile(
     r"post-copy|lock|emulation|internal|abort|signal|block|disk|reconnect|connection|tainted)",
     re.IGNORECASE,
 )
-
-
-def fmt_bytes(num) -> str:
-    """1536 -> '1.5 KiB'; 0 -> '0 B'; None -> 'unknown'."""
-    if num is None:
-        return "unknown"
-    num = float(num)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(num) < 1024 or unit == "TiB":
-            if unit == "B":
-                return f"{num:.0f} B"
-            text = (f"{num:.1f}").rstrip("0").rstrip(".")
-            return f"{text} {unit}"
-        num /= 1024.0
-    return f"{num:.0f} B"  # pragma: no cover
 
 
 def _unescape(field: str) -> str:

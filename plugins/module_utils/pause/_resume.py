@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.kvmops.fleet.plugins.module_utils.common._domxml import STATE_NAMES
-from ansible_collections.kvmops.fleet.plugins.module_utils.common._domxml import state_text as _domxml_state_text
-from ansible_collections.kvmops.fleet.plugins.module_utils.pause._diagnose import CAUSES, reason_name
-from ansible_collections.kvmops.fleet.plugins.module_utils.pause._evidence_io import fmt_bytes
-
-RUNNING, PAUSED, SHUTOFF, CRASHED = 1, 3, 5, 6
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._states import (
+    PAUSED,
+    PMSUSPENDED,
+    RUNNING,
+    SHUTOFF,
+    fmt_bytes,
+    state_text,
+)
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause._diagnose import CAUSES
 
 # cause -> what listing it in ``override`` does. Everything else is never overridden.
 OVERRIDABLE = {
@@ -87,20 +90,6 @@ def required_bytes(min_free: dict, total) -> int | None:
 def glob_escape(name: str) -> str:
     """A domain name as a shell-style pattern matching only itself (for _collect's fnmatch patterns)."""
     return re.sub(r"([*?\[])", r"[\1]", name)
-
-
-def state_text(state, reason) -> str:
-    """(1, 5) -> 'running'; (3, 5) -> 'paused (ioerror)'; (5, 2) -> 'shutoff (destroyed)'."""
-    if state is None:
-        return "unknown"
-    name = STATE_NAMES[state] if 0 <= state < len(STATE_NAMES) else str(state)
-    if state == RUNNING:
-        return name
-    if state in (PAUSED, CRASHED):
-        return f"{name} ({reason_name(state, reason or 0)})"
-    if state == SHUTOFF:
-        return _domxml_state_text(state, reason or 0)
-    return f"{name} ({reason})"
 
 
 def _fs_label(fs: dict) -> str:
@@ -267,7 +256,7 @@ def not_paused(name: str, state) -> dict:
     text = state_text(*state)
     if state[0] == SHUTOFF:
         why = f"{name} is {text}, not paused: kvm_resume does not start domains"
-    elif state[0] == 7:
+    elif state[0] == PMSUSPENDED:
         why = f"{name} is {text}: the guest suspended itself; wake it with virsh dompmwakeup {name}"
     else:
         why = f"{name} is {text}, not paused or crashed: nothing to resume"

@@ -18,10 +18,10 @@ import gzip
 import os
 import re
 import time
-from urllib.parse import urlsplit
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io import (
     KvmError,
+    is_local_uri,
     libvirt,
     lookup_domain,
     open_connection,
@@ -83,13 +83,6 @@ def kernel_objects(names, root: str = "/", release=None) -> dict:
         else:
             out[name] = None
     return out
-
-
-def is_local_uri(uri: str) -> bool:
-    """A libvirt URI whose daemon runs on this host (its tc runs on this kernel)."""
-    parts = urlsplit(uri)
-    driver, _sep, transport = parts.scheme.partition("+")
-    return driver in ("qemu", "lxc", "ch") and not parts.netloc and transport in ("", "unix")
 
 
 def bandwidth_blocker(change: dict, uri: str, root: str = "/", release=None):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import xml.etree.ElementTree as ET
 
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._domxml import parse_xml
 from ansible_collections.kvmops.fleet.plugins.module_utils.tune._numa import (
     CpusetError,
     all_cpus,
@@ -64,16 +65,6 @@ class TuneError(ValueError):
     """Bad input: the message names the option."""
 
 
-def _parse(text: str) -> ET.Element:
-    try:
-        root = ET.fromstring(text)  # noqa: S314 - libvirt's own domain XML
-    except ET.ParseError as exc:
-        raise TuneError(f"cannot parse domain XML: {exc}") from exc
-    if root.tag != "domain":
-        raise TuneError(f"expected <domain>, got <{root.tag}>")
-    return root
-
-
 def _child(parent: ET.Element, tag: str) -> ET.Element:
     el = parent.find(tag)
     if el is None:
@@ -99,7 +90,7 @@ def _cpuset_eq(a, b) -> bool:
 
 def domain_facts(text: str) -> dict:
     """The facts validation needs: name, vcpus, memory, disk targets, interfaces (mac, target)."""
-    root = _parse(text)
+    root = parse_xml(text, TuneError, "domain")
     vcpu = root.find("vcpu")
     mem = root.find("memory")
     mem_kib = 0
@@ -554,7 +545,7 @@ def patch(text: str, desired: dict, macs=None) -> tuple:
 
     No change -> the very same input text comes back, so "changed" is ``new != text``.
     """
-    root = _parse(text)
+    root = parse_xml(text, TuneError, "domain")
     p = _Patch(root)
     p.iothreads(desired)  # before cputune: live, threads must exist before they are pinned
     p.cputune(desired)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.kvmops.fleet.plugins.module_utils.common import _domxml
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _domxml, _states
 
 DOMAIN = """<domain type='kvm' id='7'>
   <name>web-01</name><uuid>b0cd9266-0d03-4c41-8ee4-2531531dc94c</uuid>
@@ -57,11 +57,11 @@ def test_parse_status_job_and_state():
     assert s["domain"]["name"] == "web-01"
 
 
-@pytest.mark.parametrize("code,name", list(enumerate(_domxml.PAUSED_REASON_NAMES)))
+@pytest.mark.parametrize("code,name", list(enumerate(_states.PAUSED_REASON_NAMES)))
 def test_every_paused_reason_name_round_trips(code, name):
     s = _domxml.parse_status(f"<domstatus state='paused' reason='{name}' pid='1'>{DOMAIN}</domstatus>")
     assert s["reason"] == code and s["job"] is None
-    assert _domxml.state_text(3, code) == f"paused ({name})"
+    assert _states.libvirt_state_text(3, code) == f"paused ({name})"
 
 
 def test_crashed_status_and_defaults():

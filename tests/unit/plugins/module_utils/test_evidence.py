@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _states
 from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _evidence_io
 
 MOUNTINFO = """22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
@@ -35,7 +36,7 @@ def test_fs_usage_uses_f_bavail():
 @pytest.mark.parametrize("num,text", [(None, "unknown"), (0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"),
                                       (20 * 1024 ** 2, "20 MiB"), (3 * 1024 ** 4, "3 TiB")])
 def test_fmt_bytes(num, text):
-    assert _evidence_io.fmt_bytes(num) == text
+    assert _states.fmt_bytes(num) == text
 
 
 LVS = """{"report": [{"lv": [

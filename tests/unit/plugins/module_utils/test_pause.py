@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _states
 from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _diagnose
 
 MIB = 1024 * 1024
@@ -162,6 +163,6 @@ def test_unknown_reason_code():
 
 
 def test_reason_names():
-    assert _diagnose.reason_name(3, 5) == "ioerror"
-    assert _diagnose.reason_name(6, 1) == "panicked"
-    assert _diagnose.reason_name(3, 42) == "42"
+    assert _states.reason_name(3, 5) == "ioerror"
+    assert _states.reason_name(6, 1) == "panicked"
+    assert _states.reason_name(3, 42) == "42"

@@ -6,11 +6,11 @@ import gzip
 
 import pytest
 
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io import is_local_uri
 from ansible_collections.kvmops.fleet.plugins.module_utils.tune import _apply_io
 from ansible_collections.kvmops.fleet.plugins.module_utils.tune._apply_io import (
     bandwidth_blocker,
     bandwidth_params,
-    is_local_uri,
     kernel_objects,
 )
 

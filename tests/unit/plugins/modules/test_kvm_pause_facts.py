@@ -44,14 +44,14 @@ def test_permission_denied(monkeypatch, run_module):
 
 
 def test_libvirt_missing(monkeypatch, run_module):
-    monkeypatch.setattr(kvm_pause_facts, "HAS_LIBVIRT", False)
+    monkeypatch.setattr(_libvirt_io, "HAS_LIBVIRT", False)
     out = run_module(kvm_pause_facts, {})
     assert out["failed"] and "libvirt-python" in out["msg"] and "exception" not in out
 
 
 def test_bad_timeout(run_module):
     out = run_module(kvm_pause_facts, {"timeout": 0})
-    assert out["failed"] and "timeout must be a positive" in out["msg"]
+    assert out["failed"] and "timeout: must be a positive" in out["msg"]
 
 
 def _documented(contains: dict) -> set:

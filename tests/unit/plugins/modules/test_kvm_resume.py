@@ -119,7 +119,7 @@ def test_permission_denied(monkeypatch, run_module):
 
 
 def test_libvirt_missing(monkeypatch, run_module):
-    monkeypatch.setattr(kvm_resume, "HAS_LIBVIRT", False)
+    monkeypatch.setattr(_libvirt_io, "HAS_LIBVIRT", False)
     out = run_module(kvm_resume, {"name": "x"})
     assert out["failed"] and "libvirt-python" in out["msg"]
 
