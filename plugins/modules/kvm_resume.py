@@ -248,23 +248,23 @@ def _act_worker(emit, uri, name, entry, op, dry_run, settle):
     dom = lookup_domain(conn, name)
     state = dom.state()
     persistent = dom.isPersistent() == 1
-    emit({"t": "seen", "state": state, "persistent": persistent})
+    emit({"record": "seen", "state": state, "persistent": persistent})
     if dry_run or op is None or entry is None or _resume.changed_since(entry, state) or state[0] == _resume.RUNNING:
         return
     if op == "restart" and not persistent:
         return
     try:
         if op == "restart":
-            emit({"t": "step", "step": "destroy"})
+            emit({"record": "step", "step": "destroy"})
             dom.destroy()
-            emit({"t": "step", "step": "start"})
+            emit({"record": "step", "step": "start"})
             dom.create()
         else:
-            emit({"t": "step", "step": "resume"})
+            emit({"record": "step", "step": "resume"})
             dom.resume()
     except libvirt.libvirtError as exc:
         raise LibvirtOperationError(f"libvirt refused to {op} {name}: {exc.get_error_message()}") from None
-    emit({"t": "acted"})
+    emit({"record": "acted"})
     end = time.monotonic() + settle
     while True:
         state = dom.state()
@@ -272,7 +272,7 @@ def _act_worker(emit, uri, name, entry, op, dry_run, settle):
         if state[0] != _resume.RUNNING or left <= 0:
             break
         time.sleep(min(0.1, left))
-    emit({"t": "after", "state": state})
+    emit({"record": "after", "state": state})
 
 
 def _status_file_state(uri, name):
@@ -332,11 +332,11 @@ def run(params: dict, check_mode: bool) -> dict:
     dry_run = check_mode or op is None
     deadline = max(started + timeout, time.monotonic() + 2.0) + (0 if dry_run else settle)
     records, finished = run_bounded(_act_worker, deadline, uri, name, entry, op, dry_run, settle)
-    seen = next((r for r in records if r["t"] == "seen"), None)
-    after = next((r["state"] for r in records if r["t"] == "after"), None)
-    steps = [r["step"] for r in records if r["t"] == "step"]
+    seen = next((r for r in records if r["record"] == "seen"), None)
+    after = next((r["state"] for r in records if r["record"] == "after"), None)
+    steps = [r["step"] for r in records if r["record"] == "step"]
     for r in records:
-        if r["t"] == "error":
+        if r["record"] == "error":
             if r.get("kind") == "DomainNotFound":
                 raise KvmError(f"name: no domain named {name!r} exists on this host ({uri})")
             if r.get("kind") == "LibvirtConnectError":

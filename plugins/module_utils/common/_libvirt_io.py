@@ -205,7 +205,9 @@ def _pid_gone(pid: int) -> bool:
 def run_bounded(body, deadline: float, *args):
     """Run ``body(emit, *args)`` in a forked child until ``deadline`` (time.monotonic()).
 
-    ``emit(record)`` sends one JSON-serialisable dict to the parent at once. Returns
+    ``emit(record)`` sends one JSON-serialisable dict to the parent at once; its ``"record"`` key names what
+    it is (the worker's own kinds, plus ``"error"`` for an exception the body raised and ``"done"`` when the
+    body returned). Returns
     ``(records, finished)``; ``finished`` is False when the child was killed at the deadline (or died).
     The child is always SIGKILLed if still alive and reaped before this returns: nothing is left behind.
     """
@@ -224,17 +226,17 @@ def run_bounded(body, deadline: float, *args):
             try:
                 body(emit, *args)
             except KvmError as exc:
-                emit({"t": "error", "kind": type(exc).__name__, "message": str(exc)})
+                emit({"record": "error", "kind": type(exc).__name__, "message": str(exc)})
             except Exception as exc:
                 emit(
                     {
-                        "t": "error",
+                        "record": "error",
                         "kind": "internal",
                         "message": f"{type(exc).__name__}: {exc}",
                         "traceback": traceback.format_exc(),
                     }
                 )
-            emit({"t": "done"})
+            emit({"record": "done"})
             out.close()
         except BaseException:
             code = 1
@@ -262,7 +264,7 @@ def run_bounded(body, deadline: float, *args):
                 except ValueError:
                     continue
                 records.append(rec)
-                if rec.get("t") == "done":
+                if rec.get("record") == "done":
                     finished = True
     finally:
         os.close(rfd)
@@ -303,16 +305,16 @@ def raise_worker_error(records: list, finished: bool, what: str, timeout: float)
 
     Errors keep their type across the fork (DomainNotFound, LibvirtConnectError); anything else becomes
     LibvirtOperationError prefixed with ``what``; a killed worker becomes LibvirtTimeout naming the
-    completed ``{"t": "step", "step": ...}`` records.
+    completed ``{"record": "step", "step": ...}`` records.
     """
     for rec in records:
-        if rec.get("t") == "error":
+        if rec.get("record") == "error":
             cls = _ERROR_KINDS.get(rec.get("kind"))
             if cls is not None:
                 raise cls(rec["message"])
             raise LibvirtOperationError(f"{what}: {rec['message']}")
     if not finished:
-        done = [r["step"] for r in records if r.get("t") == "step"]
+        done = [r["step"] for r in records if r.get("record") == "step"]
         raise LibvirtTimeout(
             f"{what}: libvirt did not answer within {timeout} s (timeout)"
             + (f"; completed steps: {', '.join(done)}" if done else "")

@@ -181,7 +181,7 @@ def _evidence_for(
     except OSError:
         mtime = None
     return {
-        "t": "evidence",
+        "record": "evidence",
         "name": name,
         "disks": disks,
         "log": _evidence_io.log_evidence(name, host, log_dir),
@@ -216,7 +216,7 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
         emit(evidence(name, plan["busy"][name], []))
 
     conn = open_connection(uri)
-    emit({"t": "connected"})
+    emit({"record": "connected"})
     state_flag, block_flag = libvirt.VIR_DOMAIN_STATS_STATE, libvirt.VIR_DOMAIN_STATS_BLOCK
     nowait = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
     if not plan.get("bulk", True):
@@ -252,15 +252,23 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
             for dom, params in conn.domainListGetStats([d for d, _e in handles.values()], block_flag, nowait):
                 handles[dom.name()][1]["block"] = _block_stats(params)
         except libvirt.libvirtError as exc:  # the states are known: go on without block stats
-            emit({"t": "warning", "message": f"block stats: {exc.get_error_message()}"})
+            emit({"record": "warning", "message": f"block stats: {exc.get_error_message()}"})
     handles = {name: dom for name, (dom, _entry) in handles.items()}
-    emit({"t": "stats", "via": via, "domains": domains})
+    emit({"record": "stats", "via": via, "domains": domains})
 
     details = {}
     job_support = {}
     for name, dom in handles.items():
-        emit({"t": "begin", "name": name})
-        rec = {"t": "domain", "name": name, "dom": None, "disk_errors": {}, "job": None, "control": None, "errors": []}
+        emit({"record": "begin", "name": name})
+        rec = {
+            "record": "domain",
+            "name": name,
+            "dom": None,
+            "disk_errors": {},
+            "job": None,
+            "control": None,
+            "errors": [],
+        }
         calls = (
             ("xml", lambda d=dom: d.XMLDesc(0)),
             ("disk_errors", dom.diskErrors),
@@ -307,8 +315,8 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
                     }
                 )
         except libvirt.libvirtError as exc:
-            emit({"t": "warning", "message": f"storage pools: {exc.get_error_message()}"})
-        emit({"t": "pools", "pools": pools})
+            emit({"record": "warning", "message": f"storage pools: {exc.get_error_message()}"})
+        emit({"record": "pools", "pools": pools})
     for name, rec in details.items():
         emit(evidence(name, rec["dom"] or {"disks": []}, pools))
 
@@ -373,17 +381,17 @@ def _iso(ts):
 
 def assemble(uri, timeout, records, finished, status, *, include_running, elapsed, now) -> dict:
     errors, warnings = [], []
-    connected = any(r.get("t") == "connected" for r in records)
-    stats = next((r for r in records if r.get("t") == "stats"), None)
-    details = {r["name"]: r for r in records if r.get("t") == "domain"}
-    evidence = {r["name"]: r for r in records if r.get("t") == "evidence"}
-    begun = [r["name"] for r in records if r.get("t") == "begin"]
+    connected = any(r.get("record") == "connected" for r in records)
+    stats = next((r for r in records if r.get("record") == "stats"), None)
+    details = {r["name"]: r for r in records if r.get("record") == "domain"}
+    evidence = {r["name"]: r for r in records if r.get("record") == "evidence"}
+    begun = [r["name"] for r in records if r.get("record") == "begin"]
     for r in records:
-        if r.get("t") == "error":
+        if r.get("record") == "error":
             if r.get("kind") == "LibvirtConnectError":
                 raise LibvirtConnectError(r["message"])
             errors.append(r["message"])
-        elif r.get("t") == "warning":
+        elif r.get("record") == "warning":
             warnings.append(r["message"])
     if not finished:
         if not connected:
@@ -420,16 +428,16 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
     paused, unresponsive, running = [], [], []
     counts = {"total": 0, "running": 0, "paused": 0, "crashed": 0, "shutoff": 0, "other": 0}
     for name in sorted(universe):
-        u = universe[name]
+        listed = universe[name]
         counts["total"] += 1
-        state = u.get("state")
+        state = listed.get("state")
         key = {RUNNING: "running", PAUSED: "paused", CRASHED: "crashed", SHUTOFF: "shutoff"}.get(state, "other")
         counts[key] += 1
         if state == RUNNING and include_running:
-            running.append({"name": name, "uuid": u.get("uuid"), "reason_code": u.get("reason")})
+            running.append({"name": name, "uuid": listed.get("uuid"), "reason_code": listed.get("reason")})
         if state not in (PAUSED, CRASHED):
             continue
-        entry = _paused_entry(name, u, details.get(name), evidence.get(name), status.get(name), now=now)
+        entry = _paused_entry(name, listed, details.get(name), evidence.get(name), status.get(name), now=now)
         paused.append(entry)
         if not entry["responsive"]:
             st = status.get(name)
@@ -443,7 +451,7 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
                     "job": job["kind"] if job else None,
                     "job_seconds": entry.get("paused_for_seconds") if job and job.get("started_ms") else None,
                     "pid": st.get("pid") if st else None,
-                    "queried": name in begun or u["source"] == "libvirt",
+                    "queried": name in begun or listed["source"] == "libvirt",
                     "message": entry["unresponsive_reason"],
                 }
             )
@@ -474,24 +482,27 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
     return facts
 
 
-def _paused_entry(name, u, det, ev, st, *, now) -> dict:
-    responsive = det is not None
+def _paused_entry(name, listed, queried, evidence, status, *, now) -> dict:
+    """One paused[] entry: ``listed`` is the domain as the listing knew it (state, reason, block stats,
+    source), ``queried`` the worker's "domain" record (None when libvirt did not answer for it),
+    ``evidence`` its "evidence" record (host evidence per disk, QEMU log), ``status`` its parsed status file."""
+    responsive = queried is not None
     dom = {}
-    if det and det.get("dom"):
-        dom = det["dom"]  # parsed in the worker
-    elif det and det.get("xml"):  # a record carrying the XML text itself
+    if queried and queried.get("dom"):
+        dom = queried["dom"]  # parsed in the worker
+    elif queried and queried.get("xml"):  # a record carrying the XML text itself
         try:
-            dom = _domxml.parse_domain(det["xml"])
+            dom = _domxml.parse_domain(queried["xml"])
         except _domxml.DomainXMLError:
             dom = {}
-    if not dom and st:
-        dom = st["domain"]
-    job = job_from_stats(det.get("job")) if det else None
-    if det is None:
-        job = status_job(st)
-    blocks = {b.get("target"): b for b in u.get("block") or []}
-    ev_disks = (ev or {}).get("disks") or []
-    disk_errors = dict((det or {}).get("disk_errors") or {})
+    if not dom and status:
+        dom = status["domain"]
+    job = job_from_stats(queried.get("job")) if queried else None
+    if queried is None:
+        job = status_job(status)
+    blocks = {b.get("target"): b for b in listed.get("block") or []}
+    ev_disks = (evidence or {}).get("disks") or []
+    disk_errors = dict((queried or {}).get("disk_errors") or {})
     disks = []
     for i, disk in enumerate(dom.get("disks", [])):
         b = blocks.get(disk.get("target"), {})
@@ -503,15 +514,15 @@ def _paused_entry(name, u, det, ev, st, *, now) -> dict:
             evidence=ev_disks[i] if i < len(ev_disks) else {},
         )
         disks.append(d)
-    status_mtime = (ev or {}).get("status_mtime")
-    if status_mtime is None and st:
-        status_mtime = st.get("mtime")
+    status_mtime = (evidence or {}).get("status_mtime")
+    if status_mtime is None and status:
+        status_mtime = status.get("mtime")
     paused_info = _evidence_io.paused_since(status_mtime, job if (job or {}).get("started_ms") else None, now)
-    log = (ev or {}).get("log") or {"path": None, "lines": [], "error": "not collected"}
+    log = (evidence or {}).get("log") or {"path": None, "lines": [], "error": "not collected"}
     diag_input = {
         "name": name,
-        "state": u.get("state"),
-        "reason": u.get("reason") or 0,
+        "state": listed.get("state"),
+        "reason": listed.get("reason") or 0,
         "disk_errors": disk_errors,
         "disks": disks,
         "job": job,
@@ -521,7 +532,7 @@ def _paused_entry(name, u, det, ev, st, *, now) -> dict:
         "log_lines": log.get("lines") or [],
         "paused": paused_info,
         "responsive": responsive,
-        "source": u["source"] if responsive else "status_xml",
+        "source": listed["source"] if responsive else "status_xml",
         "started_at": log.get("started_at"),
     }
     diag = _diagnose.diagnose(diag_input)
@@ -536,14 +547,14 @@ def _paused_entry(name, u, det, ev, st, *, now) -> dict:
         )
     else:
         why = None
-    state = u.get("state")
+    state = listed.get("state")
     return {
         "name": name,
-        "uuid": u.get("uuid") or dom.get("uuid"),
+        "uuid": listed.get("uuid") or dom.get("uuid"),
         "state": "crashed" if state == CRASHED else "paused",
         "state_code": state,
-        "reason": reason_name(state, u.get("reason") or 0),
-        "reason_code": u.get("reason") or 0,
+        "reason": reason_name(state, listed.get("reason") or 0),
+        "reason_code": listed.get("reason") or 0,
         "cause": diag["cause"],
         "severity": diag["severity"],
         "summary": diag["summary"],
@@ -559,12 +570,12 @@ def _paused_entry(name, u, det, ev, st, *, now) -> dict:
         "paused_since_source": paused_info["source"],
         "disks": [_public_disk(x, disk_errors) for x in disks],
         "job": job,
-        "control": _control(det.get("control") if det else None),
+        "control": _control(queried.get("control") if queried else None),
         "watchdog_action": (dom.get("watchdog") or {}).get("action"),
         "on_lockfailure": dom.get("on_lockfailure"),
         "on_crash": dom.get("on_crash"),
         "log": {"path": log.get("path"), "lines": log.get("lines") or []},
-        "errors": list((det or {}).get("errors") or []) + [e for x in ev_disks for e in x.get("errors", [])],
+        "errors": list((queried or {}).get("errors") or []) + [e for x in ev_disks for e in x.get("errors", [])],
     }
 
 

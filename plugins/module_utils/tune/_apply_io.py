@@ -117,13 +117,13 @@ def bandwidth_blocker(change: dict, uri: str, root: str = "/", release=None):
 
 def _read_worker(emit, uri, name, want_others):
     conn = open_connection(uri)
-    emit({"t": "caps", "xml": conn.getCapabilities(), "info": conn.getInfo()})
+    emit({"record": "caps", "xml": conn.getCapabilities(), "info": conn.getInfo()})
     dom = lookup_domain(conn, name)
     active = dom.isActive() == 1
     persistent = dom.isPersistent() == 1
     emit(
         {
-            "t": "dom",
+            "record": "dom",
             "state": dom.state()[0],
             "active": active,
             "persistent": persistent,
@@ -136,7 +136,7 @@ def _read_worker(emit, uri, name, want_others):
         for other in conn.listAllDomains(0):
             if other.UUIDString() != own:
                 pinned |= _numa.pinned_cpus_from_domain_xml(other.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        emit({"t": "others", "pinned": sorted(pinned)})
+        emit({"record": "others", "pinned": sorted(pinned)})
 
 
 def read_host(uri, name, timeout, want_others):
@@ -144,11 +144,11 @@ def read_host(uri, name, timeout, want_others):
     raise_worker_error(records, finished, "reading the domain and host", timeout)
     out = {"pinned": []}
     for rec in records:
-        if rec["t"] == "caps":
+        if rec["record"] == "caps":
             out["caps"], out["info"] = rec["xml"], rec["info"]
-        elif rec["t"] == "dom":
+        elif rec["record"] == "dom":
             out["dom"] = rec
-        elif rec["t"] == "others":
+        elif rec["record"] == "others":
             out["pinned"] = rec["pinned"]
     return out
 
@@ -171,7 +171,7 @@ def _apply_worker(emit, uri, name, config_xml, ops):
     conn = open_connection(uri, readonly=False)
     if config_xml is not None:
         conn.defineXML(config_xml)
-        emit({"t": "step", "step": "define"})
+        emit({"record": "step", "step": "define"})
     if not ops:
         return
     dom = lookup_domain(conn, name)
@@ -202,7 +202,7 @@ def _apply_worker(emit, uri, name, config_xml, ops):
                 raise KvmError(f"{step}: no live operation for {kind}")
         except libvirt.libvirtError as exc:
             raise KvmError(f"{step}: libvirt refused: {exc}") from None
-        emit({"t": "step", "step": step})
+        emit({"record": "step", "step": step})
 
 
 def apply_changes(uri, name, config_xml, live_changes, timeout):

@@ -75,13 +75,13 @@ def test_busy_domain_from_status_file_is_never_queried(tmp_path, monkeypatch):
 
 def test_run_bounded_keeps_partial_results_and_reaps(forked_children):
     def body(emit):
-        emit({"t": "one"})
+        emit({"record": "one"})
         time.sleep(60)
 
     t = time.monotonic()
     records, finished = _libvirt_io.run_bounded(body, time.monotonic() + 0.5)
     assert time.monotonic() - t < 10                    # the body sleeps 60 s: it was cut off
-    assert records == [{"t": "one"}] and finished is False
+    assert records == [{"record": "one"}] and finished is False
     forked_children.assert_reaped()                     # no child left behind
 
 
@@ -97,11 +97,11 @@ def test_assemble_timeout_messages():
     f = _collect_io.assemble("qemu:///system", 3, [], False, {}, include_running=False, elapsed=3.0, now=time.time())
     assert f["errors"] == ["libvirt did not accept a connection to qemu:///system within 3s"]
     assert not f["complete"]
-    f = _collect_io.assemble("qemu:///system", 3, [{"t": "connected"}], False, {}, include_running=False, elapsed=3.0,
-                             now=time.time())
+    f = _collect_io.assemble("qemu:///system", 3, [{"record": "connected"}], False, {}, include_running=False,
+                             elapsed=3.0, now=time.time())
     assert "did not list the domains" in f["errors"][0]
-    recs = [{"t": "connected"}, {"t": "stats", "via": "getAllDomainStats", "domains": [
-        {"name": "a", "uuid": "u", "state": 3, "reason": 1, "block": []}]}, {"t": "begin", "name": "a"}]
+    recs = [{"record": "connected"}, {"record": "stats", "via": "getAllDomainStats", "domains": [
+        {"name": "a", "uuid": "u", "state": 3, "reason": 1, "block": []}]}, {"record": "begin", "name": "a"}]
     f = _collect_io.assemble("qemu:///system", 3, recs, False, {}, include_running=False, elapsed=3.0, now=time.time())
     assert "while querying domain a" in f["errors"][0]
     assert f["paused"][0]["responsive"] is False and f["paused"][0]["safe_to_resume"] is False
@@ -109,7 +109,7 @@ def test_assemble_timeout_messages():
 
 
 def test_connect_error_is_typed():
-    recs = [{"t": "error", "kind": "LibvirtConnectError", "message": "libvirtd is not running"}]
+    recs = [{"record": "error", "kind": "LibvirtConnectError", "message": "libvirtd is not running"}]
     with pytest.raises(_libvirt_io.LibvirtConnectError, match="not running"):
         _collect_io.assemble("qemu:///system", 3, recs, True, {}, include_running=False, elapsed=0.1, now=time.time())
 
@@ -178,12 +178,12 @@ def run_worker(uri, tmp_path, **plan):
 
 def test_worker_ships_parsed_domains_not_xml_text(fleet, tmp_path):
     recs = run_worker(fleet, tmp_path)
-    details = [r for r in recs if r["t"] == "domain"]
+    details = [r for r in recs if r["record"] == "domain"]
     assert len(details) == 12                           # paused + crashed only
     for r in details:
         assert "xml" not in r and r["dom"]["name"] == r["name"]
         assert r["dom"]["disks"][0]["path"].startswith("/var/lib/libvirt/images/")
-    stats = next(r for r in recs if r["t"] == "stats")
+    stats = next(r for r in recs if r["record"] == "stats")
     assert stats["via"] == "getAllDomainStats" and len(stats["domains"]) == 40
 
 
@@ -191,9 +191,9 @@ def test_a_record_with_xml_text_is_still_understood():
     xml = ("<domain type='kvm'><name>a</name><uuid>u</uuid><on_crash>preserve</on_crash><devices>"
            "<disk type='file' device='disk'><driver name='qemu' type='raw' error_policy='stop'/>"
            "<source file='/srv/a.img'/><target dev='vda' bus='virtio'/></disk></devices></domain>")
-    recs = [{"t": "connected"}, {"t": "stats", "via": "getAllDomainStats", "domains": [
+    recs = [{"record": "connected"}, {"record": "stats", "via": "getAllDomainStats", "domains": [
         {"name": "a", "uuid": "u", "state": 6, "reason": 0, "block": []}]},
-        {"t": "domain", "name": "a", "xml": xml, "disk_errors": {}, "job": None, "control": None, "errors": []}]
+        {"record": "domain", "name": "a", "xml": xml, "disk_errors": {}, "job": None, "control": None, "errors": []}]
     f = _collect_io.assemble("qemu:///system", 3, recs, True, {}, include_running=False, elapsed=0.1, now=time.time())
     p = f["paused"][0]
     assert (p["on_crash"], p["disks"][0]["source"], p["cause"]) == ("preserve", "/srv/a.img", "crashed")

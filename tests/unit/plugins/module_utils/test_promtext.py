@@ -27,9 +27,9 @@ def dom(i, reason, *, state=3, disk_errors=None, mtime=None, name=None):
     name = name or f"vm{i:02d}"
     uuid = UUID.format(i)
     stats = {"name": name, "uuid": uuid, "state": state, "reason": reason, "block": []}
-    detail = {"t": "domain", "name": name, "xml": XML.format(name=name, uuid=uuid),
+    detail = {"record": "domain", "name": name, "xml": XML.format(name=name, uuid=uuid),
               "disk_errors": disk_errors or {}, "job": None, "control": [0, 0, 0], "errors": []}
-    evidence = {"t": "evidence", "name": name, "disks": [], "status_mtime": mtime,
+    evidence = {"record": "evidence", "name": name, "disks": [], "status_mtime": mtime,
                 "log": {"path": None, "lines": [], "error": None}}
     return stats, [detail, evidence]
 
@@ -40,11 +40,11 @@ def report(*doms, running=0, finished=True, now=T0):
         {"name": f"run{i:02d}", "uuid": UUID.format(90 + i), "state": 1, "reason": 1, "block": []}
         for i in range(running)
     ]
-    records = [{"t": "connected"}, {"t": "stats", "via": "getAllDomainStats", "domains": stats}]
+    records = [{"record": "connected"}, {"record": "stats", "via": "getAllDomainStats", "domains": stats}]
     for d in doms:
         records.extend(d[1])
     if finished:
-        records.append({"t": "done"})
+        records.append({"record": "done"})
     return _collect_io.assemble("qemu:///system", 10, records, finished, {}, include_running=False,
                                 elapsed=0.5, now=now)
 

@@ -131,17 +131,17 @@ def fake_worker(monkeypatch, records, finished=True):
 
     def fake(body, deadline, *args):
         calls.append(args)
-        return [dict(r) for r in records] + ([{"t": "done"}] if finished else []), finished
+        return [dict(r) for r in records] + ([{"record": "done"}] if finished else []), finished
     monkeypatch.setattr(kvm_resume, "run_bounded", fake)
     return calls
 
 
-SEEN = {"t": "seen", "state": [3, 0], "persistent": True}
+SEEN = {"record": "seen", "state": [3, 0], "persistent": True}
 
 
 def test_paused_again_fails_with_the_state(run_module, uri, monkeypatch):
-    calls = fake_worker(monkeypatch, [SEEN, {"t": "step", "step": "resume"}, {"t": "acted"},
-                                      {"t": "after", "state": [3, 5]}])
+    calls = fake_worker(monkeypatch, [SEEN, {"record": "step", "step": "resume"}, {"record": "acted"},
+                                      {"record": "after", "state": [3, 5]}])
     out = run(run_module, uri, "vm0006", override=["unknown"], settle=2)
     assert out["failed"] and (out["action"], out["changed"], out["resumed"]) == ("paused_again", True, False)
     assert out["state"] == "paused (ioerror)"
@@ -152,8 +152,8 @@ def test_paused_again_fails_with_the_state(run_module, uri, monkeypatch):
 
 
 def test_libvirt_refusing_the_resume(run_module, uri, monkeypatch):
-    fake_worker(monkeypatch, [SEEN, {"t": "step", "step": "resume"},
-                              {"t": "error", "kind": "LibvirtOperationError",
+    fake_worker(monkeypatch, [SEEN, {"record": "step", "step": "resume"},
+                              {"record": "error", "kind": "LibvirtOperationError",
                                "message": "libvirt refused to resume vm0006: Requested operation is not valid"}])
     out = run(run_module, uri, "vm0006", override=["unknown"])
     assert out["failed"] and out["action"] == "error" and out["changed"] is True
@@ -161,7 +161,7 @@ def test_libvirt_refusing_the_resume(run_module, uri, monkeypatch):
 
 
 def test_resume_that_hangs_is_bounded_and_said(run_module, uri, monkeypatch):
-    fake_worker(monkeypatch, [SEEN, {"t": "step", "step": "resume"}], finished=False)
+    fake_worker(monkeypatch, [SEEN, {"record": "step", "step": "resume"}], finished=False)
     out = run(run_module, uri, "vm0006", override=["unknown"], timeout=3)
     assert out["failed"] and out["action"] == "error"
     assert "libvirt did not answer within" in out["msg"]
@@ -183,7 +183,7 @@ def test_resumed_by_someone_else_meanwhile(run_module, uri, monkeypatch):
 
 
 def test_transient_crashed_domain_is_not_destroyed(run_module, uri, monkeypatch):
-    calls = fake_worker(monkeypatch, [{"t": "seen", "state": [6, 0], "persistent": False}])
+    calls = fake_worker(monkeypatch, [{"record": "seen", "state": [6, 0], "persistent": False}])
     out = run(run_module, uri, "vm0009", override=["crashed"])
     assert out["failed"] and out["action"] == "refused" and "vm0009 is transient" in out["msg"]
     assert calls[0][3] == "restart"
