@@ -10,4 +10,6 @@ defined here.
 
 from __future__ import annotations
 
-from ansible_collections.kvmops.fleet.plugins.module_utils.pause._collect_io import collect  # noqa: F401
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause._collect_io import collect
+
+__all__ = ["collect"]

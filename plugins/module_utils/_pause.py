@@ -12,12 +12,12 @@ table of each.
 
 from __future__ import annotations
 
-from ansible_collections.kvmops.fleet.plugins.module_utils.common._states import (  # noqa: F401
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._states import (
     DISK_ERRORS,
     PAUSED_REASON_KEYS,
     reason_name,
 )
-from ansible_collections.kvmops.fleet.plugins.module_utils.pause._diagnose import (  # noqa: F401
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause._diagnose import (
     CAUSES,
     RULES,
     SEVERITY,
@@ -25,3 +25,5 @@ from ansible_collections.kvmops.fleet.plugins.module_utils.pause._diagnose impor
 )
 
 REASONS = {code: (name, RULES[name][0], SEVERITY[RULES[name][0]]) for code, name in enumerate(PAUSED_REASON_KEYS)}
+
+__all__ = ["CAUSES", "DISK_ERRORS", "REASONS", "SEVERITY", "diagnose", "reason_name"]
