@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
-from ansible_collections.kvmops.fleet.plugins.module_utils._pause import SEVERITY
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause._diagnose import SEVERITY
 
 SCHEMA_VERSION = 1
 STATUSES = ("diagnosed", "unreachable", "libvirt_failed", "not_diagnosed")

@@ -2,10 +2,10 @@
 
 ``fleet_results()`` returns ``{host: registered result}`` exactly as the diagnostics role hands it to the
 ``kvmops.fleet.fleet_report`` filter: three diagnosed hosts (one incomplete, with an unresponsive domain
-blocked in a save job) holding one paused or crashed domain per cause of ``_pause.CAUSES`` (plus a second
+blocked in a save job) holding one paused or crashed domain per cause of ``_diagnose.CAUSES`` (plus a second
 storage_full that is safe to resume), an unreachable host, a host whose libvirtd is not running, and a
 host that left the play before the diagnosis (None). The diagnosis texts come from the collection's own
-``_pause.diagnose``; the entry shape is the module's (tests compare its keys with a real module run).
+``pause/_diagnose.diagnose``; the entry shape is the module's (tests compare its keys with a real module run).
 Hostile strings (a domain named with ``<script>`` and quotes, markup in messages and log lines) test the
 escaping of every renderer.
 """
@@ -14,13 +14,14 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime
 
-from ansible_collections.kvmops.fleet.plugins.module_utils import _pause
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _states
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _diagnose
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 NOW = 1_795_000_000  # 2026-11-18T11:06:40Z: fixed, so the fixture is deterministic
 HOSTILE = "<script>alert('x')</script>\"quoted\"&amp;"
-REASON_CODES = {name: code for code, (name, _c, _s) in _pause.REASONS.items()}
+REASON_CODES = {name: code for code, name in enumerate(_states.PAUSED_REASON_KEYS)}
 
 
 def iso(ts: float | None) -> str | None:
@@ -64,7 +65,7 @@ def public_disk(x: dict) -> dict:
     source = x["path"] if x["type"] != "network" else "nbd://{}/{}".format(ev["endpoints"][0]["endpoint"], x["export"])
     return {"target": x["target"], "type": x["type"], "device": x["device"], "source": source,
             "format": x["format"], "error_policy": x["error_policy"], "rerror_policy": x["rerror_policy"],
-            "error": _pause.DISK_ERRORS[x["_error"]], "error_code": x["_error"],
+            "error": _states.DISK_ERRORS[x["_error"]], "error_code": x["_error"],
             "capacity": x["capacity"], "allocation": x["allocation"], "physical": x["physical"],
             "filesystem": ev.get("filesystem"), "block_device": ev.get("block_device"),
             "endpoints": ev.get("endpoints") or [], "pool": None, "thin_pool": None}
@@ -81,7 +82,7 @@ def domain(name, uuid_n, *, reason="user", state=3, disks=(), job=None, responsi
                 "elapsed_seconds": None if not responsive else float(paused_ago),
                 "started_ms": since * 1000 if not responsive else None,
                 "source": "libvirt" if responsive else "status_xml"}
-    diag = _pause.diagnose({
+    diag = _diagnose.diagnose({
         "name": name, "state": state, "reason": code,
         "disk_errors": {d["target"]: d["_error"] for d in disks if d["_error"]},
         "disks": disks, "job": jobd, "watchdog": watchdog, "on_lockfailure": on_lockfailure, "on_crash": on_crash,

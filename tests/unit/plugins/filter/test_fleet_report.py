@@ -14,7 +14,7 @@ from browser.fixture import HOSTILE, fleet_results
 
 from ansible_collections.kvmops.fleet.plugins.filter import fleet_report as report_plugin
 from ansible_collections.kvmops.fleet.plugins.filter import fleet_summary as summary_plugin
-from ansible_collections.kvmops.fleet.plugins.module_utils import _collect, _pause
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _collect_io, _diagnose
 from ansible_collections.kvmops.fleet.plugins.plugin_utils import _fleet_report
 from kvmlab.testdriver import write_fleet
 
@@ -102,12 +102,12 @@ def test_summary_counts(report):
 
 def test_every_cause_is_grouped_in_severity_order(report):
     causes = report["causes"]
-    assert {c["cause"] for c in causes} == set(_pause.CAUSES)
+    assert {c["cause"] for c in causes} == set(_diagnose.CAUSES)
     ranks = [_fleet_report.SEVERITY_ORDER.index(c["severity"]) for c in causes]
     assert ranks == sorted(ranks)
     assert causes[0]["cause"] == "storage_full" and causes[0]["count"] == 2  # most domains among the critical
     for c in causes:
-        assert c["severity"] == _pause.SEVERITY[c["cause"]]
+        assert c["severity"] == _diagnose.SEVERITY[c["cause"]]
         assert c["count"] == len(c["domains"]) == report["summary"]["by_cause"][c["cause"]]
         assert c["safe_to_resume"] == sum(d["safe_to_resume"] for d in c["domains"])
         assert [(d["host"], d["name"]) for d in c["domains"]] == sorted((d["host"], d["name"]) for d in c["domains"])
@@ -317,8 +317,8 @@ def test_docs_parse():
 
 
 def test_fixture_entries_have_the_module_shape(tmp_path):
-    facts = _collect.collect(write_fleet(tmp_path / "fleet.xml", 10), 20, status_dir=str(tmp_path / "none"),
-                             log_dir=str(tmp_path))
+    facts = _collect_io.collect(write_fleet(tmp_path / "fleet.xml", 10), 20, status_dir=str(tmp_path / "none"),
+                                log_dir=str(tmp_path))
     real = facts["paused"][0]
     fixture = fleet_results()["hv-a.example.net"]["ansible_facts"]["kvm_pause"]
     assert set(fixture) == set(facts)
