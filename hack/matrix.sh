@@ -5,6 +5,7 @@
 #
 #   hack/matrix.sh              every version in MATRIX below
 #   hack/matrix.sh 2.21.5       only these (each must be in MATRIX, which names its Python)
+#   hack/matrix.sh 2.22.0rc1=3.13   any other release on PyPI, with the Python X.Y to run it on
 #
 # Each version gets its own venv, cached under $KVMOPS_CACHE/matrix/<version>-<hash of its inputs>
 # (Python, the pip lines below, the get-pip stand-in): rebuilt only when an input changes, older ones
@@ -141,11 +142,16 @@ run_version() {
 }
 
 [ "$#" -gt 0 ] || set -- "${ORDER[@]}"
-for version in "$@"; do
-  if [ -z "${MATRIX[$version]:-}" ]; then
-    echo "matrix: unknown ansible-core version '$version' (${ORDER[*]})" >&2
+versions=()
+for arg in "$@"; do
+  if [[ "$arg" =~ ^([0-9][0-9a-z.]*)=(3\.[0-9]+)$ ]]; then
+    MATRIX[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
+    arg=${BASH_REMATCH[1]}
+  elif [ -z "${MATRIX[$arg]:-}" ]; then
+    echo "matrix: unknown ansible-core version '$arg' (${ORDER[*]}, or VERSION=PYTHON_X.Y)" >&2
     exit 2
   fi
+  versions+=("$arg")
 done
 
 declare -a LINES=()
@@ -153,7 +159,7 @@ main=$("$KVMOPS_VENV/bin/python" -c 'from ansible.release import __version__; pr
   main="(not set up: hack/setup.sh)"
 LINES+=("$(printf 'ansible-core %-8s %5s  %s' "$main" - "main venv $KVMOPS_VENV: the sanity and unit tiers")")
 rc=0
-for version in "$@"; do
+for version in "${versions[@]}"; do
   start=$SECONDS
   verdict=$(run_version "$version") || rc=1
   LINES+=("$(printf 'ansible-core %-8s %4ds  %s' "$version" $((SECONDS - start)) "$verdict")")
