@@ -8,7 +8,18 @@ import sys
 import time
 from pathlib import Path
 
-from .fleet import Fleet, FleetSpec, LinkSpec, VMSpec, down_all, down_run, list_runs, reap_orphans, runs_root
+from .fleet import (
+    Fleet,
+    FleetSpec,
+    LinkSpec,
+    VMSpec,
+    down_all,
+    down_run,
+    leftovers,
+    list_runs,
+    reap_orphans,
+    runs_root,
+)
 from .image import ImageSpec, build_image, cache_root, list_images
 from .variants import VARIANTS, variant_spec
 
@@ -34,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("run", nargs="?", help="run id or run directory")
     d.add_argument("--all", action="store_true", help="every run, plus stray vmlab-* namespaces")
     d.add_argument("--orphans", action="store_true", help="runs whose owning test process is gone")
-    sub.add_parser("status", help="list images and runs")
+    st = sub.add_parser("status", help="list images, runs and anything vmlab left on this machine")
+    st.add_argument("--check", action="store_true",
+                    help="exit 1 when any run, vmlab-* namespace, vmlab QEMU or loop device under the runs is left")
     a = ap.parse_args(argv)
 
     if a.cmd == "build":
@@ -95,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {f.run_id}  netns {f.netns}  inventory {f.inventory_path}")
             for name, st in f.stats().items():
                 print(f"    {name}: " + " ".join(f"{k}={v}" for k, v in st.items()))
-        return 0
+        left = leftovers()
+        print("left on this machine: " + ("nothing" if not left else ""))
+        for line in left:
+            print(f"  {line}")
+        return 1 if a.check and left else 0
     return 2
 
 

@@ -23,12 +23,14 @@ lists QEMU PIDs with their start times), so :func:`down_run` can clean up from a
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
 import ctypes
 import fcntl
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -41,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .image import BaseImage
+from .variants import NET_PROVIDERS
 
 QEMU = "qemu-system-x86_64"
 # ConnectTimeout covers the banner exchange too: a TCG guest on a loaded 2-core machine can take well over
@@ -51,6 +54,25 @@ SSH_OPTS = (
     "-o", "ServerAliveCountMax=6",
 )
 MGMT_ADDR = "10.0.2.15"
+STAMP_DIR = "/var/lib/vmlab"
+
+# The state a pool reset must restore, as text per VM (see Fleet.fingerprints). Sysctls that are counters
+# or per-boot random values move by themselves and are left out; so are logs, caches and the journal.
+FINGERPRINT = r"""
+set -e
+{
+ip -o link show | sed -E 's/^[0-9]+: //; s/ link\/.*//'
+ip -o addr show | sed -E 's/^[0-9]+: //; s/ *valid_lft.*//'
+ip route show table all
+lsmod | awk 'NR > 1 {print $1}' | sort
+volatile='^(fs\.(dentry-state|file-nr|inode-nr|inode-state|quota\.|aio-nr)|net\.netfilter\.nf_conntrack_count|'
+volatile="${volatile}kernel\.(ns_last_pid|random\.|pty\.nr|tainted|perf_event_max_sample_rate))"
+sysctl -a 2>/dev/null | grep -Ev "$volatile"
+findmnt -rno TARGET,SOURCE,FSTYPE | sort
+find /etc /root /srv /opt /usr/local /var/lib -xdev \( -path /var/lib/systemd -o -path /var/lib/vmlab \
+  -o -path /var/lib/dhcp -o -path /root/.ansible -o -path /var/lib/sudo \) -prune -o -printf '%p %y %m %s %T@\n' | sort
+}
+"""
 
 
 class VmlabError(RuntimeError):
@@ -76,16 +98,33 @@ class LinkSpec:
 
 @dataclass
 class VMSpec:
+    """One VM. ``disks``: extra disks (sparse qcow2, so they are part of the pool's snapshots).
+    ``numa_nodes``: guest NUMA nodes, memory split evenly, vCPUs dealt round robin (a node may have memory
+    only). ``net``: the network provider that runs in the guest (``networkd``, ``nm`` = NetworkManager,
+    ``ifupdown``; the image must carry it, see :data:`vmlab.variants.NET_PROVIDERS`)."""
+
     name: str
     memory_mb: int = 512
     cpus: int = 1
-    disks: list[str] = field(default_factory=lambda: ["256M"])  # extra disks (sparse raw)
+    disks: list[str] = field(default_factory=lambda: ["256M"])
+    numa_nodes: int = 1
+    net: str = "networkd"
+
+
+@dataclass
+class SharedDiskSpec:
+    """A raw disk every VM of the fleet sees (``share-rw``), as a SAN LUN for sbd: ``/dev/disk/by-id/
+    virtio-vmlab-shared-<name>``. Left out of snapshots; a pool reset zeroes it."""
+
+    name: str
+    size: str = "16M"
 
 
 @dataclass
 class FleetSpec:
     vms: list[VMSpec]
     links: list[LinkSpec] = field(default_factory=lambda: [LinkSpec("lan")])
+    shared_disks: list[SharedDiskSpec] = field(default_factory=list)
     boot_timeout: float = float(os.environ.get("VMLAB_BOOT_TIMEOUT", "300"))
     # TCG translation cache per VM. QEMU's default is 1 GiB and it fills up and stays resident:
     # this is most of a VM's RSS beyond the guest RAM it touched.
@@ -101,6 +140,7 @@ class FleetSpec:
         return cls(
             vms=[VMSpec(**v) for v in d["vms"]],
             links=[LinkSpec(**x) for x in d["links"]],
+            shared_disks=[SharedDiskSpec(**x) for x in d.get("shared_disks", [])],
             boot_timeout=d.get("boot_timeout", 300.0),
             tb_size_mb=d.get("tb_size_mb", 256),
         )
@@ -115,6 +155,21 @@ class FleetSpec:
             for m in x.members or []:
                 if m not in names:
                     raise VmlabError(f"link {x.name}: unknown member {m}")
+        for v in self.vms:
+            if v.net not in NET_PROVIDERS:
+                raise VmlabError(f"{v.name}: net {v.net!r} is not one of {', '.join(NET_PROVIDERS)}")
+            if not 1 <= v.numa_nodes <= 8 or v.memory_mb % v.numa_nodes:
+                raise VmlabError(f"{v.name}: numa_nodes {v.numa_nodes} must be 1-8 and divide memory_mb "
+                                 f"{v.memory_mb}")
+        if len({d.name for d in self.shared_disks}) != len(self.shared_disks):
+            raise VmlabError("shared disk names must be unique")
+
+    def canonical(self) -> dict:
+        """What the VMs are, without run-time knobs (boot timeout, TB size): the pool's key."""
+        d = asdict(self)
+        d.pop("boot_timeout")
+        d.pop("tb_size_mb")
+        return d
 
 
 # ------------------------------------------------------------------------------------- low level
@@ -251,6 +306,7 @@ class VM:
     memory_mb: int
     nics: list[NicInfo] = field(default_factory=list)
     disks: list[DiskInfo] = field(default_factory=list)
+    shared_disks: list[DiskInfo] = field(default_factory=list)
     pid: int | None = None
     starttime: int | None = None
     started_at: float | None = None  # time.time() when QEMU was started
@@ -433,6 +489,7 @@ class Fleet:
         for n, v in state["vms"].items():
             v["nics"] = [NicInfo(**x) for x in v["nics"]]
             v["disks"] = [DiskInfo(**x) for x in v["disks"]]
+            v["shared_disks"] = [DiskInfo(**x) for x in v.get("shared_disks", [])]
             f.vms[n] = VM(**v)
         return f
 
@@ -447,6 +504,11 @@ class Fleet:
         for tool in (QEMU, "qemu-img", "ssh", "ssh-keygen", "ip", "unshare"):
             if shutil.which(tool) is None:
                 raise VmlabError(f"{tool} not found")
+        packages = set(self.image.manifest.get("packages", ()))
+        for vs in self.spec.vms:
+            if vs.net != "networkd" and NET_PROVIDERS[vs.net] not in packages:
+                raise VmlabError(f"{vs.name}: net {vs.net} needs {NET_PROVIDERS[vs.net]} in the image "
+                                 f"({self.image.path.name}); boot the hypervisor variant")
         self.run_dir.mkdir(parents=True, exist_ok=False)
         self._atexit = True  # a failed up() cleans up in any case; detach() undoes it
         atexit.register(self.down)
@@ -481,7 +543,12 @@ class Fleet:
                 serial = f"vmlab-disk{di + 1}"
                 vm.disks.append(DiskInfo(
                     dev=f"/dev/vd{chr(ord('b') + di)}", by_id=f"/dev/disk/by-id/virtio-{serial}",
-                    size=size, path=str(self.run_dir / f"{vs.name}-disk{di + 1}.img")))
+                    size=size, path=str(self.run_dir / f"{vs.name}-disk{di + 1}.qcow2")))
+            for si, sd in enumerate(self.spec.shared_disks):
+                serial = f"vmlab-shared-{sd.name}"
+                vm.shared_disks.append(DiskInfo(
+                    dev=f"/dev/vd{chr(ord('b') + len(vs.disks) + si)}", by_id=f"/dev/disk/by-id/virtio-{serial}",
+                    size=sd.size, path=str(self.run_dir / f"shared-{sd.name}.img")))
             self.vms[vs.name] = vm
 
     def _prepare(self) -> None:
@@ -489,19 +556,38 @@ class Fleet:
                         "-f", str(self.key)], check=True)
         _ip("netns", "add", self.netns)
         self.save()
-        for li in range(len(self.spec.links)):
+        _ip("-n", self.netns, "link", "set", "lo", "up")
+        for li, link in enumerate(self.spec.links):
             br = f"br{li}"
             _ip("-n", self.netns, "link", "add", br, "mtu", "9000", "type", "bridge",
                 "stp_state", "0", "forward_delay", "0")
             _ip("-n", self.netns, "link", "set", br, "up")
+            if link.addressed:
+                _ip("-n", self.netns, "addr", "add", self.controller_address(link.name, prefix=True), "dev", br)
+        for sd in self.spec.shared_disks:
+            with open(self.run_dir / f"shared-{sd.name}.img", "wb") as f:
+                f.truncate(_size_bytes(sd.size))
         for vm in self:
             d = self.run_dir
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
                             "-b", str(self.image.qcow2), str(d / f"{vm.name}.qcow2")], check=True)
             for disk in vm.disks:
-                with open(disk.path, "wb") as f:
-                    f.truncate(_size_bytes(disk.size))
+                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk.path,
+                                str(_size_bytes(disk.size))], check=True)
             (d / f"{vm.name}.setup.sh").write_text(self._setup_script(vm))
+
+    # ---- the controller on the links
+    def controller_address(self, link: str, *, prefix: bool = False) -> str:
+        """The run's network namespace has an address on every addressed link (the subnet's .1): a
+        controller in that namespace (:meth:`netns_argv`) reaches the VMs over the link itself, so a test
+        that changes the link sees it with the controller's own connection."""
+        net = ipaddress.ip_network(self.link_subnets[link])
+        addr = net.network_address + 1
+        return f"{addr}/{net.prefixlen}" if prefix else str(addr)
+
+    def netns_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` run inside the run's network namespace (the links' side of the VMs)."""
+        return ["ip", "netns", "exec", self.netns, *argv]
 
     def _setup_script(self, vm: VM) -> str:
         pub = (self.run_dir / "id_ed25519.pub").read_text().strip()
@@ -516,20 +602,8 @@ class Fleet:
                     first = first or a
             if first:
                 hosts.append(f"{first} {other.name}")
-        units = {"10-vmlab-mgmt.network": (
-            f"[Match]\nType=ether\nMACAddress={_mgmt_mac(vm.index)}\n\n[Link]\nRequiredForOnline=no\n\n"
-            f"[Network]\nAddress={MGMT_ADDR}/24\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n")}
-        for n in vm.nics:
-            if n.address:
-                body = (f"[Match]\nType=ether\nMACAddress={n.mac}\n\n[Link]\nRequiredForOnline=no\n\n"
-                        f"[Network]\nAddress={n.address}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n")
-            else:
-                body = f"[Match]\nType=ether\nMACAddress={n.mac}\n\n[Link]\nUnmanaged=yes\n"
-            units[f"20-vmlab-{n.link}.network"] = body
         lines = [
             "# generated by vmlab for " + vm.name,
-            "# networkd units match Type=ether + MAC: VLANs and bonds inherit a NIC's MAC and must",
-            "# not pick up its address.",
             "umask 022",
             f"echo {vm.name} > /etc/hostname",
             f"hostname {vm.name}",
@@ -541,37 +615,83 @@ class Fleet:
                      "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"),
             "chmod 600 /root/.ssh/authorized_keys /root/.ssh/id_ed25519 /root/.ssh/config",
             _heredoc("/etc/hosts", "\n".join(hosts) + "\n"),
-            "rm -f /etc/systemd/network/*-vmlab-*.network",
+            "# the links' addresses, in the files of the VM's network provider, at the first boot only: from then",
+            "# on they are the host's own configuration, which the role under test may change (and a reboot keeps).",
+            f"if [ ! -e {STAMP_DIR}/links-configured ]; then",
         ]
-        lines += [_heredoc(f"/etc/systemd/network/{k}", v) for k, v in units.items()]
+        for path, (mode, text) in self._net_files(vm).items():
+            lines += [_heredoc(path, text), f"chmod {mode:o} {shlex.quote(path)}"]
+        lines += [f"install -d {STAMP_DIR}", f"echo {self._vmspec(vm.name).net} > {STAMP_DIR}/links-configured", "fi"]
         return "\n".join(lines) + "\n"
+
+    def _net_files(self, vm: VM) -> dict[str, tuple[int, str]]:
+        """path -> (mode, content) of the addresses of eth0 (10.0.2.15, the SSH forward) and the addressed
+        links, for the VM's provider. Unaddressed links stay unconfigured (for bonds, VLANs and bridges).
+        Every file matches its NIC by MAC where the provider can: VLANs and bonds inherit a NIC's MAC and must
+        not pick up its address."""
+        net = self._vmspec(vm.name).net
+        nics = [("mgmt", "eth0", _mgmt_mac(vm.index), f"{MGMT_ADDR}/24")]
+        nics += [(n.link, n.iface, n.mac, n.address) for n in vm.nics]
+        files: dict[str, tuple[int, str]] = {}
+        if net == "networkd":
+            for i, (link, _iface, mac, address) in enumerate(nics):
+                if address:
+                    body = (f"[Match]\nType=ether\nMACAddress={mac}\n\n[Link]\nRequiredForOnline=no\n\n"
+                            f"[Network]\nAddress={address}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n")
+                else:
+                    body = f"[Match]\nType=ether\nMACAddress={mac}\n\n[Link]\nUnmanaged=yes\n"
+                files[f"/etc/systemd/network/{10 if i == 0 else 20}-vmlab-{link}.network"] = (0o644, body)
+        elif net == "nm":
+            files["/etc/NetworkManager/conf.d/vmlab.conf"] = (
+                0o644, "[main]\n# links without an address stay unconfigured; no DNS (the VMs have none)\n"
+                       "no-auto-default=*\ndns=none\n")
+            for link, _iface, mac, address in nics:
+                if address:
+                    files[f"/etc/NetworkManager/system-connections/vmlab-{link}.nmconnection"] = (
+                        0o600, f"[connection]\nid=vmlab-{link}\ntype=ethernet\nautoconnect=true\n\n"
+                               f"[ethernet]\nmac-address={mac}\n\n[ipv4]\nmethod=manual\naddress1={address}\n"
+                               "never-default=true\n\n[ipv6]\nmethod=disabled\n")
+        else:  # ifupdown: names, not MACs (eth0 is the management NIC: it has the lowest PCI address)
+            text = ("# written by vmlab at first boot\nsource /etc/network/interfaces.d/*\n\n"
+                    "auto lo\niface lo inet loopback\n")
+            for _link, iface, _mac, address in nics:
+                if address:
+                    text += f"\nauto {iface}\niface {iface} inet static\n    address {address}\n"
+            files["/etc/network/interfaces"] = (0o644, text)
+        return files
 
     def _qemu_argv(self, vm: VM, tap_fds: dict[str, int]) -> list[str]:
         d = self.run_dir
-        kernel_cmdline = (f"root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.hostname={vm.name} "
-                          "quiet loglevel=4 systemd.show_status=false mitigations=off tsc=reliable "
-                          + os.environ.get("VMLAB_KERNEL_ARGS", "")).strip()
+        vs = self._vmspec(vm.name)
+        kernel_cmdline = " ".join([
+            f"root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.hostname={vm.name}",
+            "quiet loglevel=4 systemd.show_status=false mitigations=off tsc=reliable",
+            *NET_CMDLINE[vs.net], os.environ.get("VMLAB_KERNEL_ARGS", "")]).strip()
         argv = [
             QEMU, "-name", f"vmlab-{self.run_id}-{vm.name},process=vmlab-{vm.name}",
             "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
             "-accel", f"tcg,tb-size={self.spec.tb_size_mb}", "-cpu", "max",
-            "-smp", str(self._vmspec(vm.name).cpus), "-m", str(vm.memory_mb),
+            "-smp", str(vs.cpus), "-m", str(vm.memory_mb), *_numa_argv(vs),
             "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
             "-append", kernel_cmdline,
             "-serial", f"file:{vm.serial_log}",
             "-qmp", f"unix:{vm.qmp_path},server=on,wait=off",
             "-fw_cfg", f"name=opt/vmlab/setup,file={d / f'{vm.name}.setup.sh'}",
             "-device", "virtio-rng-pci,addr=0x1f",
-            "-drive", f"file={d / f'{vm.name}.qcow2'},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap",
+            "-blockdev", _blockdev("root", d / f"{vm.name}.qcow2", "qcow2"),
             "-device", "virtio-blk-pci,drive=root,addr=0x10,serial=vmlab-root",
             "-netdev", f"user,id=mgmt,restrict=on,net=10.0.2.0/24,host=10.0.2.2,"
                        f"hostfwd=tcp:127.0.0.1:{vm.ssh_port}-{MGMT_ADDR}:22",
             "-device", f"virtio-net-pci,netdev=mgmt,id=nic-mgmt,mac={_mgmt_mac(vm.index)},addr=0x3",
         ]
         for i, disk in enumerate(vm.disks):
-            argv += ["-drive", f"file={disk.path},if=none,id=disk{i + 1},format=raw,cache=unsafe,discard=unmap",
+            argv += ["-blockdev", _blockdev(f"disk{i + 1}", disk.path, "qcow2"),
                      "-device", f"virtio-blk-pci,drive=disk{i + 1},addr={0x11 + i:#x},"
                                 f"serial={disk.by_id.rsplit('virtio-', 1)[1]}"]
+        for i, disk in enumerate(vm.shared_disks):
+            argv += ["-blockdev", _blockdev(f"shared{i + 1}", disk.path, "raw"),
+                     "-device", f"virtio-blk-pci,drive=shared{i + 1},addr={0x11 + len(vm.disks) + i:#x},"
+                                f"share-rw=on,serial={disk.by_id.rsplit('virtio-', 1)[1]}"]
         for i, n in enumerate(vm.nics):
             argv += ["-netdev", f"tap,id=net-{n.link},fd={tap_fds[n.link]}",
                      "-device", f"virtio-net-pci,netdev=net-{n.link},id=nic-{n.link},mac={n.mac},addr={0x4 + i:#x}"]
@@ -679,6 +799,101 @@ class Fleet:
     def restore(self, link: str, **kw) -> None:
         self.set_link(link, True, **kw)
 
+    # ---- snapshots (the shared pool's reset)
+    def snapshot(self, tag: str) -> dict[str, str]:
+        """Take a snapshot ``tag`` of every VM at one moment (all stopped, saved, then continued): RAM, devices
+        and every per-VM disk (root overlay and extra disks; shared disks are left out). Returns each VM's
+        state fingerprint (:meth:`fingerprints`) as it was saved. No SSH connection crosses a snapshot."""
+        self._each(lambda vm: vm.ssh(f"install -d {STAMP_DIR}; date +%s.%N > {STAMP_DIR}/snapshot-{tag}; sync"))
+        prints = self.fingerprints()
+        for vm in self:
+            vm.ssh_close()
+        self._all_qmp("stop")
+        try:
+            self._snapshot_jobs("snapshot-save", tag)
+        finally:
+            self._all_qmp("cont")
+        return prints
+
+    def revert(self, tag: str) -> None:
+        """Put every VM back to snapshot ``tag`` and this run's links to their planned state: each NIC's carrier
+        and tap up, interfaces a test added to the run's namespace deleted, shared disks zeroed. The guests'
+        clocks are set to this machine's (a guest resumes at the time it was saved)."""
+        for vm in self:
+            vm.ssh_close()
+        self._all_qmp("stop")
+        self._restore_links()
+        for vm in self:
+            for disk in vm.shared_disks:
+                with open(disk.path, "r+b") as f:  # zeroes, sparse: every VM is stopped
+                    f.truncate(0)
+                    f.truncate(_size_bytes(disk.size))
+            break  # every VM sees the same shared files
+        self._snapshot_jobs("snapshot-load", tag)
+        self._all_qmp("cont")
+        self._each(lambda vm: vm.ssh(f"date -s @{time.time():.3f} >/dev/null", timeout=120))
+
+    def fingerprints(self) -> dict[str, str]:
+        """Per VM, the state a test may change and a reset must undo, as text: links, addresses, routes, loaded
+        modules, sysctls (minus counters that move by themselves), mounts, and the metadata of every file under
+        the configuration and state directories; plus this machine's side of the links (the run's namespace)."""
+        host = self._netns_state()
+        return {name: p.stdout + host for name, p in self._each(lambda vm: vm.ssh(FINGERPRINT, timeout=300)).items()}
+
+    def _each(self, fn) -> dict:
+        """``fn(vm)`` for every VM at once (each VM is a separate TCG process: SSH round trips overlap)."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(self.vms)) as pool:
+            futures = {name: pool.submit(fn, vm) for name, vm in self.vms.items()}
+            return {name: f.result() for name, f in futures.items()}
+
+    def _netns_state(self) -> str:
+        out = _ip("-n", self.netns, "-o", "link", "show").stdout + _ip("-n", self.netns, "-o", "addr", "show").stdout
+        lines = sorted("netns " + re.sub(r"^\d+: ", "", line).split(" link/")[0] for line in out.splitlines())
+        return "\n".join(lines) + "\n"
+
+    def _restore_links(self) -> None:
+        planned = {"lo"} | {f"br{i}" for i in range(len(self.spec.links))} | {n.tap for vm in self for n in vm.nics}
+        for line in _ip("-n", self.netns, "-o", "link", "show").stdout.splitlines():
+            name = line.split(":")[1].strip().split("@")[0]
+            if name not in planned:
+                _ip("-n", self.netns, "link", "del", name, check=False)
+        for li, link in enumerate(self.spec.links):
+            _ip("-n", self.netns, "addr", "flush", "dev", f"br{li}", "scope", "global")
+            if link.addressed:
+                _ip("-n", self.netns, "addr", "add", self.controller_address(link.name, prefix=True), "dev", f"br{li}")
+            _ip("-n", self.netns, "link", "set", f"br{li}", "up")
+        for vm in self:
+            for n in vm.nics:
+                vm.qmp("set_link", name=f"nic-{n.link}", up=True)
+                _ip("-n", self.netns, "link", "set", n.tap, "up")
+
+    def _all_qmp(self, command: str) -> None:
+        for vm in self:
+            vm.qmp(command)
+
+    def _snapshot_jobs(self, command: str, tag: str, timeout: float = 600) -> None:
+        """QMP snapshot-save/-load as jobs on every VM at once; waits for all of them, raises the first error."""
+        for vm in self:
+            disks = ["root", *(f"disk{i + 1}" for i in range(len(vm.disks)))]
+            vm.qmp(command, **{"job-id": f"vmlab-{tag}", "tag": tag, "vmstate": "root", "devices": disks})
+        deadline = time.monotonic() + timeout
+        errors = []
+        for vm in self:
+            while True:
+                jobs = {j["id"]: j for j in vm.qmp("query-jobs")}
+                job = jobs.get(f"vmlab-{tag}")
+                if job is None or job["status"] == "concluded":
+                    break
+                if time.monotonic() > deadline:
+                    raise VmlabError(f"{vm.name}: {command} {tag} still {job['status']} after {timeout:.0f} s")
+                time.sleep(0.1)
+            if job is not None:
+                if job.get("error"):
+                    errors.append(f"{vm.name}: {command} {tag}: {job['error']}")
+                vm.qmp("job-dismiss", id=f"vmlab-{tag}")
+        if errors:
+            raise VmlabError("; ".join(errors))
+
     # ---- reporting
     def stats(self) -> dict:
         return {v.name: {"pid": v.pid, "alive": v.alive(), "ssh_port": v.ssh_port,
@@ -754,6 +969,36 @@ def _die_with_parent() -> None:  # runs in the forked child before exec
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+# What the kernel command line adds per network provider: systemd-networkd is enabled in the image; for the
+# others it is masked for the boot and the provider's unit is pulled in (systemd-debug-generator).
+NET_CMDLINE = {
+    "networkd": (),
+    "nm": ("systemd.mask=systemd-networkd.service", "systemd.mask=systemd-networkd.socket",
+           "systemd.wants=NetworkManager.service"),
+    "ifupdown": ("systemd.mask=systemd-networkd.service", "systemd.mask=systemd-networkd.socket",
+                 "systemd.wants=networking.service"),
+}
+
+
+def _blockdev(node: str, path: str | Path, fmt: str) -> str:
+    """A -blockdev with a node name (QMP snapshot-save/load name disks by node). cache.no-flush = the old
+    cache=unsafe: a VM's disks die with its run."""
+    return (f"driver={fmt},node-name={node},discard=unmap,cache.no-flush=on,"
+            f"file.driver=file,file.filename={path},file.aio=threads")
+
+
+def _numa_argv(vs: VMSpec) -> list[str]:
+    if vs.numa_nodes <= 1:
+        return []
+    argv: list[str] = []
+    per_node = vs.memory_mb // vs.numa_nodes
+    for node in range(vs.numa_nodes):
+        cpus = [c for c in range(vs.cpus) if c % vs.numa_nodes == node]
+        argv += ["-object", f"memory-backend-ram,id=numa-mem{node},size={per_node}M",
+                 "-numa", ",".join([f"node,nodeid={node}", *(f"cpus={c}" for c in cpus), f"memdev=numa-mem{node}"])]
+    return argv
+
+
 def _mgmt_mac(index: int) -> str:
     return f"52:54:00:fe:{index + 1:02x}:01"
 
@@ -812,3 +1057,27 @@ def down_all() -> list[str]:
             _ip("netns", "del", ns, check=False)
             done.append(f"stale netns {ns} deleted")
     return done
+
+
+def leftovers() -> list[str]:
+    """Everything vmlab may leave on this machine, as lines (empty: nothing): runs, ``vmlab-*`` network
+    namespaces, QEMU processes of vmlab VMs, loop devices whose backing file is under the runs directory."""
+    found = [f"run {run.name}" for run in list_runs()]
+    for line in _ip("netns", "list", check=False).stdout.splitlines():
+        if line.startswith("vmlab-"):
+            found.append(f"netns {line.split()[0]}")
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(QEMU.encode()) and b"-name" in argv:
+                name = argv[argv.index(b"-name") + 1].decode(errors="replace")
+                if name.startswith("vmlab-") and proc_starttime(int(proc.name)) is not None:
+                    found.append(f"qemu pid {proc.name} {name.split(',')[0]}")
+    loops = subprocess.run(["losetup", "-nO", "NAME,BACK-FILE"], capture_output=True, text=True, check=False).stdout
+    root = str(runs_root())
+    found += [f"loop {line.split()[0]} on {line.split()[1]}" for line in loops.splitlines()
+              if len(line.split()) > 1 and line.split()[1].startswith(root + "/")]
+    return found

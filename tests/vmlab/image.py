@@ -50,7 +50,17 @@ MASKED_UNITS = (
     "fstrim.timer", "man-db.timer", "systemd-networkd-wait-online.service",
     "getty@tty1.service", "systemd-timesyncd.service",
     "modprobe@drm.service", "modprobe@fuse.service", "modprobe@efi_pstore.service",
-    "networking.service",  # ifupdown (pulled in by ifenslave); systemd-networkd configures the VMs
+)
+
+# Services a variant's packages enable that a VM starts only when its spec asks for them: a VM chooses its
+# network provider at boot (``VMSpec.net``: systemd-networkd by default, NetworkManager or ifupdown through
+# ``systemd.wants=`` on the kernel command line), and the cluster stack is started by the role under test, as
+# on a host where it was installed and not yet configured. Disabled, not masked, so a role can enable them.
+OPTIONAL_UNITS = (
+    "networking.service",  # ifupdown (pulled in by ifenslave)
+    "NetworkManager.service", "NetworkManager-wait-online.service", "NetworkManager-dispatcher.service",
+    "corosync.service", "pacemaker.service", "pcsd.service", "pcsd-ruby.service", "sbd.service",
+    "corosync-qdevice.service", "corosync-qnetd.service",
 )
 
 
@@ -269,9 +279,10 @@ def _build_into(spec: ImageSpec, work: Path, log) -> None:
     _run([*_in_private_mounts(
         'mount -t proc proc "$1/proc"; '
         'chroot "$1" systemctl enable -q vmlab-setup.service systemd-networkd.service ssh.service; '
+        'for u in $2; do if [ -e "$1/lib/systemd/system/$u" ]; then chroot "$1" systemctl disable -q "$u"; fi; done; '
         'chroot "$1" update-initramfs -u -k all; '
         'chroot "$1" apt-get clean'
-    ), "chroot", str(rootfs)], log, env=env)
+    ), "chroot", str(rootfs), " ".join(OPTIONAL_UNITS)], log, env=env)
     kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
     if not kernels:
         raise ImageBuildError("no kernel in the rootfs /boot")

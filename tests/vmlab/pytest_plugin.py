@@ -1,13 +1,16 @@
 """pytest fixtures for vmlab. Import them into a conftest.py::
 
-    from vmlab.pytest_plugin import pytest_terminal_summary, vmlab_fleet_factory, vmlab_image  # noqa: F401
+    from vmlab.pytest_plugin import pytest_terminal_summary, vmlab_pool, vmlab_variant_image  # noqa: F401
 
-``vmlab_image`` (session) builds or reuses the cached base image; ``vmlab_variant_image``
+``vmlab_pool`` (session) is the shared pool (:mod:`vmlab.pool`): a test module leases a fleet with
+``with vmlab_pool.lease(SPEC, who=__name__) as fleet:`` in a module-scoped fixture; the first lease of a spec boots it,
+every later one gets it back reset to its first-boot snapshot (proven by fingerprints). Use it for every
+real-kernel scenario. ``vmlab_image`` (session) builds or reuses the cached base image; ``vmlab_variant_image``
 (session) does the same for a named variant (:mod:`vmlab.variants`); ``vmlab_fleet_factory``
-(module) boots fleets from a :class:`~vmlab.fleet.FleetSpec` (on the base image, or on
-``image=``) and tears every one of them down at the end of the module, whatever happened
-(finalizer, plus an atexit hook in :class:`Fleet` for interpreter exits, plus
-``python -m vmlab down --all`` for a killed process).
+(module) boots a private fleet (for tests about vmlab itself that must not share one) and tears every one of
+them down at the end of the module. Whatever happens, nothing outlives the session: fixture finalizers, an
+atexit hook in :class:`Fleet` for interpreter exits, PR_SET_PDEATHSIG for QEMU when the test process is
+killed, and the orphan sweep at the next session (or ``python -m vmlab down --orphans``).
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ import pytest
 
 from .fleet import Fleet, FleetSpec, reap_orphans
 from .image import ImageSpec, build_image
-from .variants import variant_spec
+from .pool import Pool
+from .variants import DEFAULT_VARIANT, variant_spec
 
 
 def missing_prerequisites() -> list[str]:
@@ -45,10 +49,19 @@ def report(msg: str) -> None:
     sys.__stderr__.flush()
 
 
+POOLS: list[Pool] = []
+
+
 def pytest_terminal_summary(terminalreporter):
     """Hook: import it into the conftest.py that imports the fixtures."""
+    for pool in POOLS:
+        boots, resets = sum(pool.boots.values()), sum(pool.resets.values())
+        leases = sum(len(e.leases) for e in pool.entries.values()) if pool.entries else None
+        report(f"pool: {len(pool.boots)} distinct fleets, {boots} boots, {resets} verified resets"
+               + (f" (median {sorted(pool.reset_seconds)[len(pool.reset_seconds) // 2]:.1f} s)" if resets else "")
+               + (f", {leases} leases" if leases is not None else ""))
     if REPORT:
-        terminalreporter.section("vmlab: boot, reboot and memory")
+        terminalreporter.section("vmlab: boots, resets and memory")
         for line in REPORT:
             terminalreporter.write_line(line)
 
@@ -93,6 +106,34 @@ def vmlab_variant_image():
         return images[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def vmlab_pool(vmlab_variant_image):
+    """The session's shared pool. ``vmlab_pool.lease(spec, who=__name__)`` -> a context manager."""
+    pool = Pool(vmlab_variant_image, report)
+    POOLS.append(pool)
+    old = signal.getsignal(signal.SIGTERM)
+    if old is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    try:
+        yield _Leaser(pool)
+    finally:
+        for line in pool.close():
+            if line.startswith("KILL"):
+                report(line)
+        if old is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class _Leaser:
+    """What tests see of the pool: ``lease(spec, who=__name__, variant=DEFAULT_VARIANT)`` and the counters."""
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+
+    def lease(self, spec: FleetSpec, *, who: str, variant: str = DEFAULT_VARIANT):
+        return self.pool.lease(spec, variant, who)
 
 
 def _sigterm_to_interrupt(signum, frame):

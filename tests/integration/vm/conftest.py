@@ -1,26 +1,22 @@
-"""Fixtures for the nested-VM tier: the vmlab fixtures plus ``vm_pair``, two booted VMs."""
+"""Fixtures for the nested-VM tier: the shared vmlab pool and ``vm_pair``, the standard two-hypervisor fleet."""
 from __future__ import annotations
 
 import pytest
 
-from vmlab.fleet import FleetSpec, LinkSpec, VMSpec
+from vmlab.fleets import HV2
 
 # pytest finds fixtures and hooks by name in conftest.py: these imports are used by pytest
 from vmlab.pytest_plugin import (  # noqa: F401  # pylint: disable=unused-import
     pytest_terminal_summary,
     vmlab_fleet_factory,
     vmlab_image,
-)
-
-# eth1 = lan, eth2 = repl (DRBD replication / corosync ring 2), eth3 + eth4 = unaddressed links
-# for bonds and VLANs the tests build themselves.
-PAIR_SPEC = FleetSpec(
-    vms=[VMSpec("vma", memory_mb=512, disks=["256M"]), VMSpec("vmb", memory_mb=512, disks=["256M"])],
-    links=[LinkSpec("lan"), LinkSpec("repl"), LinkSpec("bond1", addressed=False),
-           LinkSpec("bond2", addressed=False)],
+    vmlab_pool,
+    vmlab_variant_image,
 )
 
 
 @pytest.fixture(scope="module")
-def vm_pair(vmlab_fleet_factory):  # noqa: F811
-    return vmlab_fleet_factory(PAIR_SPEC)
+def vm_pair(vmlab_pool, request):  # noqa: F811
+    """vmlab.fleets.HV2 from the shared pool, in its first-boot state, for this test module."""
+    with vmlab_pool.lease(HV2, who=request.module.__name__) as fleet:
+        yield fleet

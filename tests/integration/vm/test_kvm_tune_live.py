@@ -25,11 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from vmlab.fleet import FleetSpec, VMSpec
-from vmlab.pytest_plugin import (  # noqa: F401  # pylint: disable=unused-import
-    report,
-    vmlab_variant_image,
-)
+from vmlab.fleets import HV2
+from vmlab.pytest_plugin import report
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -37,7 +34,7 @@ REPO = Path(__file__).resolve().parents[3]
 PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 GUEST = "ktl-guest"
 MACS = {"network": "52:54:00:7e:01:01", "bridge": "52:54:00:7e:01:02", "ethernet": "52:54:00:7e:01:03"}
-SPEC = FleetSpec(vms=[VMSpec("kthv", memory_mb=1280, cpus=2, disks=[])], links=[])
+HOST = "vma"  # the first hypervisor of the shared fleet vmlab.fleets.HV2
 GUEST_XML = f"""<domain type='qemu'>
   <name>{GUEST}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
@@ -110,7 +107,7 @@ def probe(vm) -> dict:
 
 def play(fleet, tasks: list) -> list:
     """Run ``tasks`` in one playbook on the VM (as Ansible does: SSH, AnsiballZ); -> each task's host result."""
-    host = "kthv"
+    host = HOST
     path = fleet.run_dir / f"ktl-{uuid.uuid4().hex[:8]}.yml"
     path.write_text(json.dumps([{"hosts": host, "gather_facts": False, "tasks": tasks}]))  # JSON is YAML
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_PIPELINING="1",
@@ -197,28 +194,31 @@ def domiftune(inbound: dict | None, outbound: dict | None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def hv(vmlab_fleet_factory, vmlab_variant_image):  # noqa: F811
-    """One booted hypervisor VM with the guest running; -> the fleet (``hv["kthv"]`` is the VM)."""
-    t0 = time.monotonic()
-    fleet = vmlab_fleet_factory(SPEC, image=vmlab_variant_image("libvirt"))
-    vm = fleet["kthv"]
+def hv(vmlab_pool, request):
+    """The shared two-hypervisor fleet with the guest running on ``vma``; -> the fleet (``hv[HOST]`` is the VM)."""
+    with vmlab_pool.lease(HV2, who=request.module.__name__) as fleet:
+        yield _start_guest(fleet)
+
+
+def _start_guest(fleet):
+    vm = fleet[HOST]
     t1 = time.monotonic()
     vm.ssh("virsh -c qemu:///system version >/dev/null", timeout=600)
     t2 = time.monotonic()
     vm.ssh(SETUP, timeout=600)
     fleet.libvirtd_pid = vm.ssh("pidof libvirtd").stdout.strip()  # the tests check that it never changes
-    report(f"kvm_tune live: VM up {t1 - t0:.1f} s, libvirtd answers {t2 - t1:.1f} s later, "
+    report(f"kvm_tune live: libvirtd answers in {t2 - t1:.1f} s, "
            f"network + bridge + guest started in {time.monotonic() - t2:.1f} s")
     return fleet
 
 
-def test_the_hypervisor_is_a_real_kernel_with_libvirt(hv, vmlab_variant_image):  # noqa: F811
-    vm = hv["kthv"]
+def test_the_hypervisor_is_a_real_kernel_with_libvirt(hv):
+    vm = hv[HOST]
     out = vm.ssh(f"uname -r; virsh domstate {GUEST} | head -n1; virsh version | sed -n 's/^Running hypervisor: //p'; "
                  "grep -c ' /dev/hugepages hugetlbfs ' /proc/mounts; "
                  f"virsh domiflist {GUEST} | awk 'NR>2 && NF {{print $2}}'")
     lines = out.stdout.split("\n")
-    assert lines[0] == vmlab_variant_image("libvirt").manifest["kernel_version"]
+    assert lines[0] == hv.image.manifest["kernel_version"]
     assert lines[1] == "running" and lines[2].startswith("QEMU 7.2") and lines[3] == "1", lines
     assert lines[4:7] == ["network", "bridge", "ethernet"], lines
 
@@ -226,7 +226,7 @@ def test_the_hypervisor_is_a_real_kernel_with_libvirt(hv, vmlab_variant_image): 
 def test_bandwidth_refused_where_the_kernel_lacks_sch_sfq(hv):
     """A kernel without sch_sfq (its module hidden from the module lists, as on a kernel built without it): kvm_tune
     says so, never calls libvirt live (the tap keeps its qdisc), and with apply=both writes the definition only."""
-    vm = hv["kthv"]
+    vm = hv[HOST]
     t0 = time.monotonic()
     mac = MACS["bridge"]
     limits = {"inbound": {"average": 800, "peak": 1600, "burst": 16}}
@@ -262,7 +262,7 @@ LIMITS = {
 
 
 def test_bandwidth_live_and_config_on_every_nic_type(hv):
-    vm = hv["kthv"]
+    vm = hv[HOST]
     t0 = time.monotonic()
     args = {"interfaces": [{"mac": MACS[t], "bandwidth": {"inbound": i, "outbound": o}}
                            for t, (i, o) in LIMITS.items()]}
@@ -283,7 +283,7 @@ def test_bandwidth_live_and_config_on_every_nic_type(hv):
 def test_bandwidth_live_only_change_and_removal(hv):
     """apply=live: a new inbound limit (no peak) on the network NIC, every limit off the ethernet NIC; the persistent
     definition keeps its limits; the kernel follows."""
-    vm = hv["kthv"]
+    vm = hv[HOST]
     t0 = time.monotonic()
     new_in = {"average": 1500, "burst": 96}
     args = {"apply": "live", "interfaces": [
@@ -309,7 +309,7 @@ def test_bandwidth_live_only_change_and_removal(hv):
 def test_hugepages_refused_then_used_by_the_guest(hv):
     """Not reserved: refused before anything changes. Reserved: written to the definition (pending_restart), and the
     guest started from it runs on hugepages (HugePages_Free drops by its 32 pages, QEMU maps hugetlbfs)."""
-    vm = hv["kthv"]
+    vm = hv[HOST]
     t0 = time.monotonic()
     old = vm.ssh("sysctl -n vm.nr_hugepages").stdout.strip()
     backing = {"memory_backing": {"hugepages": True, "page_size": 2048}}

@@ -1,10 +1,10 @@
-"""The fixture proves itself: two real-kernel VMs boot, are reachable over SSH on 127.0.0.1 only,
-reach each other over private links that can be cut from outside, have the kernel features
-containers lack (VLAN, bonding, DRBD, device-mapper thin), keep their sysctls to themselves and
-keep their disks across a reboot. Tests run in file order on one pair of VMs."""
+"""The shared fleet proves itself: two real-kernel VMs (vmlab.fleets.HV2) boot, are reachable over SSH on
+127.0.0.1 only, reach each other over private links that can be cut from outside, are reached by a controller
+in the run's namespace over a link itself, have two NUMA nodes, their own disks and one disk they share, the
+kernel features containers lack (VLAN, bonding, DRBD, device-mapper thin) and the tools the roles need, keep
+their sysctls to themselves and keep their disks across a reboot. Tests run in file order on the pool's fleet."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -31,8 +31,8 @@ def ping_eventually(vm, addr: str, seconds: float = 20) -> bool:
     return False
 
 
-def test_two_vms_boot_with_their_own_kernel(vm_pair, vmlab_image):
-    kver = vmlab_image.manifest["kernel_version"]
+def test_two_vms_boot_with_their_own_kernel(vm_pair):
+    kver = vm_pair.image.manifest["kernel_version"]
     for vm in vm_pair:
         out = vm.ssh("uname -r; hostname; ip -4 route show default; systemctl is-system-running || true")
         out = out.stdout.split("\n")
@@ -179,23 +179,48 @@ def test_reboot_keeps_the_disks(vm_pair):
     assert ping_eventually(a, b.addr("lan"))  # per-VM config came back with the boot
 
 
-def test_teardown_from_another_process_leaves_nothing_behind(vm_pair):
-    """``python -m vmlab status|down`` work from the state file alone (as after a crashed run)."""
-    pids = [vm.pid for vm in vm_pair]
-    report(f"QEMU RSS before teardown: { {vm.name: vm.rss_mib() for vm in vm_pair} } MiB")
-    run_dir, netns = vm_pair.run_dir, vm_pair.netns
-    tests_dir = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(tests_dir)}
-    status = subprocess.run([sys.executable, "-m", "vmlab", "status"], capture_output=True, text=True,
-                            env=env, check=True, timeout=60).stdout
-    assert vm_pair.run_id in status and "alive=True" in status
-    down = subprocess.run([sys.executable, "-m", "vmlab", "down", vm_pair.run_id], capture_output=True,
-                          text=True, env=env, check=True, timeout=120).stdout
-    assert f"netns {netns} deleted" in down
-    for pid in pids:
-        assert proc_starttime(pid) is None  # gone (or a zombie until this process reaps it)
-    assert not run_dir.exists()
-    assert not Path(f"/run/netns/{netns}").exists()
-    leftovers = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True, check=False).stdout
-    assert leftovers == ""
-    assert vm_pair.down() == []  # idempotent: the fixture's finalizer finds nothing left to do
+def test_two_numa_nodes_and_a_shared_disk(vm_pair):
+    a, b = vm_pair["vma"], vm_pair["vmb"]
+    nodes = a.ssh("cat /sys/devices/system/node/online; for n in 0 1; do "
+                  "cat /sys/devices/system/node/node$n/cpulist; "
+                  "sed -n 's/.*MemTotal: *\\([0-9]*\\) kB/\\1/p' /sys/devices/system/node/node$n/meminfo; done")
+    online, cpus0, mem0, cpus1, mem1 = nodes.stdout.split()
+    assert (online, cpus0, cpus1) == ("0-1", "0", "1"), nodes.stdout
+    assert abs(int(mem0) - int(mem1)) < 64 * 1024, nodes.stdout  # 640 MiB each, minus the kernel's own
+    shared = a.shared_disks[0]
+    assert shared.by_id == "/dev/disk/by-id/virtio-vmlab-shared-sbd" and shared.dev == "/dev/vdd"
+    a.ssh(f"echo written-by-vma | dd of={shared.by_id} bs=512 count=1 oflag=direct status=none")
+    assert b.ssh(f"dd if={shared.by_id} bs=512 count=1 iflag=direct status=none | head -c 14").stdout == \
+        "written-by-vma"
+
+
+def test_the_roles_tools_are_installed(vm_pair):
+    tools = ("virsh", "corosync", "pcs", "sbd", "corosync-qnetd", "fence_virsh", "fio", "stress-ng", "nmcli", "ifup")
+    out = vm_pair["vma"].ssh(
+        f"for t in {' '.join(tools)}; do command -v $t >/dev/null && echo $t; done; virsh --version; "
+        "corosync -v | head -n1; ls /usr/lib/ocf/resource.d/heartbeat/VirtualDomain; "
+        "systemctl is-enabled corosync pacemaker NetworkManager networking || true").stdout.split("\n")
+    assert tuple(out[:len(tools)]) == tools, out
+    version, corosync, agent, *enabled = out[len(tools):len(tools) + 7]
+    assert version.startswith("9.0.") and "Corosync Cluster Engine" in corosync and agent.endswith("VirtualDomain")
+    assert enabled == ["disabled"] * 4, out  # installed, started only by the role (or VMSpec.net) that wants it
+
+
+def test_the_controller_reaches_the_vms_over_a_link_from_the_namespace(vm_pair):
+    """What a network role's test does: the controller's own SSH goes over the link being changed."""
+    a = vm_pair["vma"]
+    addr = a.addr("lan")
+    argv = vm_pair.netns_argv(["ssh", "-i", str(vm_pair.key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
+                               "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                               "-o", "LogLevel=ERROR", f"root@{addr}", "ip -4 -br addr show eth1"])
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0 and addr in p.stdout, p.stdout + p.stderr
+    # the controller's address is the link's .1, seen by the VM on eth1
+    assert a.ssh(f"ping -c1 -W5 {vm_pair.controller_address('lan')}", check=False).returncode == 0
+    vm_pair.cut("lan", vm="vma", how="drop")
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        assert p.returncode != 0  # the link is the path: cut it and the controller is out
+        assert a.ssh("true").returncode == 0  # while the management path (127.0.0.1 forward) stays
+    finally:
+        vm_pair.restore("lan", vm="vma", how="drop")

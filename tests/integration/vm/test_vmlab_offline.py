@@ -5,10 +5,22 @@ from pathlib import Path
 
 import pytest
 
-from vmlab.fleet import Fleet, FleetSpec, LinkSpec, VmlabError, VMSpec, _size_bytes
-from vmlab.image import BaseImage, ImageSpec
+from vmlab.fleet import (
+    NET_CMDLINE,
+    Fleet,
+    FleetSpec,
+    LinkSpec,
+    SharedDiskSpec,
+    VmlabError,
+    VMSpec,
+    _numa_argv,
+    _size_bytes,
+)
+from vmlab.fleets import HV2, PROVIDERS
+from vmlab.image import OPTIONAL_UNITS, BaseImage, ImageSpec
 from vmlab.inventory import inventory_data
-from vmlab.variants import VARIANTS, variant_spec
+from vmlab.pool import Pool
+from vmlab.variants import DEFAULT_VARIANT, NET_PROVIDERS, VARIANTS, variant_spec
 
 pytestmark = pytest.mark.vm
 
@@ -25,10 +37,14 @@ def test_image_key_follows_its_inputs():
 def test_variants_are_package_lists_with_their_own_key(monkeypatch):
     monkeypatch.delenv("VMLAB_EXTRA_PACKAGES", raising=False)
     assert variant_spec("base").key() == ImageSpec.from_env().key()
-    libvirt = variant_spec("libvirt")
-    assert libvirt.key() != variant_spec("base").key()
-    assert set(VARIANTS["libvirt"]) <= set(libvirt.all_packages())
-    assert libvirt.packages == ImageSpec().packages  # the base list itself is unchanged
+    hv = variant_spec(DEFAULT_VARIANT)
+    assert hv.key() != variant_spec("base").key()
+    assert set(VARIANTS[DEFAULT_VARIANT]) <= set(hv.all_packages())
+    assert hv.packages == ImageSpec().packages  # the base list itself is unchanged
+    # one image carries every provider a VM can choose, and every provider's service is off unless chosen
+    assert set(NET_PROVIDERS.values()) <= set(hv.all_packages())
+    assert {"networking.service", "NetworkManager.service", "corosync.service", "pacemaker.service"} <= \
+        set(OPTIONAL_UNITS)
     with pytest.raises(ValueError, match="unknown vmlab image variant 'nope'"):
         variant_spec("nope")
 
@@ -91,3 +107,82 @@ def test_spec_validation_and_sizes():
     with pytest.raises(VmlabError):
         FleetSpec([VMSpec("a")], [LinkSpec("l", members=["zz"])]).validate()
     assert _size_bytes("256M") == 256 << 20 and _size_bytes("1G") == 1 << 30 and _size_bytes("4096") == 4096
+
+
+def test_providers_numa_and_shared_disks_are_planned(tmp_path):
+    f = planned(HV2, tmp_path)
+    vma = f["vma"]
+    assert [d.dev for d in vma.disks] == ["/dev/vdb", "/dev/vdc"]
+    assert [(d.dev, d.by_id) for d in vma.shared_disks] == [("/dev/vdd", "/dev/disk/by-id/virtio-vmlab-shared-sbd")]
+    assert vma.shared_disks[0].path == f["vmb"].shared_disks[0].path  # one file, both VMs
+    assert all(d.path.endswith(".qcow2") for d in vma.disks)  # per-VM disks are in the snapshots
+    argv = f._qemu_argv(vma, {n.link: 100 + i for i, n in enumerate(vma.nics)})
+    joined = " ".join(argv)
+    assert "share-rw=on,serial=vmlab-shared-sbd" in joined and "node-name=disk2" in joined
+    assert _numa_argv(HV2.vms[0]) == [
+        "-object", "memory-backend-ram,id=numa-mem0,size=640M", "-numa", "node,nodeid=0,cpus=0,memdev=numa-mem0",
+        "-object", "memory-backend-ram,id=numa-mem1,size=640M", "-numa", "node,nodeid=1,cpus=1,memdev=numa-mem1"]
+    assert _numa_argv(VMSpec("x", memory_mb=512, cpus=1, numa_nodes=2))[3] == "node,nodeid=0,cpus=0,memdev=numa-mem0"
+    assert _numa_argv(VMSpec("x", memory_mb=512, cpus=1, numa_nodes=2))[7] == "node,nodeid=1,memdev=numa-mem1"
+    assert "systemd.wants=NetworkManager.service" not in joined
+    assert f.controller_address("lan") == "10.213.1.1" and f.controller_address("repl", prefix=True) == "10.213.2.1/24"
+
+
+@pytest.mark.parametrize("net", ["networkd", "nm", "ifupdown"])
+def test_each_provider_gets_its_own_files_at_first_boot(tmp_path, net):
+    spec = FleetSpec([VMSpec("h", disks=[], net=net)], [LinkSpec("lan"), LinkSpec("raw", addressed=False)])
+    f = planned(spec, tmp_path)
+    f.run_dir.mkdir()
+    (f.run_dir / "id_ed25519").write_text("PRIVATE\n")
+    (f.run_dir / "id_ed25519.pub").write_text("ssh-ed25519 AAAA test\n")
+    script = f._setup_script(f["h"])
+    files = f._net_files(f["h"])
+    assert "if [ ! -e /var/lib/vmlab/links-configured ]; then" in script
+    text = "".join(body for _mode, body in files.values())
+    assert "10.0.2.15/24" in text and "10.213.1.11/24" in text and "10.213.2." not in text
+    if net == "networkd":
+        assert set(files) == {"/etc/systemd/network/10-vmlab-mgmt.network", "/etc/systemd/network/20-vmlab-lan.network",
+                              "/etc/systemd/network/20-vmlab-raw.network"}
+        assert "Unmanaged=yes" in files["/etc/systemd/network/20-vmlab-raw.network"][1]
+    elif net == "nm":
+        keyfiles = [p for p in files if p.endswith(".nmconnection")]
+        assert sorted(keyfiles) == ["/etc/NetworkManager/system-connections/vmlab-lan.nmconnection",
+                                    "/etc/NetworkManager/system-connections/vmlab-mgmt.nmconnection"]
+        assert all(files[p][0] == 0o600 for p in keyfiles)  # NetworkManager ignores keyfiles others can read
+        assert "chmod 600 /etc/NetworkManager/system-connections/vmlab-lan.nmconnection" in script
+    else:
+        assert list(files) == ["/etc/network/interfaces"]
+        assert "auto eth1\niface eth1 inet static\n    address 10.213.1.11/24" in files["/etc/network/interfaces"][1]
+    cmdline = " ".join(f._qemu_argv(f["h"], {"lan": 100, "raw": 101}))
+    for arg in NET_CMDLINE[net]:
+        assert arg in cmdline
+
+
+def test_a_provider_the_image_lacks_is_refused_before_anything_starts(tmp_path):
+    image = BaseImage(tmp_path / "img", {"packages": ["systemd", "ifupdown"]})
+    fleet = Fleet(PROVIDERS, image, run_dir=tmp_path / "run")
+    with pytest.raises(VmlabError, match="nmhost: net nm needs network-manager in the image"):
+        fleet.up()
+    assert not (tmp_path / "run").exists()
+
+
+def test_pool_key_is_the_whole_ask():
+    img = BaseImage(Path("/cache/vm/bookworm-aaaa"))
+    other = BaseImage(Path("/cache/vm/bookworm-bbbb"))
+    key = Pool.key(HV2, img)
+    assert key == Pool.key(FleetSpec.from_dict(HV2.canonical() | {"boot_timeout": 9.0, "tb_size_mb": 64}), img)
+    assert key != Pool.key(HV2, other)
+    for change in ({"numa_nodes": 1}, {"net": "nm"}, {"disks": ["256M"]}, {"memory_mb": 1024}, {"cpus": 1}):
+        vms = [VMSpec(**(v | change)) for v in HV2.canonical()["vms"]]
+        assert Pool.key(FleetSpec(vms, HV2.links, HV2.shared_disks), img) != key, change
+    assert Pool.key(FleetSpec(HV2.vms, HV2.links[:2], HV2.shared_disks), img) != key
+    assert Pool.key(FleetSpec(HV2.vms, HV2.links, [SharedDiskSpec("sbd", "32M")]), img) != key
+
+
+def test_spec_validation_of_providers_and_numa():
+    with pytest.raises(VmlabError, match="net 'wicked' is not one of networkd, nm, ifupdown"):
+        FleetSpec([VMSpec("a", net="wicked")]).validate()
+    with pytest.raises(VmlabError, match="numa_nodes 3 must be 1-8 and divide memory_mb 512"):
+        FleetSpec([VMSpec("a", numa_nodes=3)]).validate()
+    with pytest.raises(VmlabError, match="shared disk names must be unique"):
+        FleetSpec([VMSpec("a")], shared_disks=[SharedDiskSpec("s"), SharedDiskSpec("s")]).validate()
