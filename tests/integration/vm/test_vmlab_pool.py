@@ -34,20 +34,23 @@ echo disk-changed | dd of=/dev/vdb bs=512 count=1 conv=fsync status=none
 echo shared-changed | dd of=/dev/vdd bs=512 count=1 oflag=direct status=none
 """
 CHECK = """
-test -e /etc/vmlab-scenario-marker && echo marker
-test -e /srv/scenario && echo srv
+test -e /etc/vmlab-scenario-marker && echo marker || echo -
+test -e /srv/scenario && echo srv || echo -
 sysctl -n vm.swappiness net.ipv4.ip_forward | tr '\\n' ' '; echo
-ip -br link show scen0 2>/dev/null | cut -d' ' -f1
+echo "$(ip -br link show scen0 2>/dev/null | cut -d' ' -f1)"
 ip -4 -o addr show dev eth1 | awk '{print $4}' | tr '\\n' ' '; echo
 grep -c '^sch_netem ' /proc/modules || true
-head -c 12 /dev/vdb; echo
+head -c 12 /dev/vdb | tr -d '\\0'; echo
 dd if=/dev/vdd bs=512 count=1 iflag=direct status=none | tr -d '\\0' | head -c 14; echo
 date +%s
 """
 
 
 def state(vm) -> list[str]:
-    return vm.ssh(CHECK).stdout.split("\n")
+    """One line per kind of change (9 lines, the last the guest's clock)."""
+    lines = vm.ssh(CHECK).stdout.split("\n")
+    assert len(lines) >= 9, lines
+    return lines
 
 
 def test_a_reset_undoes_what_a_scenario_changed(vmlab_pool):
