@@ -10,11 +10,18 @@ source "$here/env.sh"
 dest=$1/ansible_collections/kvmops/fleet
 mkdir -p "$dest"
 cd "$KVMOPS_REPO"
-git ls-files -z --cached --others --exclude-standard \
-  | rsync -a --delete --from0 --files-from=- ./ "$dest/"
+# tracked and new files, minus those deleted in the work tree (not yet committed): rsync would fail on them
+present_only() {
+  local f
+  while IFS= read -r -d '' f; do
+    if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
+  done
+}
+git ls-files -z --cached --others --exclude-standard | present_only > "$1/.wanted0"
+rsync -a --delete --from0 --files-from="$1/.wanted0" ./ "$dest/"
 # --files-from does not delete files that left the list: remove them by comparing the lists
 (cd "$dest" && find . -type f -printf '%P\n' | sort) > "$1/.present"
-git ls-files --cached --others --exclude-standard | sort > "$1/.wanted"
+tr '\0' '\n' < "$1/.wanted0" | sort > "$1/.wanted"
 { comm -23 "$1/.present" "$1/.wanted" | grep -v '^tests/output/' || true; } \
   | (cd "$dest" && xargs -r -d '\n' rm -f --)
 echo "$dest"
