@@ -13,7 +13,7 @@
 #   make build        the collection tarball
 #   make bench        kvm_pause_facts side by side with the alternatives (benchmarks/README.md)
 SHELL := /bin/bash
-TIERS := lint sanity unit py39 integration vm molecule
+TIERS := lint sanity unit matrix py39 integration vm molecule
 
 .PHONY: test check setup images build docs demo bench lab-down clean $(TIERS)
 

@@ -139,7 +139,7 @@ if [ "${1:-}" = "--images" ]; then
   with_images=1
   shift
 fi
-[ "$#" -gt 0 ] || set -- lint sanity unit py39 integration vm molecule
+[ "$#" -gt 0 ] || set -- lint sanity unit matrix py39 integration vm molecule
 for tier in "$@"; do
   if ! declare -F "tier_$tier" >/dev/null; then
     echo "unknown tier '$tier' (lint sanity unit matrix py39 integration vm molecule)" >&2
