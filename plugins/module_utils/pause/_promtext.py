@@ -4,7 +4,7 @@
 """PURE: a kvm_pause report and the previous run's state -> Prometheus text format and the new state.
 
 Used by the host collector (kvmops-pause-collector, installed by the diagnostics role's ``collector``
-entry point), which runs the same ``_collect.collect()`` as kvm_pause_facts every N seconds and writes
+entry point), which runs the same ``pause._collect_io.collect()`` as kvm_pause_facts every N seconds and writes
 the text for node_exporter's textfile collector. No I/O here: the caller reads and writes the state
 file and passes the clock.
 
@@ -263,7 +263,7 @@ def render(
 ):
     """Return ``(text, new_state)``.
 
-    ``report``: ``ansible_facts.kvm_pause`` as ``_collect.collect()`` returns it, or None when the run
+    ``report``: ``ansible_facts.kvm_pause`` as ``pause._collect_io.collect()`` returns it, or None when the run
     got none (``errors`` then says why). The text is complete Prometheus text format (HELP and TYPE for
     every family that has samples), sorted, ending in a newline.
     """

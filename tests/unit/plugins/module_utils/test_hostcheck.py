@@ -1,4 +1,4 @@
-"""Pure pre-flight parsers and the verdict (plugins/module_utils/_hostcheck.py)."""
+"""Pure pre-flight parsers and the verdict (plugins/module_utils/host/_check.py)."""
 
 from __future__ import annotations
 
