@@ -57,7 +57,8 @@ MGMT_ADDR = "10.0.2.15"
 STAMP_DIR = "/var/lib/vmlab"
 
 # The state a pool reset must restore, as text per VM (see Fleet.fingerprints). Sysctls that are counters
-# or per-boot random values move by themselves and are left out; so are logs, caches and the journal.
+# or per-boot random values move by themselves and are left out; so are logs, caches, the journal, and the state
+# of timers the clock step after a revert can fire (logrotate's daily timer is Persistent=true).
 FINGERPRINT = r"""
 set -e
 {
@@ -70,7 +71,8 @@ volatile="${volatile}kernel\.(ns_last_pid|random\.|pty\.nr|tainted|perf_event_ma
 sysctl -a 2>/dev/null | grep -Ev "$volatile"
 findmnt -rno TARGET,SOURCE,FSTYPE | sort
 find /etc /root /srv /opt /usr/local /var/lib -xdev \( -path /var/lib/systemd -o -path /var/lib/vmlab \
-  -o -path /var/lib/dhcp -o -path /root/.ansible -o -path /var/lib/sudo \) -prune -o -printf '%p %y %m %s %T@\n' | sort
+  -o -path /var/lib/dhcp -o -path /var/lib/logrotate -o -path /root/.ansible -o -path /var/lib/sudo \) -prune \
+  -o -printf '%p %y %m %s %T@\n' | sort
 }
 """
 
