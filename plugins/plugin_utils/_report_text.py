@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from ansible_collections.kvmops.fleet.plugins.plugin_utils._fleet_report import COUNT_KEYS
+
 
 def _row(name, cause, severity, safe, paused, summary) -> str:
     """A row of the per-VM table (the header too): name, cause, severity, safe, paused padded to their columns."""
@@ -23,19 +25,8 @@ def _row(name, cause, severity, safe, paused, summary) -> str:
 
 
 HOST_COUNTS = ("total", "running", "paused", "crashed", "unresponsive", "safe_to_resume")
-FLEET_COUNTS = (
-    "hosts",
-    "hosts_diagnosed",
-    "hosts_unreachable",
-    "hosts_libvirt_failed",
-    "hosts_not_diagnosed",
-    "hosts_incomplete",
-    "domains_total",
-    "paused",
-    "crashed",
-    "unresponsive",
-    "safe_to_resume",
-)
+# the fleet summary's counts, as the report builder names them ("running" is not printed)
+FLEET_COUNTS = tuple(key for key in COUNT_KEYS if key != "running")
 
 
 class ReportTextError(ValueError):
