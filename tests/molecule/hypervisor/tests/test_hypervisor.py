@@ -1,7 +1,7 @@
-"""Verify kvmops.fleet.hypervisor on a fleet container (testinfra, podman connection).
+"""Verify kvmops.fleet.hypervisor on the fleet containers (testinfra, podman connection).
 
-Expectations come from the scenarios' variable files: vars/converge.yml, then
-vars/<scenario>.yml, with vars/config_change.yml layered on top by side_effect.yml, which ran last.
+Each host's expectations come from the scenario's variable files: vars/converge.yml, then
+vars/<host>.yml, with vars/config_change.yml layered on top by side_effect.yml, which ran last.
 """
 
 import json
@@ -12,14 +12,7 @@ import re
 import pytest
 import yaml
 
-SHARED = pathlib.Path(__file__).resolve().parent.parent
-SCENARIO = os.environ["MOLECULE_SCENARIO_NAME"]
-EXPECTED = {
-    **yaml.safe_load((SHARED / "vars" / "converge.yml").read_text()),
-    **yaml.safe_load((SHARED / "vars" / f"{SCENARIO}.yml").read_text()),
-    **yaml.safe_load((SHARED / "vars" / "config_change.yml").read_text()),
-}
-IMAGES = EXPECTED["hypervisor_images_dir"]
+SCENARIO = pathlib.Path(__file__).resolve().parent.parent
 URI = "qemu:///system"
 TCG_DOMAIN = """<domain type='qemu'>
   <name>kvmops-verify-tcg</name>
@@ -30,6 +23,16 @@ TCG_DOMAIN = """<domain type='qemu'>
   <devices><serial type='pty'/><console type='pty'/></devices>
 </domain>
 """
+
+
+@pytest.fixture(scope="module")
+def expected(host):
+    """The role's variables on this host, as converge.yml and side_effect.yml layered them."""
+    layers = ("converge.yml", f"{host.backend.get_hostname()}.yml", "config_change.yml")
+    merged = {}
+    for name in layers:
+        merged.update(yaml.safe_load((SCENARIO / "vars" / name).read_text()))
+    return merged
 
 
 def virsh(host, *args):
@@ -57,20 +60,20 @@ def test_tcg_domain_defines_and_starts(host):
         host.run("virsh -c %s destroy kvmops-verify-tcg; virsh -c %s undefine kvmops-verify-tcg", URI, URI)
 
 
-def test_storage_pool(host):
+def test_storage_pool(host, expected):
     info = host.run("virsh -c %s pool-info default", URI)
     assert info.rc == 0, info.stderr
     assert "State:          running" in info.stdout
     assert "Autostart:      yes" in info.stdout
     xml = host.run("virsh -c %s pool-dumpxml default", URI).stdout
-    assert f"<path>{EXPECTED['hypervisor_images_dir']}</path>" in xml
-    images = host.file(EXPECTED["hypervisor_images_dir"])
+    assert f"<path>{expected['hypervisor_images_dir']}</path>" in xml
+    images = host.file(expected["hypervisor_images_dir"])
     assert images.is_directory
     assert images.mode == 0o711
 
 
-def test_default_network(host):
-    enabled = EXPECTED["hypervisor_default_network_enabled"]
+def test_default_network(host, expected):
+    enabled = expected["hypervisor_default_network_enabled"]
     assert host.file("/etc/libvirt/qemu/networks/autostart/default.xml").exists is enabled
     assert host.file("/run/libvirt/network/default.xml").exists is enabled
     info = virsh(host, "net-info", "default").stdout
@@ -89,27 +92,27 @@ def test_qemu_conf(host):
     assert "set_process_name = 1" in content
 
 
-def test_daemon_conf_and_live_setting(host):
+def test_daemon_conf_and_live_setting(host, expected):
     content = host.file("/etc/libvirt/libvirtd.conf").content_string
-    assert f"max_clients = {EXPECTED['hypervisor_max_clients']}" in content
-    assert f'log_outputs = "{EXPECTED["hypervisor_log_outputs"]}"' in content
+    assert f"max_clients = {expected['hypervisor_max_clients']}" in content
+    assert f'log_outputs = "{expected["hypervisor_log_outputs"]}"' in content
     assert "listen_tls" not in content  # socket activation: listening is the sockets' business
     live = host.run("virt-admin -c libvirtd:///system srv-clients-info libvirtd")
     assert live.rc == 0, live.stderr
-    assert re.search(rf"nclients_max\s*:\s*{EXPECTED['hypervisor_max_clients']}\b", live.stdout), live.stdout
+    assert re.search(rf"nclients_max\s*:\s*{expected['hypervisor_max_clients']}\b", live.stdout), live.stdout
 
 
-def test_virtlogd_conf(host):
+def test_virtlogd_conf(host, expected):
     content = host.file("/etc/libvirt/virtlogd.conf").content_string
-    assert f"max_backups = {EXPECTED['hypervisor_qemu_log_max_backups']}" in content
+    assert f"max_backups = {expected['hypervisor_qemu_log_max_backups']}" in content
 
 
-def test_socket_permissions(host):
+def test_socket_permissions(host, expected):
     dropin = host.file("/etc/systemd/system/libvirtd-ro.socket.d/50-kvmops-fleet.conf").content_string
-    assert f"SocketMode={EXPECTED['hypervisor_socket_ro_mode']}" in dropin
+    assert f"SocketMode={expected['hypervisor_socket_ro_mode']}" in dropin
     ro = host.file("/run/libvirt/libvirt-sock-ro")
     assert ro.is_socket
-    assert ro.mode == int(EXPECTED["hypervisor_socket_ro_mode"], 8)
+    assert ro.mode == int(expected["hypervisor_socket_ro_mode"], 8)
     rw = host.file("/run/libvirt/libvirt-sock")
     assert rw.group == "libvirt"
     assert rw.mode == 0o660
@@ -130,12 +133,12 @@ def test_services(host):
     assert host.service("libvirtd.service").is_enabled
 
 
-def test_tls_listener(host):
-    assert EXPECTED["hypervisor_tls_enabled"]
+def test_tls_listener(host, expected):
+    assert expected["hypervisor_tls_enabled"]
     tls = host.service("libvirtd-tls.socket")
     assert tls.is_enabled and tls.is_running
     dropin = host.file("/etc/systemd/system/libvirtd-tls.socket.d/50-kvmops-fleet.conf").content_string
-    address = f"{EXPECTED['hypervisor_tls_listen_address']}:16514"
+    address = f"{expected['hypervisor_tls_listen_address']}:16514"
     assert f"ListenStream={address}" in dropin
     assert host.socket(f"tcp://{address}").is_listening
     key = host.file("/etc/pki/libvirt/private/serverkey.pem")
@@ -151,14 +154,14 @@ def test_users_in_libvirt_group(host):
     assert "libvirt" in host.user("fleetops").groups
 
 
-def test_hardening_files(host):
+def test_hardening_files(host, expected):
     rotate = host.file("/etc/logrotate.d/libvirtd.qemu").content_string
     assert "/var/log/libvirt/qemu/*.log" in rotate
     assert "copytruncate" in rotate
     apparmor = host.file("/etc/apparmor.d/local/abstractions/libvirt-qemu").content_string
-    assert f'"{IMAGES}/**" rwk,' in apparmor
+    assert f'"{expected["hypervisor_images_dir"]}/**" rwk,' in apparmor
     helper = host.file("/etc/apparmor.d/local/usr.lib.libvirt.virt-aa-helper").content_string
-    assert f'"{IMAGES}/**" r,' in helper
+    assert f'"{expected["hypervisor_images_dir"]}/**" r,' in helper
     # this kernel has no AppArmor: the rules are rendered, not loaded
     enabled = host.file("/sys/module/apparmor/parameters/enabled")
     assert not enabled.exists or enabled.content_string.strip() != "Y"

@@ -1,4 +1,8 @@
-"""Verify the pipeline scenario's fleet hosts (testinfra, podman connection)."""
+"""The fleet-host chain every molecule scenario relies on, checked on this scenario's hosts (a Debian 12
+and a Debian 13 container from the registry-less images of hack/fleet-image.sh): systemd runs as
+PID 1, the Python our modules run with imports the libvirt binding, the client tools are there, and
+apt's downloads went to the pool that every scenario's containers share (testinfra, podman connection).
+"""
 
 
 def test_systemd_is_pid1_and_running(host):

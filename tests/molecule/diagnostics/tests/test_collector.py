@@ -1,8 +1,10 @@
 """The pause collector on a fleet host: the systemd timer really runs it, and its textfile follows a guest.
 
-side_effect.yml left in /run/kvmmon-collector/: running.prom (guest running), paused1.prom (first run
-after ``virsh suspend``), paused2.prom (the run after that), suspend-before / suspend-after (the clock
-around the suspend). promtool (Debian's, on the controller) checks each recorded file.
+The host is the scenario's collector (molecule.yml, group collectors), a hypervisor of the diagnosed fleet
+without guests of its own until side_effect.yml. side_effect.yml left in /run/kvmmon-collector/:
+running.prom (guest running), paused1.prom (first run after ``virsh suspend``), paused2.prom (the run
+after that), suspend-before / suspend-after (the clock around the suspend). promtool (Debian's, on the
+controller) checks each recorded file.
 """
 from __future__ import annotations
 
@@ -14,8 +16,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+SCENARIO = Path(__file__).resolve().parents[1]
 REPO = Path(__file__).resolve().parents[4]
+# the collector's host only (the scenario's verifier names no hosts)
+testinfra_hosts = [
+    f"podman://{platform['name']}"
+    for platform in yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]
+    if "collectors" in platform.get("groups", [])
+]
 RECORD = "/run/kvmmon-collector"
 TEXTFILE = "/var/lib/prometheus/node-exporter/kvmops_pause.prom"
 LIB = "/usr/local/lib/kvmops-fleet/ansible_collections/kvmops/fleet/plugins/module_utils"
@@ -77,6 +87,15 @@ def test_the_module_utils_are_the_collections_own(host):
                  if name != "__init__.py"}
     assert installed == shipped
     assert host.file(f"{LIB}/__init__.py").exists
+    # the capability packages below it (common/, pause/, ...) too: every module installed there is the
+    # collection's own, byte for byte (bytecode the program's imports leave is not compared)
+    out = host.check_output(
+        f"cd {LIB} && find . -mindepth 2 -type f -name '*.py' -printf '%P\\n' | sort | xargs -r sha256sum"
+    )
+    nested = {name: digest for digest, name in (line.split() for line in out.splitlines())}
+    assert nested, "no module_utils packages installed"
+    assert nested == {name: hashlib.sha256((REPO / "plugins/module_utils" / name).read_bytes()).hexdigest()
+                      for name in nested}
     program = host.file("/usr/local/lib/kvmops-fleet/kvmops-pause-collector")
     assert program.mode == 0o755
     assert program.content_string == "#!/usr/bin/python3\n" + (
