@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # A fleet-host image that kvmops.fleet.hypervisor has already set up, for the scenarios whose subject is
-# not the installation (diagnostics_fleet, diagnostics_collector): they still run the role, which then
-# finds everything in place, instead of installing libvirt and QEMU into every container again.
+# not the installation (molecule scenario diagnostics, whose dependency step runs this script): their
+# hosts start as the role leaves a host, instead of installing libvirt and QEMU into every container
+# again.
 #
 #   hack/hypervisor-image.sh [12|13]
 #
 # Built from localhost/kvmops-fleet-debian:TAG (hack/fleet-image.sh) by running the role with the
 # settings of hack/hypervisor-image.yml in a systemd container, which is then stopped and committed.
-# The image is labelled with a key over the tag, the base image's rootfs key, this script, that
-# playbook and every file of the role: when any of them changes, the image is rebuilt (70-80 s);
-# otherwise this takes a fraction of a second. The installation itself is proved from a bare image by
-# hypervisor_debian12 and hypervisor_debian13.
+# The image is labelled with a key over the tag, the base image's rootfs key, this script and that
+# playbook without their comment lines, and every file of the role: when any of them changes, the
+# image is rebuilt (70-80 s); otherwise this takes a fraction of a second. The installation itself is
+# proved from the bare images by the molecule scenario hypervisor (Debian 12 and 13 side by side).
 # Prints the image name on stdout.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,7 +30,9 @@ base=$("$here/fleet-image.sh" "$suite")
 image=localhost/kvmops-fleet-hypervisor:$tag
 base_key=$(podman image inspect --format '{{index .Labels "org.kvmops.rootfs"}}' "$base")
 role_key=$(cd "$KVMOPS_REPO" && find roles/hypervisor -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-key=$( (echo "$tag $base_key"; cat "$0" "$here/hypervisor-image.yml"; echo "$role_key") | sha256sum | cut -c1-12)
+# comment lines do not count: rewording them must not rebuild every machine's images
+key=$( (echo "$tag $base_key"; grep -hv '^[[:space:]]*#' "$0" "$here/hypervisor-image.yml"; echo "$role_key") \
+  | sha256sum | cut -c1-12)
 
 current=$(podman image inspect --format '{{index .Labels "org.kvmops.hypervisor"}}' "$image" 2>/dev/null || true)
 if [ "$current" = "$key" ]; then
@@ -65,8 +68,13 @@ podman exec "$name" sh -c 'systemctl stop libvirtd.service libvirtd.socket libvi
   find /var/cache/apt/archives -maxdepth 1 -type l -delete
   rm -rf /var/log/journal/* /var/log/libvirt/qemu/*'
 podman stop -t 30 "$name" >/dev/null
-podman image rm -f "$image" >/dev/null 2>&1 || true
+# the commit moves the name to the new image; the old one is removed unless containers still use it
+# (another run's scenario: never "rm -f", which would remove those containers with it)
+old_id=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 podman commit --quiet --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' \
   --change "LABEL org.kvmops.hypervisor=$key" "$name" "$image" >/dev/null
+if [ -n "$old_id" ]; then
+  podman image rm "$old_id" >/dev/null 2>&1 || true
+fi
 log "built $image in $((SECONDS - t0)) s (key $key)"
 echo "$image"
