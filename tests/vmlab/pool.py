@@ -38,7 +38,6 @@ class Entry:
     key: str
     fleet: Fleet
     fingerprints: dict[str, str]
-    dirty: bool = False
     leased_by: str | None = None
     leases: list[str] = field(default_factory=list)  # who leased it, in order
 
@@ -73,10 +72,8 @@ class Pool:
             entry = None
         if entry is None:
             entry = self._boot(key, spec, image)
-        elif entry.dirty:
+        else:  # every lease leaves it dirty (parked); a failed reset leaves it dirty too
             self._reset(entry)
-        else:
-            entry.fleet._all_qmp("cont")  # parked, unchanged since
         entry.leased_by = who
         entry.leases.append(who)
         return entry.fleet
@@ -86,7 +83,6 @@ class Pool:
         for entry in self.entries.values():
             if entry.fleet is fleet:
                 entry.leased_by = None
-                entry.dirty = True
                 with contextlib.suppress(OSError, VmlabError):
                     fleet._all_qmp("stop")
                 return
@@ -146,6 +142,5 @@ class Pool:
                                  + "\n".join(list(diff)[:60]))
         self.resets[entry.key] += 1
         self.reset_seconds.append(seconds)
-        entry.dirty = False
         self._report(f"pool {entry.key}: reset to the first-boot snapshot in {reverted:.1f} s, verified in "
                      f"{seconds - reverted:.1f} s")
