@@ -23,9 +23,9 @@ source "$here/env.sh"
 cd "$KVMOPS_REPO" || exit 1
 
 ORDER=(setup images lint sanity unit matrix py39 integration vm molecule)
-declare -A WARM=([setup]=20 [images]=15 [lint]=45 [sanity]=60 [unit]=30 [matrix]=150 [py39]=10
-                 [integration]=720 [vm]=420 [molecule]=660)
-declare -A COLD=([setup]=120 [images]=480 [lint]=45 [sanity]=90 [unit]=30 [matrix]=240 [py39]=10
+declare -A WARM=([setup]=30 [images]=15 [lint]=45 [sanity]=60 [unit]=35 [matrix]=150 [py39]=10
+                 [integration]=700 [vm]=420 [molecule]=660)
+declare -A COLD=([setup]=120 [images]=480 [lint]=45 [sanity]=90 [unit]=35 [matrix]=240 [py39]=10
                  [integration]=720 [vm]=420 [molecule]=660)
 # Room kept for the real-kernel scenarios still to come, each on the shared vmlab pool (no boot of its own:
 # the HV2 fleet is booted once for the whole vm tier).
