@@ -559,13 +559,10 @@ class Fleet:
         _ip("netns", "add", self.netns)
         self.save()
         _ip("-n", self.netns, "link", "set", "lo", "up")
-        for li, link in enumerate(self.spec.links):
-            br = f"br{li}"
-            _ip("-n", self.netns, "link", "add", br, "mtu", "9000", "type", "bridge",
+        for li in range(len(self.spec.links)):
+            _ip("-n", self.netns, "link", "add", f"br{li}", "mtu", "9000", "type", "bridge",
                 "stp_state", "0", "forward_delay", "0")
-            _ip("-n", self.netns, "link", "set", br, "up")
-            if link.addressed:
-                _ip("-n", self.netns, "addr", "add", self.controller_address(link.name, prefix=True), "dev", br)
+        self._bridges_as_planned()
         for sd in self.spec.shared_disks:
             with open(self.run_dir / f"shared-{sd.name}.img", "wb") as f:
                 f.truncate(_size_bytes(sd.size))
@@ -859,15 +856,19 @@ class Fleet:
             name = line.split(":")[1].strip().split("@")[0]
             if name not in planned:
                 _ip("-n", self.netns, "link", "del", name, check=False)
+        self._bridges_as_planned()
+        for vm in self:
+            for n in vm.nics:
+                vm.qmp("set_link", name=f"nic-{n.link}", up=True)
+                _ip("-n", self.netns, "link", "set", n.tap, "up")
+
+    def _bridges_as_planned(self) -> None:
+        """Every link's bridge up, holding the controller address (addressed links) and no other global one."""
         for li, link in enumerate(self.spec.links):
             _ip("-n", self.netns, "addr", "flush", "dev", f"br{li}", "scope", "global")
             if link.addressed:
                 _ip("-n", self.netns, "addr", "add", self.controller_address(link.name, prefix=True), "dev", f"br{li}")
             _ip("-n", self.netns, "link", "set", f"br{li}", "up")
-        for vm in self:
-            for n in vm.nics:
-                vm.qmp("set_link", name=f"nic-{n.link}", up=True)
-                _ip("-n", self.netns, "link", "set", n.tap, "up")
 
     def _all_qmp(self, command: str) -> None:
         for vm in self:
