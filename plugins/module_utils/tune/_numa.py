@@ -14,66 +14,16 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-
-class CpusetError(ValueError):
-    """A cpuset/nodeset string is not valid libvirt syntax."""
+# cpuset syntax lives with the option checks every module shares; re-exported here for the planner's users
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import (  # noqa: F401
+    CpusetError,
+    format_cpuset,
+    parse_cpuset,
+)
 
 
 class PlacementError(ValueError):
     """The planner cannot place the domain."""
-
-
-# ---- cpuset syntax ("0-3,^2,8") ----------------------------------------------------------------------
-
-
-def parse_cpuset(text, what: str = "cpuset") -> list:
-    """libvirt cpuset syntax -> sorted list of ints. Raises CpusetError naming ``what``."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        text = str(text)
-    if not isinstance(text, str) or not text.strip():
-        raise CpusetError(f"{what}: empty cpuset")
-    include, exclude = set(), set()
-    for raw in text.split(","):
-        part = raw.strip()
-        neg = part.startswith("^")
-        if neg:
-            part = part[1:].strip()
-        try:
-            if "-" in part:
-                lo_s, hi_s = part.split("-", 1)
-                lo, hi = int(lo_s), int(hi_s)
-                if lo < 0 or hi < lo:
-                    raise ValueError(part)
-                values = set(range(lo, hi + 1))
-            else:
-                value = int(part)
-                if value < 0:
-                    raise ValueError(part)
-                values = {value}
-        except ValueError:
-            raise CpusetError(
-                f"{what}: {text!r} is not a valid cpuset (expected e.g. '0-3,^2,8'; bad part {raw!r})"
-            ) from None
-        if neg and "-" in part:
-            raise CpusetError(f"{what}: {text!r}: exclusion {raw!r} must name a single CPU")
-        (exclude if neg else include).update(values)
-    result = sorted(include - exclude)
-    if not result:
-        raise CpusetError(f"{what}: {text!r} selects no CPU")
-    return result
-
-
-def format_cpuset(values) -> str:
-    """[0, 1, 2, 5] -> '0-2,5' (libvirt's own compact form)."""
-    vals = sorted(set(values))
-    parts, i = [], 0
-    while i < len(vals):
-        j = i
-        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
-            j += 1
-        parts.append(str(vals[i]) if i == j else f"{vals[i]}-{vals[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 # ---- topology ----------------------------------------------------------------------------------------

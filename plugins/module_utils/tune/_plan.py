@@ -137,7 +137,8 @@ def domain_facts(text: str) -> dict:
 
 
 def _check_cpus(value, option: str, host_cpus: list) -> None:
-    cpus = parse_cpuset(value, option)
+    # bounded by the host's highest CPU before any range is expanded: "0-99999999" costs nothing
+    cpus = parse_cpuset(value, option, limit=max(host_cpus, default=0) + 1, existing=host_cpus)
     missing = [c for c in cpus if c not in host_cpus]
     if missing:
         raise TuneError(
@@ -146,32 +147,71 @@ def _check_cpus(value, option: str, host_cpus: list) -> None:
         )
 
 
+def _iotune_conflicts(values: dict, option: str) -> None:
+    """libvirt refuses a total limit together with its read or write limit (only at apply time)."""
+    for what in ("bytes_sec", "iops_sec", "bytes_sec_max", "iops_sec_max"):
+        given = [k for k in (f"total_{what}", f"read_{what}", f"write_{what}") if values.get(k)]
+        if given and given[0] == f"total_{what}" and len(given) > 1:
+            raise TuneError(
+                f"{option}.{given[1]}: cannot be set together with {option}.total_{what} (libvirt refuses a total "
+                "limit beside a read or write limit; set the other to 0 to remove it)"
+            )
+
+
 def validate(desired: dict, facts: dict, topology: dict, live_facts=None) -> None:
     """Refuse bad input before anything changes. Raises TuneError naming the option."""
     host_cpus = all_cpus(topology)
     host_nodes = all_nodes(topology)
+    # option paths as the user wrote them (vcpupin[2]); the module passes them, literals fall back to keys
+    where = desired.get("where") or {}
+
+    def path(kind, key):
+        if kind == "iothreadpin":
+            return (where.get(kind) or {}).get(key) or f"iothreads.pin[iothread={key}]"
+        return (where.get(kind) or {}).get(key) or f"{kind}[vcpu={key}]"
+
     try:
         for vcpu, cpuset in sorted((desired.get("vcpupin") or {}).items()):
             if vcpu < 0 or vcpu >= facts["vcpus"]:
                 raise TuneError(
-                    f"vcpupin: vCPU {vcpu} does not exist: domain {facts['name']} has {facts['vcpus']} vCPU(s)"
+                    f"{path('vcpupin', vcpu)}.vcpu: vCPU {vcpu} does not exist: domain {facts['name']} has "
+                    f"{facts['vcpus']} vCPU(s)"
                 )
-            _check_cpus(cpuset, f"vcpupin[vcpu={vcpu}].cpuset", host_cpus)
+            _check_cpus(cpuset, f"{path('vcpupin', vcpu)}.cpuset", host_cpus)
         if desired.get("emulatorpin") is not None:
             _check_cpus(desired["emulatorpin"], "emulatorpin", host_cpus)
         count = desired.get("iothreads")
         if count is not None and count < 0:
             raise TuneError(f"iothreads.count: must be >= 0, got {count}")
+        # an I/O thread per host CPU is the most that can run at once (more only compete for the same CPUs);
+        # a domain that already has more keeps them
+        most = max(len(host_cpus), facts.get("iothreads", 0))
+        if count is not None and count > most:
+            raise TuneError(
+                f"iothreads.count: {count} I/O threads is more than this host's {len(host_cpus)} CPUs"
+                + (f" and the domain's {facts['iothreads']} I/O threads" if facts.get("iothreads") else "")
+                + f" (at most {most})"
+            )
         for tid, cpuset in sorted((desired.get("iothreadpin") or {}).items()):
-            if count is not None and not 1 <= tid <= count:
-                raise TuneError(f"iothreads.pin: iothread {tid} is not within 1..{count} (iothreads.count)")
-            _check_cpus(cpuset, f"iothreads.pin[iothread={tid}].cpuset", host_cpus)
+            limit = count if count is not None else facts.get("iothreads", 0)
+            if not 1 <= tid <= limit:
+                raise TuneError(
+                    f"{path('iothreadpin', tid)}.iothread: iothread {tid} is not within 1..{limit} "
+                    + ("(iothreads.count)" if count is not None else f"(domain {facts['name']} has {limit})")
+                )
+            _check_cpus(cpuset, f"{path('iothreadpin', tid)}.cpuset", host_cpus)
         numa = desired.get("numatune")
         if numa:
             if numa.get("mode") is not None and numa["mode"] not in NUMA_MODES:
                 raise TuneError(f"numatune.mode: must be one of {', '.join(NUMA_MODES)}, got {numa['mode']!r}")
             if numa.get("nodeset") is not None:
-                nodes = parse_cpuset(numa["nodeset"], "numatune.nodeset")
+                nodes = parse_cpuset(
+                    numa["nodeset"],
+                    "numatune.nodeset",
+                    limit=max(host_nodes, default=0) + 1,
+                    unit="NUMA node",
+                    existing=host_nodes,
+                )
                 missing = [n for n in nodes if n not in host_nodes]
                 if missing:
                     raise TuneError(
@@ -180,7 +220,17 @@ def validate(desired: dict, facts: dict, topology: dict, live_facts=None) -> Non
                     )
         mb = desired.get("memory_backing") or {}
         if mb.get("hugepages"):
-            size = mb.get("page_size_kib") or 2048
+            size = mb.get("page_size_kib")
+            if size is None:
+                size = 2048
+            if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size & (size - 1):
+                raise TuneError(f"memory_backing.page_size: must be a power of two in KiB, got {size!r}")
+            sizes = sorted({s for cell in topology["cells"] for s in cell.get("pages", {})})
+            if len(sizes) > 1 and size not in sizes[1:]:
+                raise TuneError(
+                    f"memory_backing.page_size: {size} KiB is not a hugepage size of this host "
+                    f"(sizes: {', '.join(str(s) for s in sizes[1:])} KiB)"
+                )
             nodes = None
             if numa and numa.get("nodeset") is not None and numa.get("mode") in (None, "strict"):
                 nodes = set(parse_cpuset(numa["nodeset"]))
@@ -192,7 +242,14 @@ def validate(desired: dict, facts: dict, topology: dict, live_facts=None) -> Non
                     f"but only {reserved} KiB are reserved{where} on this host "
                     f"(reserve them, e.g. vm.nr_hugepages or /sys/kernel/mm/hugepages)"
                 )
+        seen_disks = {}
         for i, disk in enumerate(desired.get("disks") or []):
+            if disk["target"] in seen_disks:
+                raise TuneError(
+                    f"disks[{i}].target: {disk['target']!r} is also given in disks[{seen_disks[disk['target']]}]: "
+                    "give each disk once (entries are not merged; the last would silently win)"
+                )
+            seen_disks[disk["target"]] = i
             if disk["target"] not in facts["disks"]:
                 raise TuneError(
                     f"disks[{i}].target: domain {facts['name']} has no disk {disk['target']!r} "
@@ -210,8 +267,16 @@ def validate(desired: dict, facts: dict, topology: dict, live_facts=None) -> Non
                     raise TuneError(f"disks[{i}].iotune: unknown key {key!r} (known: {', '.join(IOTUNE_KEYS)})")
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                     raise TuneError(f"disks[{i}].iotune.{key}: must be a non-negative integer, got {value!r}")
+            _iotune_conflicts(disk.get("iotune") or {}, f"disks[{i}].iotune")
+        seen_macs = {}
         for i, iface in enumerate(desired.get("interfaces") or []):
             mac = find_interface(iface, facts, live_facts, f"interfaces[{i}]")
+            if mac in seen_macs:
+                raise TuneError(
+                    f"interfaces[{i}]: is the same interface ({mac}) as interfaces[{seen_macs[mac]}]: give each "
+                    "interface once (entries are not merged; the last would silently win)"
+                )
+            seen_macs[mac] = i
             itype = next((x["type"] for x in facts["interfaces"] if x["mac"] == mac), None)
             if (iface.get("queues") or 1) > 1 and itype not in QUEUES_TYPES:
                 raise TuneError(
@@ -392,7 +457,7 @@ class _Patch:
         el = _child(self.root, "memoryBacking")
         if want.get("hugepages") is not None:
             hp = el.find("hugepages")
-            size = str(want.get("page_size_kib") or 2048)
+            size = str(2048 if want.get("page_size_kib") is None else want["page_size_kib"])
             if want["hugepages"]:
                 if hp is None:
                     hp = ET.SubElement(el, "hugepages")

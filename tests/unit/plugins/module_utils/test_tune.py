@@ -84,7 +84,7 @@ def test_numatune_memory_backing_disk_interface():
 
 @pytest.mark.parametrize("want,match", [
     (desired(vcpupin={0: "99"}), r"^vcpupin\[vcpu=0\]\.cpuset: host CPU\(s\) 99 do not exist"),
-    (desired(vcpupin={5: "1"}), r"^vcpupin: vCPU 5 does not exist: domain web-01 has 2"),
+    (desired(vcpupin={5: "1"}), r"^vcpupin\[vcpu=5\]\.vcpu: vCPU 5 does not exist: domain web-01 has 2"),
     (desired(vcpupin={0: "1-"}), r"^vcpupin\[vcpu=0\]\.cpuset: '1-' is not a valid cpuset"),
     (desired(emulatorpin="0,x"), r"^emulatorpin: '0,x' is not a valid cpuset"),
     (desired(numatune={"mode": "strict", "nodeset": "3"}), r"^numatune\.nodeset: NUMA node\(s\) 3 do not exist"),
@@ -94,7 +94,8 @@ def test_numatune_memory_backing_disk_interface():
     (desired(disks=[{"target": "vda", "iotune": {"bogus": 1}}]), r"^disks\[0\]\.iotune: unknown key 'bogus'"),
     (desired(interfaces=[{"mac": "52:54:00:00:00:99"}]), r"^interfaces\[0\]\.mac: .*no interface with MAC"),
     (desired(interfaces=[{"target": "vnet9"}]), r"^interfaces\[0\]\.target: .*no interface with target"),
-    (desired(iothreads=1, iothreadpin={2: "0"}), r"^iothreads\.pin: iothread 2 is not within 1\.\.1"),
+    (desired(iothreads=1, iothreadpin={2: "0"}),
+     r"^iothreads\.pin\[iothread=2\]\.iothread: iothread 2 is not within 1\.\.1"),
 ])
 def test_validation_names_the_option(want, match):
     with pytest.raises(_plan.TuneError, match=match):
@@ -201,3 +202,52 @@ def test_plan_bandwidth_is_live_where_the_host_can():
     # config only: the host is not asked, nothing is "not live"
     out = _plan.plan(want, BRIDGED, BRIDGED, "config", why_not_live=lambda c: why.get(_plan.describe(c)))
     assert out["not_live"] == {} and out["pending_restart"] == ["bandwidth[52:54:00:aa:bb:01]"]
+
+
+# -- issue 17: bounded before expanded, host-bounded counts, duplicates, libvirt-only conflicts --------------------
+
+@pytest.mark.parametrize("want,match", [
+    # a typo'd range is refused by the host's bound before anything is expanded (16 CPUs: limit 16)
+    (desired(vcpupin={0: "0-99999999"}), r"^vcpupin\[vcpu=0\]\.cpuset: host CPU\(s\) 99999999 do not exist on this "
+                                         r"host \(host CPUs: 0-15\)"),
+    (desired(emulatorpin="0-" + "9" * 5000), r"^emulatorpin: host CPU\(s\) 9{5000} do not exist"),
+    (desired(iothreads=2, iothreadpin={1: "0-16"}), r"^iothreads\.pin\[iothread=1\]\.cpuset: host CPU\(s\) 16 do not"),
+    (desired(numatune={"mode": "strict", "nodeset": "0-4294967296"}), r"^numatune\.nodeset: NUMA node\(s\) 4294967296 "
+                                                                      r"do not exist on this host \(nodes: 0-1\)"),
+    (desired(iothreads=10**9), r"^iothreads\.count: 1000000000 I/O threads is more than this host's 16 CPUs"),
+    (desired(memory_backing={"hugepages": True, "page_size_kib": 0}), r"^memory_backing\.page_size: must be a power"),
+    (desired(disks=[{"target": "vda", "cache": "none"}, {"target": "vda", "io": "native"}]),
+     r"^disks\[1\]\.target: 'vda' is also given in disks\[0\]"),
+    (desired(interfaces=[{"mac": "52:54:00:AA:BB:01"}, {"target": "vnet7"}]),
+     r"^interfaces\[1\]: is the same interface \(52:54:00:aa:bb:01\) as interfaces\[0\]"),
+    (desired(disks=[{"target": "vda", "iotune": {"total_bytes_sec": 1, "read_bytes_sec": 2}}]),
+     r"^disks\[0\]\.iotune\.read_bytes_sec: cannot be set together with disks\[0\]\.iotune\.total_bytes_sec"),
+])
+def test_validation_bounds_and_duplicates(want, match):
+    with pytest.raises(_plan.TuneError, match=match):
+        _plan.validate(want, _plan.domain_facts(DOM), TOPO, _plan.domain_facts(LIVE))
+
+
+def test_validation_uses_the_paths_the_module_passes():
+    want = desired(vcpupin={1: "99"}, where={"vcpupin": {1: "vcpupin[3]"}})
+    with pytest.raises(_plan.TuneError, match=r"^vcpupin\[3\]\.cpuset: host CPU\(s\) 99 do not exist"):
+        _plan.validate(want, _plan.domain_facts(DOM), TOPO)
+
+
+def test_page_size_must_be_one_the_host_has():
+    topo = _numa.topology_from_info(["x86_64", 65536, 16, 2600, 2, 1, 4, 2])
+    for cell in topo["cells"]:
+        cell["pages"].update({2048: 512, 1048576: 0})
+    mb = {"hugepages": True, "page_size_kib": 4096}
+    with pytest.raises(_plan.TuneError, match=r"^memory_backing\.page_size: 4096 KiB is not a hugepage size of this "
+                                              r"host \(sizes: 2048, 1048576 KiB\)"):
+        _plan.validate(desired(memory_backing=mb), _plan.domain_facts(DOM), topo)
+    _plan.validate(desired(memory_backing=dict(mb, page_size_kib=2048)), _plan.domain_facts(DOM), topo)
+
+
+def test_iothreads_a_domain_already_has_are_kept():
+    vcpu = "<vcpu placement='static'>2</vcpu>"
+    many = DOM.replace(vcpu, vcpu + "<iothreads>20</iothreads>")
+    _plan.validate(desired(iothreads=20), _plan.domain_facts(many), TOPO)     # 20 > 16 host CPUs, but already there
+    with pytest.raises(_plan.TuneError, match=r"at most 20\)"):
+        _plan.validate(desired(iothreads=21), _plan.domain_facts(many), TOPO)
