@@ -4,9 +4,20 @@
 
 from __future__ import annotations
 
+import json
+
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.kvmops.fleet.plugins.plugin_utils._fleet_report import FleetReportError, build_report
+from ansible_collections.kvmops.fleet.plugins.plugin_utils._fleet_report import (
+    COUNT_KEYS,
+    FleetReportError,
+    build_report,
+)
+from ansible_collections.kvmops.fleet.plugins.plugin_utils._report_input import (
+    ReportInputError,
+    check_report,
+    check_results,
+)
 
 DOCUMENTATION = r"""
 name: fleet_report
@@ -25,6 +36,9 @@ description:
   - The output is sorted (hosts and domains by name, causes by severity, count and name), so the same results
     give the same report.
   - Runs on the controller. The C(kvmops.fleet.diagnostics) role writes it as JSON and renders it as Markdown and HTML.
+  - "Input that does not have the shape M(kvmops.fleet.kvm_pause_facts) returns (a result that is not a mapping, a
+    paused entry without its C(cause), a string where a list belongs, ...) fails the task with an error naming the host
+    and the field, for example C(host hv1: ansible_facts.kvm_pause.paused[0].cause: missing (domain web-01))."
 positional: _input
 options:
   _input:
@@ -263,10 +277,25 @@ _value:
 """
 
 
+def _usable_previous(previous):
+    """The previous report when it has the report's shape; None otherwise (it is then ignored, as documented)."""
+    if isinstance(previous, (str, bytes)):
+        try:
+            previous = json.loads(previous)
+        except ValueError:
+            return None
+    try:
+        check_report(previous, COUNT_KEYS)
+    except ReportInputError:
+        return None
+    return previous
+
+
 def fleet_report(results, generated_at=None, previous=None):
     try:
-        return build_report(results, generated_at=generated_at, previous=previous)
-    except FleetReportError as e:
+        check_results(results)
+        return build_report(results, generated_at=generated_at, previous=_usable_previous(previous))
+    except (FleetReportError, ReportInputError) as e:
         raise AnsibleFilterError(f"kvmops.fleet.fleet_report: {e}") from e
 
 

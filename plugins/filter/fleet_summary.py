@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.kvmops.fleet.plugins.plugin_utils._fleet_report import FleetReportError
+from ansible_collections.kvmops.fleet.plugins.plugin_utils._fleet_report import COUNT_KEYS, FleetReportError
 from ansible_collections.kvmops.fleet.plugins.plugin_utils._fleet_report import fleet_summary as _fleet_summary
+from ansible_collections.kvmops.fleet.plugins.plugin_utils._report_input import ReportInputError, check_report, kind
 
 DOCUMENTATION = r"""
 name: fleet_summary
@@ -19,6 +20,8 @@ description:
   - Takes a report made by P(kvmops.fleet.fleet_report#filter) and returns the flat summary the
     C(kvmops.fleet.diagnostics) role publishes with M(ansible.builtin.set_stats) as C(kvmops_fleet_summary),
     for AWX workflows and ansible-runner artifacts.
+  - "A report that does not have the schema's shape fails the task with an error naming the host and the field, for
+    example C(host hv1: paused[0].cause: missing (domain web-01))."
 positional: _input
 options:
   _input:
@@ -146,8 +149,11 @@ _value:
 
 def fleet_summary(report, generated_at=None):
     try:
+        check_report(report, COUNT_KEYS)
+        if generated_at is not None and not isinstance(generated_at, str):
+            raise ReportInputError(f"generated_at: expected an ISO 8601 time string, got {kind(generated_at)}")
         return _fleet_summary(report, generated_at=generated_at)
-    except FleetReportError as e:
+    except (FleetReportError, ReportInputError) as e:
         raise AnsibleFilterError(f"kvmops.fleet.fleet_summary: {e}") from e
 
 

@@ -234,7 +234,7 @@ def test_generated_at_defaults_to_now():
 @pytest.mark.parametrize("bad,msg", [
     ([], "must be a mapping of host name"),
     ("text", "must be a mapping of host name"),
-    ({"h": "a string"}, "the result for host h is a str"),
+    ({"h": "a string"}, "host h: expected the registered task result (a mapping) or null, got str"),
     ({"h": {"ansible_facts": {"kvm_pause": {"schema_version": 2}}}}, "host h: kvm_pause schema_version 2"),
     ({"h": {"x": object()}}, "unexpected value of type object"),
 ])
