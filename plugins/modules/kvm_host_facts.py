@@ -160,6 +160,7 @@ import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import TIMEOUT_MAX, Int, Text, check_module
 from ansible_collections.kvmops.fleet.plugins.module_utils.host import _check
 
 KVM_GET_API_VERSION = 0xAE00
@@ -283,17 +284,27 @@ def gather(module):
     return facts
 
 
+ARGUMENT_SPEC = {
+    "images_dir": {"type": "path", "default": "/var/lib/libvirt/images"},
+    "min_free_gib": {"type": "int", "default": 0},
+    "qemu_user": {"type": "str"},
+    "virt_host_validate": {"type": "bool", "default": True},
+    "timeout": {"type": "int", "default": 60},
+}
+# each option's rule (common/_validate.py), checked before the host is read
+RULES = {
+    "images_dir": Text("a directory", pattern=r"^/", example="/var/lib/libvirt/images"),
+    # a filesystem's size is a 64-bit byte count: 16 EiB = 2**34 GiB
+    "min_free_gib": Int(0, 2**34, "GiB; 0 disables the check; 16 EiB is the most a filesystem can have"),
+    # useradd's limit (32 characters) and its characters: letters, digits, '_', '-', '.', a trailing '$'
+    "qemu_user": Text("an account name", pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}\$?$", example="libvirt-qemu"),
+    "timeout": Int(1, TIMEOUT_MAX, "seconds virt-host-validate may take; 0 or less would run it not at all"),
+}
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            "images_dir": {"type": "path", "default": "/var/lib/libvirt/images"},
-            "min_free_gib": {"type": "int", "default": 0},
-            "qemu_user": {"type": "str"},
-            "virt_host_validate": {"type": "bool", "default": True},
-            "timeout": {"type": "int", "default": 60},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    check_module(module, ARGUMENT_SPEC, RULES)
     module.exit_json(changed=False, ansible_facts={"kvm_host": gather(module)})
 
 

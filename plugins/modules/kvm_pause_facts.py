@@ -340,6 +340,11 @@ from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io im
     check_timeout,
     require_libvirt,
 )
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import (
+    LIBVIRT_COMMON_RULES,
+    Text,
+    check_module,
+)
 from ansible_collections.kvmops.fleet.plugins.module_utils.pause._collect_io import collect
 
 ARGUMENT_SPEC = {
@@ -347,11 +352,17 @@ ARGUMENT_SPEC = {
     "domains": {"type": "list", "elements": "str", "default": []},
     "include_running": {"type": "bool", "default": False},
 }
+# each option's rule (common/_validate.py), checked before libvirt is touched
+RULES = {
+    **LIBVIRT_COMMON_RULES,
+    "domains[]": Text("an empty pattern matches no domain; leave domains empty for all of them"),
+}
 
 
 def main():
     started = time.monotonic()
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    check_module(module, ARGUMENT_SPEC, RULES)
     require_libvirt(module)
     try:
         check_timeout(module.params["timeout"])

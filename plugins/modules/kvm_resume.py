@@ -223,6 +223,15 @@ from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io im
     require_libvirt,
     run_bounded,
 )
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import (
+    LIBVIRT_COMMON_RULES,
+    TIMEOUT_MAX,
+    Custom,
+    Float,
+    OptionError,
+    Text,
+    check_module,
+)
 from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _resume
 from ansible_collections.kvmops.fleet.plugins.module_utils.pause._collect_io import (
     STATUS_DIR,
@@ -236,6 +245,30 @@ ARGUMENT_SPEC = {
     "min_free": {"type": "str", "default": "5%"},
     "override": {"type": "list", "elements": "str", "choices": sorted(_resume.OVERRIDABLE), "default": []},
     "settle": {"type": "float", "default": 1},
+}
+
+
+def _check_min_free(value, path):
+    """min_free's grammar is _resume.parse_min_free's; here it is bounded: at most 64 characters and 16 EiB (a
+    filesystem's size is a 64-bit byte count), so that no number becomes an infinite float."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise OptionError(f"{path}: must be a size or percentage of at most 64 characters, got {value!r}")
+    try:
+        parsed = _resume.parse_min_free(value)
+    except _resume.ResumeError as exc:
+        raise OptionError(str(exc)) from None
+    except (ValueError, OverflowError):
+        raise OptionError(f"{path}: {value!r} is not a size a filesystem can have (at most 16 EiB)") from None
+    if parsed["bytes"] is not None and parsed["bytes"] > 2**64:
+        raise OptionError(f"{path}: {value!r} is more than 16 EiB, more than any filesystem can have")
+
+
+# each option's rule (common/_validate.py), checked before anything is read
+RULES = {
+    "name": Text("the domain's name"),
+    **LIBVIRT_COMMON_RULES,
+    "min_free": Custom(_check_min_free, "a size up to 16 EiB or a percentage up to 100"),
+    "settle": Float(0, TIMEOUT_MAX, "seconds to watch the resumed domain"),
 }
 
 
@@ -402,6 +435,7 @@ def run(params: dict, check_mode: bool) -> dict:
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    check_module(module, ARGUMENT_SPEC, RULES, resumed=False, action="error", reason=None, diagnosis=None, state=None)
     require_libvirt(module)
     try:
         result = run(module.params, module.check_mode)

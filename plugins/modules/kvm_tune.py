@@ -343,8 +343,22 @@ from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io im
     check_timeout,
     require_libvirt,
 )
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import (
+    CPUMASK_LEN,
+    LIBVIRT_COMMON_RULES,
+    UINT_MAX,
+    Cpuset,
+    Int,
+    Keys,
+    OptionError,
+    Text,
+    Unique,
+    check_module,
+)
 from ansible_collections.kvmops.fleet.plugins.module_utils.tune import _numa, _plan
 from ansible_collections.kvmops.fleet.plugins.module_utils.tune._apply_io import (
+    DEFINE,
+    PartialApply,
     apply_changes,
     bandwidth_blocker,
     read_host,
@@ -423,11 +437,54 @@ ARGUMENT_SPEC = {
 }
 
 
+# Every option's rule (plugins/module_utils/common/_validate.py), checked before anything is read or allocated;
+# what depends on the host or the domain is checked by _plan.validate() after reading them, before any change.
+_CPUMASK = f"below libvirt's VIR_DOMAIN_CPUMASK_LEN ({CPUMASK_LEN})"
+_RATE = "KiB/s or KiB: virDomainSetInterfaceParameters takes an unsigned int (virsh domiftune too)"
+_MAC = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
+RULES = {
+    "domain": Text("the domain's name"),
+    **LIBVIRT_COMMON_RULES,
+    "housekeeping_cpus": Cpuset(),
+    "vcpupin": Unique(("vcpu",)),
+    "vcpupin[].vcpu": Int(0, CPUMASK_LEN - 1, f"vCPU numbers {_CPUMASK}; the domain's own count is checked next"),
+    "vcpupin[].cpuset": Cpuset(),
+    "emulatorpin": Cpuset(),
+    "iothreads.count": Int(0, CPUMASK_LEN, f"{_CPUMASK}; then at most the host's CPUs"),
+    "iothreads.pin": Unique(("iothread",)),
+    "iothreads.pin[].iothread": Int(1, CPUMASK_LEN, "I/O thread IDs start at 1; then at most iothreads.count"),
+    "iothreads.pin[].cpuset": Cpuset(),
+    "numatune.nodeset": Cpuset("NUMA node"),
+    # Linux hugetlb sizes: 64 KiB (arm64 contiguous PTEs) to 16 GiB (ppc64, arm64 with 64 KiB pages), powers of 2
+    "memory_backing.page_size": Int(64, 16777216, "hugepage sizes Linux has, in KiB", power_of_two=True),
+    "disks": Unique(("target",)),
+    "disks[].target": Text("a disk's target device, e.g. vda", pattern=r"^[A-Za-z0-9_-]+$", example="vda"),
+    "disks[].iothread": Int(1, CPUMASK_LEN, "I/O thread IDs start at 1; then one the domain has"),
+    # QEMU_BLOCK_IOTUNE_MAX (libvirt src/qemu/qemu_command.h): libvirt refuses a larger limit at apply time
+    "disks[].iotune": Keys(_plan.IOTUNE_KEYS, Int(0, 10**15, "libvirt's QEMU_BLOCK_IOTUNE_MAX; 0 removes the limit")),
+    "interfaces": Unique(("mac", "target"), fold=True),
+    "interfaces[].mac": Text("a MAC address", pattern=_MAC, example="52:54:00:12:34:56"),
+    "interfaces[].target": Text("a host tap device", pattern=r"^[^/\s]{1,15}$", example="vnet3"),
+    # libvirt opens one tap or macvtap queue per virtio queue: Linux MAX_TAP_QUEUES (drivers/net/tun.c, tap.c)
+    "interfaces[].queues": Int(1, 256, "Linux's MAX_TAP_QUEUES"),
+    **{
+        f"interfaces[].bandwidth.{d}.{k}": Int(0, UINT_MAX, _RATE)
+        for d in ("inbound", "outbound")
+        for k in ("average", "peak", "burst")
+    },
+}
+
+
 def desired_from_params(p: dict) -> dict:
     """Module params -> _tune's desired dict (None = leave alone)."""
     io = p.get("iothreads") or {}
     mb = p.get("memory_backing")
+    where = {
+        "vcpupin": {e["vcpu"]: f"vcpupin[{i}]" for i, e in enumerate(p.get("vcpupin") or [])},
+        "iothreadpin": {e["iothread"]: f"iothreads.pin[{i}]" for i, e in enumerate(io.get("pin") or [])},
+    }
     return {
+        "where": where,
         "vcpupin": {e["vcpu"]: e["cpuset"] for e in p.get("vcpupin") or []},
         "emulatorpin": p.get("emulatorpin"),
         "iothreads": io.get("count"),
@@ -473,11 +530,11 @@ def run(module):
     if auto:
         housekeeping = []
         if p["housekeeping_cpus"]:
-            try:
-                housekeeping = _numa.parse_cpuset(p["housekeeping_cpus"], "housekeeping_cpus")
-            except _numa.CpusetError as exc:
-                raise _plan.TuneError(str(exc)) from None
-            missing = [c for c in housekeeping if c not in _numa.all_cpus(topo)]
+            host_cpus = _numa.all_cpus(topo)
+            housekeeping = _numa.parse_cpuset(
+                p["housekeeping_cpus"], "housekeeping_cpus", limit=max(host_cpus, default=0) + 1, existing=host_cpus
+            )
+            missing = [c for c in housekeeping if c not in host_cpus]
             if missing:
                 raise _plan.TuneError(f"housekeeping_cpus: host CPU(s) {_numa.format_cpuset(missing)} do not exist")
         mb = desired["memory_backing"] or {}
@@ -524,7 +581,16 @@ def run(module):
             )
     if result["changed"] and not module.check_mode:
         left = p["timeout"] - (time.monotonic() - started)
-        apply_changes(p["uri"], p["domain"], result["config_xml"], result["live_changes"], max(left, 1.0))
+        try:
+            apply_changes(p["uri"], p["domain"], result["config_xml"], result["live_changes"], max(left, 1.0))
+        except PartialApply as exc:
+            # changed=true: what was applied is named in the message and returned in changes
+            exc.changes = [f"config:{_plan.describe(c)}" for c in result["config_changes"] if DEFINE in exc.done]
+            exc.changes += [
+                f"live:{_plan.describe(c)}" for c in result["live_changes"] if f"live {_plan.describe(c)}" in exc.done
+            ]
+            exc.state = dom["state"]
+            raise
     if (desired["memory_backing"] or {}).get("hugepages") and not _hugetlbfs_mounted():
         warnings.append(
             "memory_backing.hugepages: no hugetlbfs is mounted on this host; libvirt will refuse to start the domain "
@@ -555,11 +621,14 @@ def _hugetlbfs_mounted():
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    check_module(module, ARGUMENT_SPEC, RULES)
     require_libvirt(module)
     try:
         out = run(module)
-    except (KvmError, _plan.TuneError) as exc:
-        module.fail_json(msg=str(exc))
+    except PartialApply as exc:
+        module.fail_json(msg=str(exc), changed=True, changes=exc.changes, state=exc.state)
+    except (KvmError, _plan.TuneError, OptionError) as exc:
+        module.fail_json(msg=str(exc), changed=False)
     warnings = out.pop("warnings")
     for warning in warnings:
         module.warn(warning)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import select
 import signal
@@ -56,6 +57,10 @@ LIBVIRT_COMMON_ARGS = {
     "uri": {"type": "str", "default": "qemu:///system"},
     "timeout": {"type": "float", "default": 10},
 }
+# The longest a task may spend on libvirt: an hour. Their rules are _validate.LIBVIRT_COMMON_RULES (the same
+# bound, a unit test keeps them equal); this module does not import _validate, because the host collector
+# ships common/_libvirt_io.py without it.
+TIMEOUT_MAX = 3600
 
 
 def require_libvirt(module) -> None:
@@ -68,9 +73,11 @@ def require_libvirt(module) -> None:
 
 
 def check_timeout(timeout) -> None:
-    """Refuse a timeout that leaves libvirt no time at all (LibvirtOptionError)."""
-    if timeout <= 0:
-        raise LibvirtOptionError(f"timeout: must be a positive number of seconds, got {timeout}")
+    """Refuse a timeout that leaves libvirt no time at all, or that no clock can wait for (LibvirtOptionError)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout):
+        raise LibvirtOptionError(f"timeout: must be a finite number of seconds, got {timeout!r}")
+    if timeout <= 0 or timeout > TIMEOUT_MAX:
+        raise LibvirtOptionError(f"timeout: must be a positive number of seconds, at most {TIMEOUT_MAX}, got {timeout}")
 
 
 def classify_error(code, message: str, uri: str) -> str:
@@ -162,7 +169,13 @@ def is_local_uri(uri: str, instance=None) -> bool:
 
 
 def check_uri(uri: str) -> None:
-    """Refuse a URI whose driver or transport libvirt does not have; aliases (no "://") pass through."""
+    """Refuse an empty URI (libvirt would silently connect to its default) and a URI whose driver or transport
+    libvirt does not have; aliases (no "://") pass through."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise LibvirtConnectError(
+            f"uri: must not be empty, got {uri!r}: an empty URI makes libvirt connect wherever its own default points "
+            "(LIBVIRT_DEFAULT_URI, uri_default in libvirt.conf, or a guess); give one, e.g. qemu:///system"
+        )
     scheme, sep, _rest = uri.partition("://")
     if not sep:
         return

@@ -40,6 +40,9 @@ CPUMASK_LEN = 16384
 CPUSET_MAX_CHARS = 5 * CPUMASK_LEN
 UINT_MAX = 2**32 - 1
 TEXT_MAX_CHARS = 4096
+# the longest a task may wait for libvirt or a tool: an hour (select() and time.sleep() overflow on values far
+# beyond it, NaN makes them raise); common/_libvirt_io.TIMEOUT_MAX is the same number
+TIMEOUT_MAX = 3600
 
 
 class OptionError(ValueError):
@@ -247,6 +250,13 @@ class Custom(Rule):
         self.func(value, path)
 
 
+# the rules of LIBVIRT_COMMON_ARGS (common/_libvirt_io.py), merged into each libvirt module's RULES
+LIBVIRT_COMMON_RULES = {
+    "uri": Text("an empty URI makes libvirt connect wherever its own default points; give one, e.g. qemu:///system"),
+    "timeout": Float(0, TIMEOUT_MAX, "seconds for all libvirt work of the task", low_open=True),
+}
+
+
 # ---- walking an argument spec ------------------------------------------------------------------------------------
 
 
@@ -314,3 +324,12 @@ def check(params: dict, spec: dict, rules: dict) -> None:
     """Apply ``rules`` to ``params`` (a module's params, defaults filled in) along ``spec``. Raises OptionError
     for the first value that breaks its rule, naming it by its full path."""
     _walk_dict(params, spec, "", "", rules)
+
+
+def check_module(module, spec: dict, rules: dict, **fail_keys) -> None:
+    """``check()`` for an AnsibleModule, first thing in ``main()``: a bad option fails the task with
+    changed=false (plus the module's own ``fail_keys``, e.g. the return keys it always has) before any work."""
+    try:
+        check(module.params, spec, rules)
+    except OptionError as exc:
+        module.fail_json(msg=str(exc), changed=False, **fail_keys)

@@ -21,6 +21,7 @@ import time
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._libvirt_io import (
     KvmError,
+    LibvirtTimeout,
     is_local_uri,
     libvirt,
     lookup_domain,
@@ -170,8 +171,11 @@ def bandwidth_params(values: dict) -> dict:
 def _apply_worker(emit, uri, name, config_xml, ops):
     conn = open_connection(uri, readonly=False)
     if config_xml is not None:
-        conn.defineXML(config_xml)
-        emit({"record": "step", "step": "define"})
+        try:
+            conn.defineXML(config_xml)
+        except libvirt.libvirtError as exc:
+            raise KvmError(f"{DEFINE}: libvirt refused: {exc}") from None
+        emit({"record": "step", "step": DEFINE})
     if not ops:
         return
     dom = lookup_domain(conn, name)
@@ -186,10 +190,13 @@ def _apply_worker(emit, uri, name, config_xml, ops):
             elif kind == "emulatorpin":
                 dom.pinEmulator(_cpumap(d["cpuset"], ncpus), live)
             elif kind == "iothreads":
+                # one record per thread: a failure halfway says which threads were already added or removed
                 for tid in d["add"]:
                     dom.addIOThread(tid, live)
+                    emit({"record": "step", "step": f"{step}: added I/O thread {tid}"})
                 for tid in d["remove"]:
                     dom.delIOThread(tid, live)
+                    emit({"record": "step", "step": f"{step}: removed I/O thread {tid}"})
             elif kind == "iothreadpin":
                 dom.pinIOThread(key, _cpumap(d["cpuset"], ncpus), live)
             elif kind == "numatune":
@@ -205,7 +212,44 @@ def _apply_worker(emit, uri, name, config_xml, ops):
         emit({"record": "step", "step": step})
 
 
+DEFINE = "persistent definition"
+
+
+class PartialApply(KvmError):
+    """A step of the plan failed after others were applied. ``done``: the steps applied (``DEFINE``, ``"live
+    vcpupin[0]"``, ...); ``not_done``: the steps planned but not applied. The definition is not restored: it
+    holds what was asked for, and the next run retries only the live steps that still differ."""
+
+    def __init__(self, msg, done, not_done):
+        super().__init__(msg)
+        self.done, self.not_done = done, not_done
+
+
 def apply_changes(uri, name, config_xml, live_changes, timeout):
+    """Apply a plan: define ``config_xml`` (when not None), then each live change in order, all bounded by
+    ``timeout``. A failure before any step took effect raises the worker's error (nothing changed); a failure
+    after one raises PartialApply saying what was applied and what was not."""
     ops = [{"kind": c["kind"], "key": c["key"], "detail": c["detail"]} for c in live_changes]
+    planned = ([DEFINE] if config_xml is not None else []) + ["live " + _plan.describe(op) for op in ops]
     records, finished = run_bounded(_apply_worker, time.monotonic() + timeout, uri, name, config_xml, ops)
-    raise_worker_error(records, finished, "applying the tuning", timeout)
+    done = [r["step"] for r in records if r.get("record") == "step"]
+    try:
+        raise_worker_error(records, finished, "applying the tuning", timeout)
+    except KvmError as exc:
+        if not done:
+            raise
+        not_done = [step for step in planned if step not in done]
+        why = str(exc)
+        if isinstance(exc, LibvirtTimeout):
+            why = f"applying the tuning: libvirt did not answer within {timeout:.0f} s (timeout)"
+        kept = (
+            "; the persistent definition keeps the new tuning (not restored): it takes effect at the next boot, and "
+            "the next run retries the live changes that still differ"
+            if DEFINE in done
+            else "; the next run retries the changes that still differ"
+        )
+        raise PartialApply(
+            f"{why}. Partly applied: {', '.join(done)}; not applied: {', '.join(not_done) or 'none'}{kept}",
+            done,
+            not_done,
+        ) from None

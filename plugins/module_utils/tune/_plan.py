@@ -156,6 +156,12 @@ def _iotune_conflicts(values: dict, option: str) -> None:
                 f"{option}.{given[1]}: cannot be set together with {option}.total_{what} (libvirt refuses a total "
                 "limit beside a read or write limit; set the other to 0 to remove it)"
             )
+    for key in IOTUNE_KEYS:
+        if key.endswith("_max") and values.get(key) and values.get(key[:-4]) and values[key] < values[key[:-4]]:
+            raise TuneError(
+                f"{option}.{key}: {values[key]} is below {option}.{key[:-4]} ({values[key[:-4]]}); libvirt refuses a "
+                "burst limit lower than its rate"
+            )
 
 
 def validate(desired: dict, facts: dict, topology: dict, live_facts=None) -> None:

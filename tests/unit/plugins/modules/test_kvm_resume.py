@@ -86,8 +86,8 @@ def test_a_name_with_glob_characters_matches_only_itself(run_module, tmp_path):
 @pytest.mark.parametrize("args,msg", [
     ({"min_free": "lots"}, "min_free: 'lots' is neither a size"),
     ({"min_free": "150%"}, "min_free: '150%' is more than 100 %"),
-    ({"timeout": 0}, "timeout: must be a positive number of seconds, got 0"),
-    ({"settle": -1}, "settle: must be zero or more seconds, got -1"),
+    ({"timeout": 0}, "timeout: must be more than 0 and at most 3600, got 0.0"),
+    ({"settle": -1}, "settle: must be from 0 to 3600, got -1.0"),
     ({"override": ["save_job"]}, "value of override must be one or more of: api_error, crashed,"),
     ({"uri": "bogus:///x"}, "Cannot use libvirt URI 'bogus:///x': unknown hypervisor driver 'bogus'"),
 ])

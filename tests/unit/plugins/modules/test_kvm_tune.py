@@ -40,15 +40,15 @@ def test_config_apply_on_shutoff_domain(uri, run_module):
 
 @pytest.mark.parametrize("args,msg", [
     ({"domain": "nope"}, "domain: no domain named 'nope' exists on this host"),
-    ({"vcpupin": [{"vcpu": 0, "cpuset": "64"}]}, "vcpupin[vcpu=0].cpuset: host CPU(s) 64 do not exist"),
-    ({"vcpupin": [{"vcpu": 0, "cpuset": "1-x"}]}, "vcpupin[vcpu=0].cpuset: '1-x' is not a valid cpuset"),
+    ({"vcpupin": [{"vcpu": 0, "cpuset": "64"}]}, "vcpupin[0].cpuset: host CPU(s) 64 do not exist on this host (host CPUs: 0-31)"),
+    ({"vcpupin": [{"vcpu": 0, "cpuset": "1-x"}]}, "vcpupin[0].cpuset: '1-x' is not a valid cpuset"),
     ({"numatune": {"nodeset": "2"}}, "numatune.nodeset: NUMA node(s) 2 do not exist on this host (nodes: 0-1)"),
     ({"memory_backing": {"hugepages": True}}, "memory_backing.hugepages: the domain needs 65536 KiB"),
     ({"disks": [{"target": "sdq"}]}, "disks[0].target: domain vm0008 has no disk 'sdq' (disks: vda)"),
     ({"interfaces": [{"mac": "aa:bb:cc:dd:ee:ff"}]}, "interfaces[0].mac: domain vm0008 has no interface"),
     ({"placement": "auto", "vcpupin": [{"vcpu": 0, "cpuset": "1"}]}, "placement=auto plans vcpupin"),
     ({"apply": "live", "emulatorpin": "1"}, "apply=live: the domain is not running"),
-    ({"timeout": 0}, "timeout: must be a positive number"),
+    ({"timeout": 0}, "timeout: must be more than 0 and at most 3600, got 0.0"),
 ])
 def test_bad_input(uri, run_module, args, msg):
     out = run_module(kvm_tune, dict({"uri": uri, "domain": "vm0008"}, **args))
