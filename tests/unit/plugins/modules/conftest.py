@@ -20,3 +20,34 @@ def run_module(capsys):
         return out
 
     return run
+
+
+# libvirt calls that change a domain or its definition; the worker runs them in a forked child, so the spy
+# appends to a file (the parent reads it), then calls the real method
+LIBVIRT_WRITES = {
+    "virConnect": ("defineXML", "createXML"),
+    "virDomain": ("pinVcpu", "pinVcpuFlags", "pinEmulator", "pinIOThread", "addIOThread", "delIOThread",
+                  "setNumaParameters", "setBlockIoTune", "setInterfaceParameters", "setMemoryParameters",
+                  "setMemoryFlags", "setVcpusFlags", "resume", "suspend", "destroy", "create", "undefine",
+                  "undefineFlags"),
+}
+
+
+@pytest.fixture
+def libvirt_writes(monkeypatch, tmp_path):
+    """Spy on libvirt's write calls, also in forked workers: ``libvirt_writes()`` -> the names called, in order."""
+    libvirt = pytest.importorskip("libvirt")
+    log = tmp_path / "libvirt-writes.log"
+    log.write_text("")
+    for cls_name, names in LIBVIRT_WRITES.items():
+        cls = getattr(libvirt, cls_name)
+        for name in names:
+            real = getattr(cls, name)
+
+            def spy(self, *args, _real=real, _name=name, **kwargs):
+                with open(log, "a", encoding="utf-8") as fh:
+                    fh.write(_name + "\n")
+                return _real(self, *args, **kwargs)
+
+            monkeypatch.setattr(cls, name, spy)
+    return lambda: log.read_text().split()

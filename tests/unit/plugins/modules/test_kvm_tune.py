@@ -40,7 +40,8 @@ def test_config_apply_on_shutoff_domain(uri, run_module):
 
 @pytest.mark.parametrize("args,msg", [
     ({"domain": "nope"}, "domain: no domain named 'nope' exists on this host"),
-    ({"vcpupin": [{"vcpu": 0, "cpuset": "64"}]}, "vcpupin[0].cpuset: host CPU(s) 64 do not exist on this host (host CPUs: 0-31)"),
+    ({"vcpupin": [{"vcpu": 0, "cpuset": "64"}]},
+     "vcpupin[0].cpuset: host CPU(s) 64 do not exist on this host (host CPUs: 0-31)"),
     ({"vcpupin": [{"vcpu": 0, "cpuset": "1-x"}]}, "vcpupin[0].cpuset: '1-x' is not a valid cpuset"),
     ({"numatune": {"nodeset": "2"}}, "numatune.nodeset: NUMA node(s) 2 do not exist on this host (nodes: 0-1)"),
     ({"memory_backing": {"hugepages": True}}, "memory_backing.hugepages: the domain needs 65536 KiB"),

@@ -1,0 +1,266 @@
+"""Issue 17, table-driven over every module's RULES: each option is checked against its declared range before
+any work, and a bad value fails the task naming the option, with no traceback, no change, no forked libvirt
+worker and no libvirt write call.
+
+The cases are generated from each module's argument spec and RULES table (plugins/module_utils/common/
+_validate.py): an option without a rule fails ``test_every_option_has_a_rule``, a rule kind without bad values
+here fails ``bad_values``, so a new option or a new kind of rule cannot skip these tests. Values that only the
+host or the domain can refuse (a CPU the host lacks, a vCPU the domain lacks) are the HOST_BOUND table; a live
+step failing after the definition was written is the partial-apply tests at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import libvirt
+import pytest
+
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _libvirt_io
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _validate as v
+from ansible_collections.kvmops.fleet.plugins.modules import kvm_host_facts, kvm_pause_facts, kvm_resume, kvm_tune
+from kvmlab.testdriver import write_fleet
+
+# write_fleet's mix per 10: vm0000-0005 running, vm0006-0007 paused, vm0008 shut off, vm0009 crashed;
+# 2 NUMA cells, 32 host CPUs; every domain 1 vCPU, 64 MiB, disk vda, one bridge interface
+MAC8 = "52:54:00:00:00:08"
+# one valid value for every option of every module (the base each bad value is put into); "URI" is replaced
+BASE = {
+    kvm_tune: {
+        "domain": "vm0008", "uri": "URI", "timeout": 10, "apply": "config", "housekeeping_cpus": "0-1",
+        "vcpupin": [{"vcpu": 0, "cpuset": "2-3"}], "emulatorpin": "0-1",
+        "iothreads": {"count": 2, "pin": [{"iothread": 1, "cpuset": "4"}]},
+        "numatune": {"mode": "strict", "nodeset": "0"},
+        "memory_backing": {"hugepages": False, "page_size": 2048},
+        "disks": [{"target": "vda", "cache": "none", "iothread": 1, "iotune": {"total_iops_sec": 100}}],
+        "interfaces": [{"mac": MAC8, "target": None, "queues": 2,
+                        "bandwidth": {"inbound": {"average": 100, "peak": 200, "burst": 10},
+                                      "outbound": {"average": 100, "peak": 200, "burst": 10}}}],
+    },
+    kvm_resume: {"name": "vm0006", "uri": "URI", "timeout": 10, "min_free": "5%", "override": ["unknown"],
+                 "settle": 0},
+    kvm_pause_facts: {"uri": "URI", "timeout": 10, "domains": ["vm0006"], "include_running": False},
+    kvm_host_facts: {"images_dir": "/", "min_free_gib": 0, "qemu_user": "root", "virt_host_validate": False,
+                     "timeout": 60},
+}
+# the first work each module does after its option checks: never reached with a bad option
+WORK = {kvm_tune: "read_host", kvm_resume: "collect", kvm_pause_facts: "collect", kvm_host_facts: "gather"}
+# cpusets libvirt refuses (or would only refuse at apply time) and sizes that used to be expanded
+CPUSETS = ["0-99999999", "16384", "0-" + "9" * 5000, "1_0", "+1", "\u0661", "0x1", "3-1", "", " ", "0,,1", "^0",
+           "0-3,^1-2", "1.5", "1 2", "99999999999999999999", "0-2," * 30000]
+# rules with a grammar of their own: their bad values, by option path
+CUSTOM = {
+    "min_free": ["9" * 400, "9" * 60 + "T", "nan%", "inf", "-1", "150%", "", "1e3", "x" * 65],
+}
+
+
+def bad_values(path: str, rule) -> list:
+    """Values each kind of rule must refuse; a new kind of rule fails here until it says what they are."""
+    if isinstance(rule, v.Int):
+        out = [rule.low - 1, rule.high + 1, 2**64, -(2**63), True]
+        return out + ([rule.low * 3] if rule.power_of_two else [])
+    if isinstance(rule, v.Float):
+        return [float("nan"), float("inf"), float("-inf"), rule.high * 2, 1e308,
+                rule.low if rule.low_open else rule.low - 1]
+    if isinstance(rule, v.Cpuset):
+        return CPUSETS
+    if isinstance(rule, v.Text):
+        return ["", "   ", "a\x00b", "x" * 5000] + (["not valid /"] if rule.pattern else [])
+    if isinstance(rule, v.Keys):
+        key = rule.allowed[0]
+        return [{"bogus": 1}, {key: -1}, {key: 2**64}, {key: "100"}, {key: True}, {key: 1.5}]
+    if isinstance(rule, v.Custom):
+        assert path in CUSTOM, f"{path}: a Custom rule needs its bad values in CUSTOM"
+        return CUSTOM[path]
+    if isinstance(rule, v.Unique):
+        return ["duplicate"]
+    raise AssertionError(f"{path}: no bad values for rules of kind {type(rule).__name__}: add them to bad_values()")
+
+
+def _steps(path: str) -> list:
+    return path.replace("[]", ".[]").split(".")
+
+
+def put(args: dict, path: str, value) -> str:
+    """Put ``value`` at ``path`` (``[]`` = the list's first element) -> the path as messages show it."""
+    parts = _steps(path)
+    node = args
+    for part in parts[:-1]:
+        node = node[0] if part == "[]" else node[part]
+    last = parts[-1]
+    if last == "[]":
+        node[0] = value
+    else:
+        assert last in node, f"BASE has no value for {path}"
+        node[last] = value
+    return path.replace("[]", "[0]")
+
+
+def cases():
+    for module in BASE:
+        for path, rule in module.RULES.items():
+            for i, value in enumerate(bad_values(path, rule)):
+                yield pytest.param(module, path, value, id=f"{module.__name__.rsplit('.', 1)[1]}:{path}#{i}")
+
+
+@pytest.fixture(scope="module")
+def fleet_uri(tmp_path_factory):
+    return write_fleet(tmp_path_factory.mktemp("fleet") / "f.xml", 10)
+
+
+def base_args(module, uri) -> dict:
+    args = copy.deepcopy(BASE[module])
+    if args.get("uri") == "URI":
+        args["uri"] = uri
+    return args
+
+
+@pytest.mark.parametrize("module", list(BASE), ids=lambda m: m.__name__.rsplit(".", 1)[1])
+def test_every_option_has_a_rule(module):
+    spec = module.ARGUMENT_SPEC
+    assert v.unruled(spec, module.RULES) == ([], []), "options without a rule, rules without an option"
+    # and the walk really sees the numbers: every int and float option of the spec is among them
+    numeric = {p for p, opt in v.option_paths(spec) if opt.get("type") in ("int", "float")}
+    assert numeric <= set(module.RULES)
+
+
+@pytest.mark.parametrize("module", list(BASE), ids=lambda m: m.__name__.rsplit(".", 1)[1])
+def test_the_base_is_valid_and_the_spy_sees_writes(module, fleet_uri, run_module, libvirt_writes, tmp_path):
+    """The base every bad value goes into passes (so each failure below is the bad value's), and the write spy
+    sees the writes a real run makes (so its silence below means something)."""
+    out = run_module(module, base_args(module, fleet_uri))
+    assert not out.get("failed"), out.get("msg")
+    expected = {kvm_tune: ["defineXML"], kvm_resume: ["resume"], kvm_pause_facts: [], kvm_host_facts: []}[module]
+    assert libvirt_writes() == expected
+
+
+@pytest.mark.parametrize("module,path,value", list(cases()))
+def test_bad_value_fails_before_any_work(module, path, value, fleet_uri, run_module, monkeypatch, libvirt_writes,
+                                         forked_children):
+    def no_work(*_a, **_kw):
+        raise AssertionError(f"{WORK[module]} ran despite a bad {path}")
+
+    monkeypatch.setattr(module, WORK[module], no_work)
+    args = base_args(module, fleet_uri)
+    rule = module.RULES[path]
+    if isinstance(rule, v.Unique):
+        parts = _steps(path)
+        node = args
+        for part in parts:
+            node = node[0] if part == "[]" else node[part]
+        twin = copy.deepcopy(node[0])
+        twin.update({k: twin[k].upper() for k in ("mac",) if twin.get(k)})  # MACs compare case-insensitively
+        node.append(twin)
+        shown = path.replace("[]", "[0]") + "[1]."
+    else:
+        shown = put(args, path, value)
+    start = time.monotonic()
+    out = run_module(module, args)
+    assert out.get("failed") is True and out["changed"] is False, out
+    assert out["msg"].startswith((shown + ":", shown + ".", shown)), out["msg"]
+    assert list(forked_children) == [] and libvirt_writes() == []
+    assert time.monotonic() - start < 2.0, "refusing a value must not take long"
+
+
+# ---- values only the host or the domain can refuse: after reading them, before any change ----------------------
+
+HOST_BOUND = [
+    ({"vcpupin": [{"vcpu": 0, "cpuset": "0-16383"}]},
+     "vcpupin[0].cpuset: host CPU(s) 16383 do not exist on this host (host CPUs: 0-31)"),
+    ({"vcpupin": [{"vcpu": 0, "cpuset": "1"}, {"vcpu": 1, "cpuset": "2"}]},
+     "vcpupin[1].vcpu: vCPU 1 does not exist: domain vm0008 has 1 vCPU(s)"),
+    ({"emulatorpin": "32"}, "emulatorpin: host CPU(s) 32 do not exist on this host (host CPUs: 0-31)"),
+    ({"placement": "auto", "housekeeping_cpus": "0-16383"},
+     "housekeeping_cpus: host CPU(s) 16383 do not exist on this host (host CPUs: 0-31)"),
+    ({"iothreads": {"count": 33}}, "iothreads.count: 33 I/O threads is more than this host's 32 CPUs (at most 32)"),
+    ({"iothreads": {"count": 2, "pin": [{"iothread": 3, "cpuset": "1"}]}},
+     "iothreads.pin[0].iothread: iothread 3 is not within 1..2"),
+    ({"iothreads": {"pin": [{"iothread": 1, "cpuset": "1"}]}}, "iothreads.pin[0].iothread: iothread 1 is not within"),
+    ({"numatune": {"nodeset": "0-16383"}},
+     "numatune.nodeset: NUMA node(s) 16383 do not exist on this host (nodes: 0-1)"),
+    ({"disks": [{"target": "vda", "iothread": 1}]}, "disks[0].iothread: iothread 1 does not exist (the domain has 0)"),
+    ({"disks": [{"target": "vdq"}]}, "disks[0].target: domain vm0008 has no disk 'vdq'"),
+    ({"disks": [{"target": "vda", "iotune": {"total_bytes_sec": 5, "read_bytes_sec": 5}}]},
+     "disks[0].iotune.read_bytes_sec: cannot be set together with disks[0].iotune.total_bytes_sec"),
+    ({"disks": [{"target": "vda", "iotune": {"total_iops_sec": 10, "total_iops_sec_max": 5}}]},
+     "disks[0].iotune.total_iops_sec_max: 5 is below disks[0].iotune.total_iops_sec (10)"),
+    ({"interfaces": [{"mac": "52:54:00:00:00:99"}]}, "interfaces[0].mac: domain vm0008 has no interface with MAC"),
+    ({"memory_backing": {"hugepages": True, "page_size": 1048576}},
+     "memory_backing.hugepages: the domain needs 65536 KiB of 1048576 KiB hugepages"),
+]
+
+
+@pytest.mark.parametrize("args,msg", HOST_BOUND, ids=[m.split(":")[0] for _a, m in HOST_BOUND])
+@pytest.mark.parametrize("check_mode", [False, True], ids=["real", "check"])
+def test_host_bound_values_fail_before_any_change(args, msg, check_mode, fleet_uri, run_module, libvirt_writes):
+    out = run_module(kvm_tune, dict(args, uri=fleet_uri, domain="vm0008", _ansible_check_mode=check_mode))
+    assert out.get("failed") is True and out["changed"] is False, out
+    assert out["msg"].startswith(msg), out["msg"]
+    assert libvirt_writes() == []
+
+
+# ---- partial apply: the definition was written, then a live step failed ---------------------------------------
+
+
+def test_live_step_refused_after_the_definition_was_written(fleet_uri, run_module, libvirt_writes):
+    # libvirt's test driver refuses a live pinVcpuFlags: the definition is already written by then
+    out = run_module(kvm_tune, {"uri": fleet_uri, "domain": "vm0000", "vcpupin": [{"vcpu": 0, "cpuset": "3"}]})
+    assert out["failed"] is True and out["changed"] is True
+    assert out["changes"] == ["config:vcpupin[0]"]
+    assert out["msg"].startswith("applying the tuning: live vcpupin[0]: libvirt refused: ")
+    assert ("Partly applied: persistent definition; not applied: live vcpupin[0]; the persistent definition keeps "
+            "the new tuning (not restored)") in out["msg"]
+    assert libvirt_writes() == ["defineXML", "pinVcpuFlags"]
+
+
+def test_live_step_failing_after_other_live_steps(fleet_uri, run_module, libvirt_writes, monkeypatch):
+    def refuse(self, *_a, **_kw):
+        raise libvirt.libvirtError("spy: pinEmulator refused")
+
+    monkeypatch.setattr(libvirt.virDomain, "pinEmulator", refuse)
+    out = run_module(kvm_tune, {"uri": fleet_uri, "domain": "vm0000", "iothreads": {"count": 2}, "emulatorpin": "1"})
+    assert out["failed"] is True and out["changed"] is True
+    assert out["changes"] == ["config:iothreads", "config:emulatorpin", "live:iothreads"]
+    assert out["msg"].startswith("applying the tuning: live emulatorpin: libvirt refused: spy: pinEmulator refused. ")
+    assert ("Partly applied: persistent definition, live iothreads: added I/O thread 1, live iothreads: added I/O "
+            "thread 2, live iothreads; not applied: live emulatorpin") in out["msg"]
+    assert libvirt_writes() == ["defineXML", "addIOThread", "addIOThread"]
+
+
+def test_first_step_refused_is_no_change(fleet_uri, run_module, libvirt_writes):
+    out = run_module(kvm_tune, {"uri": fleet_uri, "domain": "vm0000", "apply": "live",
+                                "vcpupin": [{"vcpu": 0, "cpuset": "3"}]})
+    assert out["failed"] is True and out["changed"] is False
+    assert out["msg"].startswith("applying the tuning: live vcpupin[0]: libvirt refused: ")
+    assert "Partly applied" not in out["msg"]
+    assert libvirt_writes() == ["pinVcpuFlags"]
+
+
+def test_live_step_hanging_after_the_definition_was_written(fleet_uri, run_module, libvirt_writes, monkeypatch):
+    def hang(self, *_a, **_kw):
+        time.sleep(60)
+
+    monkeypatch.setattr(libvirt.virDomain, "pinEmulator", hang)
+    out = run_module(kvm_tune, {"uri": fleet_uri, "domain": "vm0000", "emulatorpin": "1", "timeout": 1})
+    assert out["failed"] is True and out["changed"] is True and out["changes"] == ["config:emulatorpin"]
+    assert out["msg"].startswith("applying the tuning: libvirt did not answer within 1 s (timeout). Partly applied: "
+                                 "persistent definition; not applied: live emulatorpin")
+
+
+def test_common_timeout_bound_is_one_number():
+    # _libvirt_io cannot import _validate (the host collector ships it alone): the two must agree
+    assert _libvirt_io.TIMEOUT_MAX == v.TIMEOUT_MAX == v.LIBVIRT_COMMON_RULES["timeout"].high
+
+
+@pytest.mark.parametrize("uri", ["", "  "])
+def test_empty_uri_is_refused_by_the_connection_helper_too(uri):
+    # the host collector connects without the module's option checks
+    with pytest.raises(_libvirt_io.LibvirtConnectError, match=r"^uri: must not be empty"):
+        _libvirt_io.open_connection(uri)
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -1, 0, 3601, True, "10"])
+def test_check_timeout_refuses_what_no_clock_can_wait(timeout):
+    with pytest.raises(_libvirt_io.LibvirtOptionError, match=r"^timeout: must be a"):
+        _libvirt_io.check_timeout(timeout)
