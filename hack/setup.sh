@@ -25,6 +25,8 @@ APT_PACKAGES=(
   # the lab: libvirt + QEMU (TCG), guest kernels are extracted from Debian packages
   libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils
   qemu-block-extra busybox-static e2fsprogs cpio
+  # storage that stops answering: a FUSE mount whose daemon is frozen (SIGSTOP) stands in for dead hard NFS
+  bindfs
   # libvirt-python builds against these; the venv uses Debian's python 3.11
   libvirt-dev pkg-config python3-dev python3-venv gcc
   # fleet hosts: rootful podman with runc, images built with debootstrap (no registry)

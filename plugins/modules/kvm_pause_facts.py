@@ -137,7 +137,8 @@ ansible_facts:
           returned: always
           type: dict
           sample: {total: 12, running: 8, paused: 3, crashed: 1, shutoff: 0, other: 0, unresponsive: 1,
-                   safe_to_resume: 1, by_cause: {storage_full: 1, save_job: 1, user_paused: 1, crashed: 1}}
+                   safe_to_resume: 1, by_cause: {storage_full: 1, save_job: 1, user_paused: 1, crashed: 1},
+                   storage_unresponsive: 0, at_risk: 0}
         paused:
           description: One entry per paused or crashed domain, sorted by name.
           returned: always
@@ -177,7 +178,8 @@ ansible_facts:
             cause:
               description:
                 - Diagnosed cause. One of V(storage_full), V(storage_io_error), V(storage_unreachable),
-                  V(user_paused), V(lock_failure), V(watchdog), V(migration), V(postcopy), V(postcopy_failed),
+                  V(storage_unresponsive) (the storage under a disk does not answer, so nothing else can be judged
+                  while it does not, and the domain is never safe to resume), V(user_paused), V(lock_failure), V(watchdog), V(migration), V(postcopy), V(postcopy_failed),
                   V(save_job), V(dump_job), V(snapshot_job), V(backup_job), V(job_in_flight), V(from_snapshot),
                   V(shutting_down), V(crashed), V(starting_up), V(api_error), V(emulation_failure), V(unknown).
               returned: always
@@ -264,7 +266,7 @@ ansible_facts:
                         filesystem: {mount_point: /var/lib/libvirt/images, device: /dev/loop3, fstype: ext4,
                                      total_bytes: 20971520, available_bytes: 0, free_bytes: 1048576,
                                      used_percent: 100.0},
-                        block_device: null, endpoints: [], pool: null, thin_pool: null}]
+                        block_device: null, endpoints: [], pool: null, thin_pool: null, storage_unresponsive: null}]
             job:
               description: The job in flight (kind, progress_percent, elapsed_seconds, source), or V(null).
               returned: always
@@ -310,12 +312,31 @@ ansible_facts:
           sample: [{name: db-02, uuid: 6c1f9e0a-2a51-4c7e-9d33-0e5f2f1d8a11, state: paused, reason: save, job: save,
                     job_seconds: 3600.0, pid: 5070, queried: false,
                     message: 'not queried: its status file shows a save job in flight'}]
+        storage_unresponsive:
+          description:
+            - Storage under the selected domains' disks that did not answer (a dead hard NFS mount, a hung FUSE
+              daemon or iSCSI session, a block device whose I/O hangs), one entry per mount or block device, with
+              what /proc/self/mountinfo says about it (mount point, filesystem type, server or device, options),
+              since when it has not answered, the PID of the probe still waiting for it, and the domains (paused,
+              crashed and running) with disks on it.
+            - Each storage is probed in a child process of its own, bounded to a quarter of O(timeout) (0.5 to 3 s);
+              a probe that does not answer is abandoned, and later runs reuse it instead of starting another.
+          returned: always
+          type: list
+          elements: dict
+          sample: [{kind: mount, target: /srv/nfs, mount_point: /srv/nfs, fstype: nfs4,
+                    source: 'nfs1:/export/vm', options: 'rw,vers=4.2,hard,proto=tcp,timeo=600,retrans=2',
+                    since: '2026-12-04T10:00:00Z', seconds: 240.0, probe_pid: 31337,
+                    domains: [{name: app-5, state: paused, disks: [vda]}, {name: web-6, state: running, disks: [vda]}]}]
         running:
-          description: Running domains (name, uuid, reason_code).
+          description:
+            - Running domains (name, uuid, reason_code); V(at_risk) is true when storage under their disks does not
+              answer (V(storage_unresponsive) names it).
           returned: when O(include_running=true)
           type: list
           elements: dict
-          sample: [{name: web-02, uuid: 2f0c4a57-3b7e-4f59-9a53-0d2cde0fb0c1, reason_code: 1}]
+          sample: [{name: web-02, uuid: 2f0c4a57-3b7e-4f59-9a53-0d2cde0fb0c1, reason_code: 1, at_risk: false,
+                    storage_unresponsive: []}]
         errors:
           description: What could not be collected (for example a timeout); empty when complete.
           returned: always

@@ -60,6 +60,18 @@ def nbd_disk(endpoint, reachable, target="vda", error=1, created=None):
                                         "created": created}]}}
 
 
+def dead_nfs_disk(path, mount="/srv/nfs", server="nfs1.example.net:/export/vm", target="vda", dead_for=240):
+    """A file disk on a hard NFS mount whose server stopped answering (what the storage probes report)."""
+    un = {"kind": "mount", "target": mount, "mount_point": mount, "fstype": "nfs4", "source": server,
+          "options": "rw,vers=4.2,hard,proto=tcp,timeo=600,retrans=2", "since": NOW - dead_for,
+          "seconds": float(dead_for), "probe_pid": 31337}
+    return {"target": target, "type": "file", "device": "disk", "path": path, "format": "qcow2",
+            "error_policy": "stop", "rerror_policy": "stop", "readonly": False,
+            "capacity": None, "allocation": None, "physical": None, "_error": 0,
+            "evidence": {"filesystem": {"mount_point": mount, "device": server, "fstype": "nfs4", "responsive": False},
+                         "endpoints": [], "unresponsive": un}}
+
+
 def public_disk(x: dict) -> dict:
     ev = x["evidence"]
     source = x["path"] if x["type"] != "network" else "nbd://{}/{}".format(ev["endpoints"][0]["endpoint"], x["export"])
@@ -68,7 +80,9 @@ def public_disk(x: dict) -> dict:
             "error": _states.DISK_ERRORS[x["_error"]], "error_code": x["_error"],
             "capacity": x["capacity"], "allocation": x["allocation"], "physical": x["physical"],
             "filesystem": ev.get("filesystem"), "block_device": ev.get("block_device"),
-            "endpoints": ev.get("endpoints") or [], "pool": None, "thin_pool": None}
+            "endpoints": ev.get("endpoints") or [], "pool": None, "thin_pool": None,
+            "storage_unresponsive": dict(ev["unresponsive"], since=iso(ev["unresponsive"]["since"]))
+            if ev.get("unresponsive") else None}
 
 
 def domain(name, uuid_n, *, reason="user", state=3, disks=(), job=None, responsive=True, paused_ago=600,
@@ -113,7 +127,24 @@ def domain(name, uuid_n, *, reason="user", state=3, disks=(), job=None, responsi
     }
 
 
-def facts(paused: list, running: int, *, shutoff=0, complete=True, errors=(), uri="qemu:///system") -> dict:
+def dead_storage(paused: list, at_risk: dict) -> list:
+    """The facts' storage_unresponsive list from the paused domains' disks (+ running ones on it)."""
+    out: dict = {}
+    for p in paused:
+        for d in p["disks"]:
+            un = d.get("storage_unresponsive")
+            if un:
+                entry = out.setdefault(un["target"], {k: un[k] for k in (
+                    "kind", "target", "mount_point", "fstype", "source", "options", "since", "seconds", "probe_pid")}
+                    | {"domains": []})
+                entry["domains"].append({"name": p["name"], "state": p["state"], "disks": [d["target"]]})
+    for name, target in at_risk.items():
+        out[target]["domains"].append({"name": name, "state": "running", "disks": ["vda"]})
+    return [out[k] for k in sorted(out)]
+
+
+def facts(paused: list, running: int, *, shutoff=0, complete=True, errors=(), uri="qemu:///system",
+          at_risk=None) -> dict:
     paused = sorted(paused, key=lambda p: p["name"])
     unresponsive = [
         {"name": p["name"], "uuid": p["uuid"], "state": p["state"], "reason": p["reason"],
@@ -126,6 +157,7 @@ def facts(paused: list, running: int, *, shutoff=0, complete=True, errors=(), ur
         by_cause[p["cause"]] = by_cause.get(p["cause"], 0) + 1
     n_paused = sum(1 for p in paused if p["state"] == "paused")
     n_crashed = len(paused) - n_paused
+    storage = dead_storage(paused, at_risk or {})
     return {
         "changed": False,
         "ansible_facts": {"kvm_pause": {
@@ -133,8 +165,10 @@ def facts(paused: list, running: int, *, shutoff=0, complete=True, errors=(), ur
             "complete": complete, "collection": "getAllDomainStats" if complete else "status_xml",
             "summary": {"total": running + len(paused) + shutoff, "running": running, "paused": n_paused,
                         "crashed": n_crashed, "shutoff": shutoff, "other": 0, "unresponsive": len(unresponsive),
-                        "safe_to_resume": sum(1 for p in paused if p["safe_to_resume"]), "by_cause": by_cause},
-            "paused": paused, "unresponsive": unresponsive, "errors": list(errors), "warnings": [],
+                        "safe_to_resume": sum(1 for p in paused if p["safe_to_resume"]), "by_cause": by_cause,
+                        "storage_unresponsive": len(storage), "at_risk": len(at_risk or {})},
+            "paused": paused, "unresponsive": unresponsive, "storage_unresponsive": storage,
+            "errors": list(errors), "warnings": [],
         }},
     }
 
@@ -168,6 +202,7 @@ def fleet_results() -> dict:
         domain("shutdown-1", 16, reason="shutting_down", paused_ago=30),
         domain("boot-3", 17, reason="starting_up", paused_ago=5),
         domain("api-fail-1", 18, reason="api_error", paused_ago=200),
+        domain("nfs-app-5", 19, reason="user", disks=[dead_nfs_disk("/srv/nfs/nfs-app-5.qcow2")], paused_ago=250),
     ]
     hv_c = [
         domain("save-me", 21, reason="save", job="save", responsive=False, paused_ago=1500),
@@ -181,7 +216,7 @@ def fleet_results() -> dict:
     ]
     return {
         "hv-a.example.net": facts(hv_a, running=21, shutoff=2),
-        "hv-b.example.net": facts(hv_b, running=9),
+        "hv-b.example.net": facts(hv_b, running=9, at_risk={"nfs-web-6": "/srv/nfs"}),
         "hv-c.example.net": facts(hv_c, running=3, complete=False, errors=[
             "libvirt did not list the domains within 10.0s: a domain is probably blocked in a job "
             "(domains known from status files are under unresponsive)"]),

@@ -30,7 +30,7 @@ from .guest import PROGRAMS, GuestImages
 from .peer import Peer, remove_container
 from .proc import LabError, pid_alive, pid_starttime, run, stop_pid, wait_for
 from .states import CRASHED, PAUSED, RUNNING, SHUTOFF, STATES, StateSpec, parse_state_text, state_text
-from .storage import LoopExt4, NbdExport, detach_loop, drain_fifo, make_fifo, umount
+from .storage import LoopExt4, MiB, NbdExport, detach_loop, drain_fifo, make_fifo, thaw_pid, umount, unmount_fuse
 
 log = logging.getLogger("kvmlab")
 
@@ -39,8 +39,9 @@ PAUSED_POSTCOPY = (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY
 READY = "KVMLAB: ready"
 UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                   | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
-# teardown order: unblock jobs, then domains (QEMU holds files in its own mount namespace), then the rest
-PHASES = ("fifo", "domain", "container", "process", "mount", "loop", "path")
+# teardown order: thaw frozen FUSE daemons (anything touching their mounts blocks), unblock jobs, then domains
+# (QEMU holds files in its own mount namespace), then the rest
+PHASES = ("thaw", "fifo", "domain", "container", "process", "mount", "loop", "path")
 
 
 class LabTimeout(LabError):
@@ -118,7 +119,9 @@ def teardown(conn: libvirt.virConnect, records: list[dict[str, Any]]) -> list[st
 
 def _teardown_one(conn: libvirt.virConnect, rec: dict[str, Any]) -> None:
     kind = rec["kind"]
-    if kind == "fifo":
+    if kind == "thaw":
+        thaw_pid(rec["pid"], rec.get("starttime"))
+    elif kind == "fifo":
         if Path(rec["path"]).exists():
             drain_fifo(Path(rec["path"]), lambda: _job_done(rec["domain"]), timeout=120)
     elif kind == "domain" and rec.get("uri"):          # the copy on the migration peer
@@ -136,6 +139,8 @@ def _teardown_one(conn: libvirt.virConnect, rec: dict[str, Any]) -> None:
         remove_container(rec)
     elif kind == "process":
         stop_pid(rec["pid"], rec.get("starttime"))
+    elif kind == "mount" and rec.get("fuse"):
+        unmount_fuse(rec["path"])
     elif kind == "mount":
         umount(rec["path"])
     elif kind == "loop":
@@ -220,6 +225,7 @@ class LabDomain:
         self.nbd: NbdExport | None = None
         self.job_error: libvirt.libvirtError | None = None
         self.peer_uri: str | None = None
+        self.disk_dir: Path | None = None
 
     def __repr__(self) -> str:
         return f"<LabDomain {self.name} {self.state_name} expected={state_text(self.expected)}>"
@@ -351,13 +357,17 @@ class Lab:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- factory --
-    def create(self, state: str) -> LabDomain:
-        """Bring up a new domain in ``state`` (a STATES key); returns once libvirt reports it."""
+    def create(self, state: str, disk_dir: Path | None = None) -> LabDomain:
+        """Bring up a new domain in ``state`` (a STATES key); returns once libvirt reports it.
+
+        ``disk_dir`` (states without a disk of their own: running, user, saving, dumping, unknown) gives
+        the domain a 4 MiB raw disk (vda, error_policy=stop) in that directory, e.g. on a :class:`BindFs`."""
         if self.conn is None:
             raise LabError("lab is not open")
         spec = STATES[state]
         self._seq += 1
         d = LabDomain(self, spec, f"{self.prefix}-{state.replace('_', '-')}-{self.session}-{self._seq}")
+        d.disk_dir = disk_dir
         self._domains[d.name] = d
         t0 = time.monotonic()
         try:
@@ -439,6 +449,12 @@ class Lab:
         wait_for(seen, d.spec.timeout, f"{d.name} console line {marker!r}", interval=0.1)
 
     def _running_idle(self, d: LabDomain, disk: str = "") -> None:
+        if not disk and d.disk_dir is not None:
+            d.disk_path = d.disk_dir / f"{d.name}.raw"
+            d.record({"kind": "path", "path": str(d.disk_path)})
+            with open(d.disk_path, "wb") as f:
+                f.truncate(4 * MiB)
+            disk = self._disk_xml("file", f"<source file='{d.disk_path}'/>")
         self._define(d, disk=disk)
         self._start(d)
         self._wait_console(d)

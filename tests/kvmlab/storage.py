@@ -1,13 +1,16 @@
 """Host-side storage for the disk states: a small loop-mounted ext4, an NBD export by qemu-storage-daemon,
-and FIFOs that make save/dump jobs block. Each helper returns the resource records teardown needs."""
+FIFOs that make save/dump jobs block, and a FUSE mount whose daemon can be frozen (storage that stops
+answering). Each helper returns the resource records teardown needs."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
+import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .proc import LabError, pid_alive, pid_starttime, reap, run, stop_pid, wait_for
@@ -111,6 +114,131 @@ class NbdExport:
         return self.proc is not None and pid_alive(self.proc.pid)
 
 
+class BindFs:
+    """``source`` served at ``mount_point`` by bindfs (FUSE); :meth:`freeze` stops the daemon (SIGSTOP).
+
+    A frozen FUSE daemon is what a dead hard NFS mount looks like to the host (this kernel has no NFS):
+    every stat, statvfs, open or read under ``mount_point`` blocks until :meth:`thaw` (SIGCONT). The
+    process that froze it must therefore never touch the mount itself while it is frozen (read
+    /proc/self/mountinfo instead), and must always thaw it: a daemon left stopped hangs every later tool
+    that walks the mount table (``df``, ``findmnt -D``, a shell completing a path).
+
+    ``with BindFs(src, mnt) as fs:`` mounts, and on exit ALWAYS thaws and unmounts (``fusermount -u``,
+    else ``umount -l``) and stops the daemon by PID, also when the body failed. Inside a :class:`Lab`,
+    ``record`` also writes a ``thaw`` record (torn down first of all, before any domain) and ``process``
+    / ``mount`` records, so a session that died still gets it thawed and unmounted by the next Lab or
+    ``python -m kvmlab down``. Domains with disks on the mount must be destroyed before it is unmounted.
+    """
+
+    def __init__(self, source: Path, mount_point: Path, log: Path | None = None) -> None:
+        self.source, self.mount_point, self.log = source, mount_point, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None
+        self.starttime: int | None = None
+        self.frozen = False
+
+    def __enter__(self) -> BindFs:
+        try:
+            self.mount()
+        except BaseException:
+            self.unmount()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unmount()
+
+    def mount(self, record: Callable[[dict], None] | None = None) -> BindFs:
+        rec = record or (lambda _r: None)
+        for d in (self.source, self.mount_point):
+            d.mkdir(mode=0o755, parents=True, exist_ok=True)
+            rec({"kind": "path", "path": str(d)})
+        logf = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+        try:
+            # -f: stays in the foreground, so the PID is the daemon's; allow_other: QEMU runs as libvirt-qemu
+            self.proc = subprocess.Popen(["bindfs", "-f", "-o", "allow_other", str(self.source), str(self.mount_point)],
+                                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
+        finally:
+            if logf is not subprocess.DEVNULL:
+                logf.close()
+        self.pid = self.proc.pid
+        self.starttime = pid_starttime(self.pid)
+        rec({"kind": "thaw", "pid": self.pid, "starttime": self.starttime, "path": str(self.mount_point)})
+        rec({"kind": "process", "pid": self.pid, "starttime": self.starttime, "what": "bindfs"})
+        rec({"kind": "mount", "path": str(self.mount_point), "fuse": True})
+
+        def mounted() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise LabError(f"bindfs exited rc={self.proc.returncode} ({self.log or 'no log'})")
+            return fuse_mounted(str(self.mount_point))
+
+        wait_for(mounted, 15, f"bindfs mount at {self.mount_point}")
+        return self
+
+    def freeze(self) -> None:
+        """SIGSTOP the daemon: from now on every access under the mount blocks."""
+        if self.pid is None:
+            raise LabError("bindfs is not mounted")
+        os.kill(self.pid, signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        """SIGCONT the daemon (harmless when it runs)."""
+        if self.pid is not None and pid_alive(self.pid, self.starttime):
+            os.kill(self.pid, signal.SIGCONT)
+        self.frozen = False
+
+    @contextlib.contextmanager
+    def frozen_for(self) -> Iterator[BindFs]:
+        """``with fs.frozen_for(): ...`` freezes the daemon for the block and thaws it however it ends."""
+        self.freeze()
+        try:
+            yield self
+        finally:
+            self.thaw()
+
+    def unmount(self) -> None:
+        """Thaw, unmount, stop the daemon; idempotent, and it never touches a frozen mount."""
+        self.thaw()
+        unmount_fuse(str(self.mount_point))
+        if self.pid is not None:
+            stop_pid(self.pid, self.starttime, timeout=10)
+            if self.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=5)
+            self.pid, self.proc = None, None
+
+
+def _mountinfo_points() -> list[tuple[str, str]]:
+    """(mount point, fstype) of every mount, from /proc/self/mountinfo: never touches the mounts."""
+    out = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            left, _sep, right = line.partition(" - ")
+            fields = left.split()
+            if len(fields) >= 5 and right:
+                out.append((fields[4].replace("\\040", " "), right.split()[0]))
+    return out
+
+
+def fuse_mounted(path: str) -> bool:
+    return any(mp == path and fstype.startswith("fuse") for mp, fstype in _mountinfo_points())
+
+
+def unmount_fuse(path: str) -> None:
+    """``fusermount -u``, else a lazy ``umount -l``; judged by mountinfo (stat on a dead mount blocks)."""
+    if not any(mp == path for mp, _t in _mountinfo_points()):
+        return
+    if run(["fusermount", "-u", "-z", path], check=False, timeout=30).returncode != 0:
+        run(["umount", "-l", path], timeout=30)
+
+
+def thaw_pid(pid: int, starttime: int | None) -> None:
+    """SIGCONT a (possibly stopped) process by PID, if it is still the same process."""
+    if pid_alive(pid, starttime):
+        os.kill(pid, signal.SIGCONT)
+
+
 def drain_fifo(path: Path, done: Callable[[], bool], timeout: float) -> int:
     """Read ``path`` (a FIFO a libvirt job writes into) until ``done()``; returns bytes read.
 
@@ -155,8 +283,9 @@ def detach_loop(device: str, backing: str) -> None:
 
 
 def umount(path: str) -> None:
-    if os.path.ismount(path):
+    if any(mp == path for mp, _t in _mountinfo_points()):
         run(["umount", path])
 
 
-__all__ = ["LoopExt4", "NbdExport", "detach_loop", "drain_fifo", "make_fifo", "reap", "umount"]
+__all__ = ["BindFs", "LoopExt4", "NbdExport", "detach_loop", "drain_fifo", "fuse_mounted", "make_fifo", "reap",
+           "thaw_pid", "umount", "unmount_fuse"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -158,6 +159,21 @@ def _block_stats(params: dict) -> list:
 
 # ---- the worker (runs in the forked child) -------------------------------------------------------------
 
+# Per-domain queries run in threads, at most this many at once on the worker's connection (libvirtd serves
+# at most max_client_requests = 5 calls of one client at a time); a domain whose call has blocked longer
+# than its bound no longer counts, so the next domains go on.
+DOMAIN_THREADS = 4
+# libvirt calls that need the domain's job (and, on QEMU, its monitor): for a domain on storage that does
+# not answer they block in libvirtd (each pinning one of its worker threads until the storage answers),
+# so they are never made for such a domain. XMLDesc, state and controlInfo take no job.
+JOB_CALLS = ("block", "disk_errors", "job")
+
+
+def probe_seconds(timeout: float) -> float:
+    """How long a storage probe may take before its storage counts as not answering: a quarter of the
+    timeout, at least 0.5 s and at most 3 s (a healthy mount answers statvfs in milliseconds)."""
+    return round(min(3.0, max(0.5, timeout / 4.0)), 3)
+
 
 def _evidence_for(
     name: str,
@@ -170,9 +186,10 @@ def _evidence_for(
     timeout: float,
     log_dir: str,
     status_dir: str,
+    storage=None,
 ) -> dict:
     disks = [
-        _evidence_io.gather_disk(x, host, mounts, pools, lvs_cache=lvs_cache, timeout=timeout)
+        _evidence_io.gather_disk(x, host, mounts, pools, lvs_cache=lvs_cache, timeout=timeout, storage=storage)
         for x in dom.get("disks", [])
     ]
     status_path = os.path.join(status_dir, f"{name}.xml")
@@ -189,35 +206,159 @@ def _evidence_for(
     }
 
 
+def _storage_record(view, verdicts: dict, doms: dict) -> dict:
+    """The storages that did not answer, each with the domains (and their disks) on it."""
+    out = {}
+    for name in sorted(doms):
+        for disk in doms[name].get("disks") or []:
+            found = view.for_disk(disk)
+            if found is None or found["answered"]:
+                continue
+            un = found["unresponsive"]
+            key = (un["kind"], un["target"])
+            entry = out.setdefault(key, dict(un, domains={}))
+            entry["domains"].setdefault(name, []).append(disk.get("target"))
+    storages = []
+    for entry in out.values():
+        entry["domains"] = [{"name": n, "disks": t} for n, t in sorted(entry["domains"].items())]
+        storages.append(entry)
+    probed = [
+        {
+            "key": v["key"],
+            "kind": v["kind"],
+            "answered": v["answered"],
+            "mount_point": v["mount"].get("mount_point"),
+            "source": v["mount"].get("device"),
+        }
+        for v in verdicts.values()
+    ]
+    return {"record": "storage", "unresponsive": storages, "probed": probed}
+
+
+def _query_domain(dom, name: str, xml_dom, dead: bool, job_support: dict, progress: dict) -> dict:
+    """The libvirt facts of one paused/crashed domain (runs in a thread of its own)."""
+    rec = {
+        "record": "domain",
+        "name": name,
+        "dom": xml_dom,
+        "block": None,
+        "disk_errors": {},
+        "job": None,
+        "control": None,
+        "errors": [],
+        "skipped": list(JOB_CALLS) if dead else [],
+    }
+    block_flag = libvirt.VIR_DOMAIN_STATS_BLOCK
+    nowait = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
+    calls = []
+    if xml_dom is None:
+        calls.append(("xml", lambda: dom.XMLDesc(0)))
+    if not dead:
+        calls += [
+            ("block", lambda: _block_stats(dom.connect().domainListGetStats([dom], block_flag, nowait)[0][1])),
+            ("disk_errors", dom.diskErrors),
+            ("job", lambda: _job_stats(dom, job_support)),
+        ]
+    calls.append(("control", dom.controlInfo))
+    for key, call in calls:
+        progress[name] = key
+        try:
+            value = call()
+        except libvirt.libvirtError as exc:
+            rec["errors"].append(f"{key}: {exc.get_error_message()}")
+            continue
+        except (JobApiUnsupported, IndexError) as exc:
+            rec["errors"].append(f"{key}: {exc}")
+            continue
+        if key == "xml":
+            # parsed once, here: the parent gets the facts, not the XML text
+            try:
+                rec["dom"] = _domxml.parse_domain(value)
+            except _domxml.DomainXMLError:
+                rec["dom"] = None
+        else:
+            rec[key] = value
+    progress[name] = None
+    return rec
+
+
+def _run_domains(jobs: list, emit, bound: float, wall_deadline: float) -> dict:
+    """Run ``jobs`` ([(name, fn)]) in threads, DOMAIN_THREADS at a time; each emits its record when done.
+
+    A job still running ``bound`` seconds after it began is abandoned (its thread is left to the worker's
+    end: a blocked libvirt call cannot be interrupted) and stops counting against the limit. Returns
+    {name: seconds} of the abandoned jobs; returns at the latest just before ``wall_deadline``."""
+    pending = list(jobs)
+    active = {}  # name -> (thread, started)
+    wake = threading.Event()
+
+    def run(name, fn):
+        try:
+            rec = fn()
+        except Exception as exc:  # one domain's failure is its record, never the others'
+            rec = {"record": "domain_error", "name": name, "message": f"{type(exc).__name__}: {exc}"}
+        emit(rec)
+        wake.set()
+
+    while True:
+        now = time.time()
+        fresh = [n for n, (t, t0) in active.items() if t.is_alive() and now - t0 < bound]
+        while pending and len(fresh) < DOMAIN_THREADS:
+            name, fn = pending.pop(0)
+            t = threading.Thread(target=run, args=(name, fn), name=f"kvmops:{name}", daemon=True)
+            active[name] = (t, time.time())
+            t.start()
+            fresh.append(name)
+        if (not pending and not fresh) or now >= wall_deadline:
+            break
+        wake.wait(0.05)
+        wake.clear()
+    now = time.time()
+    stuck = {n: round(now - t0, 1) for n, (t, t0) in active.items() if t.is_alive()}
+    stuck.update((n, 0.0) for n, _fn in pending)
+    return stuck
+
+
+def _locked(emit):
+    """``emit`` made safe to call from the domain threads."""
+    lock = threading.Lock()
+
+    def locked_emit(rec):
+        with lock:
+            emit(rec)
+
+    return locked_emit
+
+
 def worker(emit, uri: str, plan: dict, host=None) -> None:
-    """Body of the forked worker; every result goes out through ``emit`` as soon as it is known."""
+    """Body of the forked worker; every result goes out through ``emit`` as soon as it is known.
+
+    Order: storage probes for the disks the status files name start first (child processes, see
+    _evidence_io.StorageProber), then one job-free listing of the domains' states, then the XML of
+    paused domains the status files do not know (job-free; their storage is probed too), then the wait
+    for the probes, then per paused/crashed domain a thread of its own: the job-taking calls (block
+    stats, diskErrors, jobStats) only for domains whose storage answered. Host evidence never touches a
+    storage that did not answer."""
     host = host or _evidence_io.Host()
+    emit = _locked(emit)
     wall_deadline = plan["wall_deadline"]
     try:
         mounts = _evidence_io.parse_mountinfo(host.read_text("/proc/self/mountinfo"))
     except OSError:
         mounts = []
     lvs_cache = {}
-
-    def evidence(name: str, dom: dict, pools: list) -> dict:
-        return _evidence_for(
-            name,
-            dom,
-            host,
-            mounts,
-            pools,
-            lvs_cache=lvs_cache,
-            timeout=max(0.1, min(1.0, (wall_deadline - time.time()) / 4.0)),
-            log_dir=plan["log_dir"],
-            status_dir=plan["status_dir"],
-        )
-
-    for name in plan["busy"]:
-        emit(evidence(name, plan["busy"][name], []))
+    bound = plan.get("probe_seconds", 1.0)
+    prober = _evidence_io.StorageProber(plan.get("probe_dir"))
+    prober.sweep()
+    known = dict(plan.get("status_disks") or {})  # name -> disks, from status files (no libvirt call)
+    for name, dom in plan["busy"].items():
+        known[name] = dom.get("disks", [])
+    prober.start(_evidence_io.storage_groups([d for ds in known.values() for d in ds], mounts), bound)
+    probe_deadline = time.time() + bound
 
     conn = open_connection(uri)
     emit({"record": "connected"})
-    state_flag, block_flag = libvirt.VIR_DOMAIN_STATS_STATE, libvirt.VIR_DOMAIN_STATS_BLOCK
+    state_flag = libvirt.VIR_DOMAIN_STATS_STATE
     nowait = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
     if not plan.get("bulk", True):
         doms = []
@@ -226,10 +367,10 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
                 doms.append(conn.lookupByUUIDString(uuid))
             except libvirt.libvirtError:
                 continue
-        stats = conn.domainListGetStats(doms, state_flag | block_flag, nowait) if doms else []
+        stats = conn.domainListGetStats(doms, state_flag, nowait) if doms else []
         via = "domainListGetStats"
     else:
-        # the state of every domain; block stats (a monitor query per domain on QEMU) for paused ones only
+        # the state of every domain: job-free. Block stats take a job: per paused domain, below
         stats = conn.getAllDomainStats(state_flag, nowait)
         via = "getAllDomainStats"
     domains, handles = [], {}
@@ -242,58 +383,50 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
             "uuid": dom.UUIDString(),
             "state": params.get("state.state"),
             "reason": params.get("state.reason"),
-            "block": _block_stats(params),
+            "block": [],
         }
         domains.append(entry)
         if entry["state"] in (PAUSED, CRASHED):
-            handles[name] = (dom, entry)
-    if via == "getAllDomainStats" and handles:
-        try:
-            for dom, params in conn.domainListGetStats([d for d, _e in handles.values()], block_flag, nowait):
-                handles[dom.name()][1]["block"] = _block_stats(params)
-        except libvirt.libvirtError as exc:  # the states are known: go on without block stats
-            emit({"record": "warning", "message": f"block stats: {exc.get_error_message()}"})
-    handles = {name: dom for name, (dom, _entry) in handles.items()}
+            handles[name] = dom
     emit({"record": "stats", "via": via, "domains": domains})
 
-    details = {}
-    job_support = {}
+    # paused domains the status files do not describe: their XML (job-free) names their disks
+    parsed = {}
     for name, dom in handles.items():
-        emit({"record": "begin", "name": name})
-        rec = {
-            "record": "domain",
-            "name": name,
-            "dom": None,
-            "disk_errors": {},
-            "job": None,
-            "control": None,
-            "errors": [],
-        }
-        calls = (
-            ("xml", lambda d=dom: d.XMLDesc(0)),
-            ("disk_errors", dom.diskErrors),
-            ("job", lambda d=dom: _job_stats(d, job_support)),
-            ("control", dom.controlInfo),
+        if name in known:
+            continue
+        try:
+            parsed[name] = _domxml.parse_domain(dom.XMLDesc(0))
+        except (libvirt.libvirtError, _domxml.DomainXMLError):
+            continue
+        known[name] = parsed[name].get("disks", [])
+    if parsed:
+        prober.start(_evidence_io.storage_groups([d for n in parsed for d in known[n]], mounts), bound)
+        probe_deadline = time.time() + bound
+    prober.wait(min(probe_deadline, wall_deadline - 0.2))
+    verdicts = prober.verdicts()
+    view = _evidence_io.StorageView(verdicts, mounts)
+    for w in prober.warnings:
+        emit({"record": "warning", "message": w})
+    emit(_storage_record(view, verdicts, {n: {"disks": ds} for n, ds in known.items()}))
+
+    def dead(name):
+        return any((view.for_disk(d) or {"answered": True})["answered"] is False for d in known.get(name, []))
+
+    job_support, progress, details = {}, {}, {}
+    jobs = []
+    for name, dom in handles.items():
+        jobs.append(
+            (
+                name,
+                lambda n=name, d=dom: details.setdefault(
+                    n, _query_domain(d, n, parsed.get(n), dead(n), job_support, progress)
+                ),
+            )
         )
-        for key, call in calls:
-            try:
-                value = call()
-            except libvirt.libvirtError as exc:
-                rec["errors"].append(f"{key}: {exc.get_error_message()}")
-                continue
-            except JobApiUnsupported as exc:
-                rec["errors"].append(f"{key}: {exc}")
-                continue
-            if key == "xml":
-                # parsed once, here: the parent gets the facts, not the XML text
-                try:
-                    rec["dom"] = _domxml.parse_domain(value)
-                except _domxml.DomainXMLError:
-                    rec["dom"] = None
-            else:
-                rec[key] = value
-        emit(rec)
-        details[name] = rec
+    abandoned = _run_domains(jobs, emit, max(1.0, (wall_deadline - time.time()) / 2.0), wall_deadline - 0.3)
+    for name, secs in abandoned.items():
+        emit({"record": "abandoned", "name": name, "call": progress.get(name), "seconds": secs})
 
     pools = []
     if handles:
@@ -317,8 +450,27 @@ def worker(emit, uri: str, plan: dict, host=None) -> None:
         except libvirt.libvirtError as exc:
             emit({"record": "warning", "message": f"storage pools: {exc.get_error_message()}"})
         emit({"record": "pools", "pools": pools})
-    for name, rec in details.items():
-        emit(evidence(name, rec["dom"] or {"disks": []}, pools))
+
+    def evidence(name: str, dom: dict, pools: list) -> dict:
+        return _evidence_for(
+            name,
+            dom,
+            host,
+            mounts,
+            pools,
+            lvs_cache=lvs_cache,
+            timeout=max(0.1, min(1.0, (wall_deadline - time.time()) / 4.0)),
+            log_dir=plan["log_dir"],
+            status_dir=plan["status_dir"],
+            storage=view,
+        )
+
+    for name in plan["busy"]:
+        emit(evidence(name, plan["busy"][name], []))
+    for name in handles:
+        rec = details.get(name)
+        if rec is not None and name not in abandoned:
+            emit(evidence(name, rec["dom"] or {"disks": []}, pools))
 
 
 # ---- the parent: plan, run, assemble --------------------------------------------------------------------
@@ -334,8 +486,11 @@ def collect(
     status_dir: str = STATUS_DIR,
     log_dir: str = _evidence_io.LOG_DIR,
     host=None,
+    probe_dir=None,
 ) -> dict:
-    """Return the kvm_pause facts. Raises LibvirtConnectError when libvirt refuses the connection."""
+    """Return the kvm_pause facts. Raises LibvirtConnectError when libvirt refuses the connection.
+
+    ``probe_dir``: where the storage probes' markers live (default: _evidence_io.default_probe_dir())."""
     host = host or _evidence_io.Host()
     started = time.monotonic() if started is None else started
     deadline = started + timeout
@@ -359,6 +514,11 @@ def collect(
         "wall_deadline": wall_deadline,
         "log_dir": log_dir,
         "status_dir": status_dir,
+        # the disks of every selected active domain, running ones included (storage that does not answer
+        # puts them at risk), known without asking libvirt
+        "status_disks": {n: s["domain"].get("disks", []) for n, s in status.items() if n not in busy},
+        "probe_seconds": probe_seconds(timeout),
+        "probe_dir": probe_dir,
     }
     records, finished = run_bounded(worker, deadline, uri, plan)
     return assemble(
@@ -385,14 +545,23 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
     stats = next((r for r in records if r.get("record") == "stats"), None)
     details = {r["name"]: r for r in records if r.get("record") == "domain"}
     evidence = {r["name"]: r for r in records if r.get("record") == "evidence"}
-    begun = [r["name"] for r in records if r.get("record") == "begin"]
+    abandoned = {r["name"]: r for r in records if r.get("record") == "abandoned"}
+    storage = next((r for r in records if r.get("record") == "storage"), None)
     for r in records:
         if r.get("record") == "error":
             if r.get("kind") == "LibvirtConnectError":
                 raise LibvirtConnectError(r["message"])
             errors.append(r["message"])
+        elif r.get("record") == "domain_error":
+            errors.append("domain {}: {}".format(r["name"], r["message"]))
         elif r.get("record") == "warning":
             warnings.append(r["message"])
+    for name, r in sorted(abandoned.items()):
+        errors.append(
+            "libvirt did not answer within {}s while querying domain {}{}".format(
+                r.get("seconds"), name, " ({})".format(r["call"]) if r.get("call") else ""
+            )
+        )
     if not finished:
         if not connected:
             errors.append(f"libvirt did not accept a connection to {uri} within {timeout}s")
@@ -402,12 +571,7 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
                 "(domains known from status files are under unresponsive)"
             )
         else:
-            stuck = [n for n in begun if n not in details]
-            errors.append(
-                "libvirt did not answer within {}s{}".format(
-                    timeout, f" while querying domain {stuck[0]}" if stuck else ""
-                )
-            )
+            errors.append(f"libvirt did not answer within {timeout}s")
 
     # the domain universe: libvirt's answer, else the status files
     universe = {}
@@ -425,6 +589,11 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
                 "source": "status_xml",
             }
 
+    dead_storage = _dead_storage(storage, universe, now)
+    at_risk = {}
+    for st in dead_storage:
+        for d in st["domains"]:
+            at_risk.setdefault(d["name"], []).append(st["target"])
     paused, unresponsive, running = [], [], []
     counts = {"total": 0, "running": 0, "paused": 0, "crashed": 0, "shutoff": 0, "other": 0}
     for name in sorted(universe):
@@ -434,10 +603,26 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
         key = {RUNNING: "running", PAUSED: "paused", CRASHED: "crashed", SHUTOFF: "shutoff"}.get(state, "other")
         counts[key] += 1
         if state == RUNNING and include_running:
-            running.append({"name": name, "uuid": listed.get("uuid"), "reason_code": listed.get("reason")})
+            running.append(
+                {
+                    "name": name,
+                    "uuid": listed.get("uuid"),
+                    "reason_code": listed.get("reason"),
+                    "at_risk": name in at_risk,
+                    "storage_unresponsive": at_risk.get(name, []),
+                }
+            )
         if state not in (PAUSED, CRASHED):
             continue
-        entry = _paused_entry(name, listed, details.get(name), evidence.get(name), status.get(name), now=now)
+        entry = _paused_entry(
+            name,
+            listed,
+            details.get(name),
+            evidence.get(name),
+            status.get(name),
+            now=now,
+            abandoned=abandoned.get(name),
+        )
         paused.append(entry)
         if not entry["responsive"]:
             st = status.get(name)
@@ -451,7 +636,7 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
                     "job": job["kind"] if job else None,
                     "job_seconds": entry.get("paused_for_seconds") if job and job.get("started_ms") else None,
                     "pid": st.get("pid") if st else None,
-                    "queried": name in begun or listed["source"] == "libvirt",
+                    "queried": listed["source"] == "libvirt",
                     "message": entry["unresponsive_reason"],
                 }
             )
@@ -463,7 +648,20 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
         unresponsive=len(unresponsive),
         safe_to_resume=sum(1 for e in paused if e["safe_to_resume"]),
         by_cause=by_cause,
+        storage_unresponsive=len(dead_storage),
+        at_risk=sum(1 for n in at_risk if (universe.get(n) or {}).get("state") == RUNNING),
     )
+    for st in dead_storage:
+        warnings.append(
+            "{} {} ({}{}) did not answer{}; domains on it: {}".format(
+                "block device" if st["kind"] == "block" else "storage at",
+                st["target"],
+                st.get("fstype") or "block",
+                f" from {st['source']}" if st.get("source") and st["kind"] != "block" else "",
+                f" for {st['seconds']}s" if st.get("seconds") is not None else "",
+                ", ".join(d["name"] for d in st["domains"]) or "none selected",
+            )
+        )
     facts = {
         "schema_version": SCHEMA_VERSION,
         "uri": uri,
@@ -474,6 +672,7 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
         "summary": summary,
         "paused": paused,
         "unresponsive": unresponsive,
+        "storage_unresponsive": dead_storage,
         "errors": errors,
         "warnings": warnings,
     }
@@ -482,7 +681,39 @@ def assemble(uri, timeout, records, finished, status, *, include_running, elapse
     return facts
 
 
-def _paused_entry(name, listed, queried, evidence, status, *, now) -> dict:
+def _dead_storage(storage, universe: dict, now: float) -> list:
+    """The worker's "storage" record -> facts' storage_unresponsive: per storage that did not answer, what
+    it is (mount point, filesystem type, server or device, options from mountinfo), since when, and the
+    domains with disks on it (those libvirt or the status files know, with their state)."""
+    out = []
+    for st in (storage or {}).get("unresponsive") or []:
+        domains = []
+        for d in st.get("domains") or []:
+            listed = universe.get(d["name"])
+            if listed is None:
+                continue
+            code = listed.get("state")
+            state = {RUNNING: "running", PAUSED: "paused", CRASHED: "crashed", SHUTOFF: "shutoff"}.get(code, "other")
+            domains.append({"name": d["name"], "state": state, "disks": d.get("disks") or []})
+        since = st.get("since")
+        out.append(
+            {
+                "kind": st.get("kind"),
+                "target": st.get("target"),
+                "mount_point": st.get("mount_point"),
+                "fstype": st.get("fstype"),
+                "source": st.get("source"),
+                "options": st.get("options") or "",
+                "since": _iso(since),
+                "seconds": round(now - since, 1) if since is not None else None,
+                "probe_pid": st.get("probe_pid"),
+                "domains": domains,
+            }
+        )
+    return sorted(out, key=lambda x: (x["target"] or "", x["kind"] or ""))
+
+
+def _paused_entry(name, listed, queried, evidence, status, *, now, abandoned=None) -> dict:
     """One paused[] entry: ``listed`` is the domain as the listing knew it (state, reason, block stats,
     source), ``queried`` the worker's "domain" record (None when libvirt did not answer for it),
     ``evidence`` its "evidence" record (host evidence per disk, QEMU log), ``status`` its parsed status file."""
@@ -500,7 +731,7 @@ def _paused_entry(name, listed, queried, evidence, status, *, now) -> dict:
     job = job_from_stats(queried.get("job")) if queried else None
     if queried is None:
         job = status_job(status)
-    blocks = {b.get("target"): b for b in listed.get("block") or []}
+    blocks = {b.get("target"): b for b in (queried or {}).get("block") or listed.get("block") or []}
     ev_disks = (evidence or {}).get("disks") or []
     disk_errors = dict((queried or {}).get("disk_errors") or {})
     disks = []
@@ -543,7 +774,13 @@ def _paused_entry(name, listed, queried, evidence, status, *, now) -> dict:
                 "every libvirt call on it hangs".format(job["kind"])
             )
             if job
-            else "libvirt did not answer for this domain within the timeout"
+            else (
+                "libvirt did not answer for this domain within {}s ({})".format(
+                    abandoned.get("seconds"), abandoned.get("call") or "?"
+                )
+                if abandoned
+                else "libvirt did not answer for this domain within the timeout"
+            )
         )
     else:
         why = None
@@ -577,6 +814,16 @@ def _paused_entry(name, listed, queried, evidence, status, *, now) -> dict:
         "log": {"path": log.get("path"), "lines": log.get("lines") or []},
         "errors": list((queried or {}).get("errors") or []) + [e for x in ev_disks for e in x.get("errors", [])],
     }
+
+
+def _public_unresponsive(un):
+    if not un:
+        return None
+    out = {
+        k: un.get(k) for k in ("kind", "target", "mount_point", "fstype", "source", "options", "seconds", "probe_pid")
+    }
+    out["since"] = _iso(un.get("since"))
+    return out
 
 
 def _control(ctl):
@@ -617,6 +864,7 @@ def _public_disk(x: dict, disk_errors: dict) -> dict:
         "physical": x.get("physical"),
         "filesystem": ev.get("filesystem"),
         "block_device": ev.get("block_device"),
+        "storage_unresponsive": _public_unresponsive(ev.get("unresponsive")),
         "endpoints": ev.get("endpoints") or [],
         "pool": ev.get("pool"),
         "thin_pool": ev.get("thin_pool"),

@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """PURE: evidence about one paused or crashed domain -> diagnosis (cause, remediation, safe_to_resume).
 
-A crashed domain, then a job in flight, then the pause reason decide which rule runs: ``RULES`` maps each
+A crashed domain, then storage that does not answer, then a job in flight, then the pause reason decide
+which rule runs: ``RULES`` maps each
 reason by name (``_states.PAUSED_REASON_KEYS``) to its default cause and the function of its cause family,
 which reads the disk error codes and host evidence. A new cause is one function and one entry. No I/O, no
 ansible.
@@ -13,7 +14,9 @@ ansible.
     name, state (int virDomainState), reason (int), disk_errors {target: 0|1|2},
     disks [{target, type, path, protocol, export, hosts, pool, volume, error_policy, rerror_policy,
             capacity, allocation, physical,              # from getAllDomainStats block.* (may be None)
-            evidence: {filesystem, block_device, endpoints, pool, thin_pool, errors}}],
+            evidence: {filesystem, block_device, endpoints, pool, thin_pool, errors,
+                       unresponsive: {kind, target, mount_point, fstype, source, options, since, seconds,
+                                      probe_pid} when the storage under the disk did not answer}}],
     job {active, kind, progress_percent, elapsed_seconds, source} or None,
     watchdog {model, action} or None, on_lockfailure, on_crash,
     log_lines [str], paused {since, seconds, source}, responsive (bool), source ('libvirt'|'status_xml'),
@@ -60,6 +63,7 @@ SEVERITY = {
     "storage_full": "critical",
     "storage_io_error": "critical",
     "storage_unreachable": "critical",
+    "storage_unresponsive": "critical",
     "watchdog": "critical",
     "lock_failure": "critical",
     "crashed": "critical",
@@ -277,6 +281,90 @@ def _storage_io_error(d: Diagnosis, ev: dict, suspects: list, network: list) -> 
             d.remediation.append(
                 f"Find the failing disk (virsh domblkerror {ev.get('name')}), fix its storage, then resume."
             )
+
+
+def _unanswered(ev: dict) -> list:
+    """[(storage, [disk targets])] of the storages under the domain's disks that did not answer."""
+    groups = {}
+    for disk in ev.get("disks") or []:
+        un = (disk.get("evidence") or {}).get("unresponsive")
+        if un:
+            groups.setdefault((un.get("kind"), un.get("target")), (un, []))[1].append(disk.get("target"))
+    return list(groups.values())
+
+
+def storage_label(un: dict) -> str:
+    """'/srv/nfs (nfs4 from srv1:/export)', 'block device /dev/sdb', or a path on a mount."""
+    if un.get("kind") == "block":
+        return f"block device {un.get('source')}"
+    mount = "{} ({}{})".format(
+        un.get("mount_point"), un.get("fstype") or "?", f" from {un['source']}" if un.get("source") else ""
+    )
+    if un.get("kind") == "path":
+        return f"{un.get('target')} on {mount}"
+    return mount
+
+
+def _mount_semantics(un: dict) -> str:
+    """What the mount options mean for I/O while the server does not answer (NFS: hard is the default)."""
+    opts = set((un.get("options") or "").split(","))
+    fstype = un.get("fstype") or ""
+    if fstype.startswith("nfs"):
+        timeo = next((o.split("=", 1)[1] for o in opts if o.startswith("timeo=")), None)
+        retrans = next((o.split("=", 1)[1] for o in opts if o.startswith("retrans=")), None)
+        extra = ", ".join(x for x in (timeo and f"timeo={timeo}", retrans and f"retrans={retrans}") if x)
+        if "soft" in opts or "softerr" in opts:
+            return f"mounted soft ({extra or 'default timeo/retrans'}): I/O fails with EIO once the retries run out"
+        return f"mounted hard ({extra or 'default timeo/retrans'}): I/O waits for the server for ever"
+    if fstype.startswith("fuse"):
+        return "a FUSE filesystem: I/O waits until its daemon answers again"
+    return ""
+
+
+def _storage_unresponsive(d: Diagnosis, ev: dict, dead: list, reason: str) -> None:
+    """The storage under the domain's disks does not answer (dead hard NFS mount, hung FUSE daemon or
+    iSCSI session, a block device whose I/O hangs): whatever the pause reason says, that is what holds
+    the domain now, and nothing on that storage can be resumed, restarted or even queried."""
+    name = ev.get("name")
+    d.cause = "storage_unresponsive"
+    labels = [storage_label(un) for un, _t in dead]
+    targets = [t for _un, ts in dead for t in ts]
+    d.summary = "the storage under disk{} {} does not answer: {}".format(
+        "s" if len(targets) > 1 else "", ", ".join(str(t) for t in targets), "; ".join(labels)
+    )
+    for un, ts in dead:
+        since = f" for {un['seconds']:.0f}s" if un.get("seconds") is not None else ""
+        probe = f" (a probe, PID {un['probe_pid']}, is still waiting for it)" if un.get("probe_pid") else ""
+        d.findings.append(f"{storage_label(un)} has not answered{since}{probe}; disks on it: {', '.join(map(str, ts))}")
+        meaning = _mount_semantics(un)
+        if meaning:
+            d.findings.append(f"{un.get('mount_point')} is {meaning}")
+        if un.get("options"):
+            d.findings.append(f"{un.get('mount_point') or un.get('source')} options: {un['options']}")
+    d.findings.append(f"libvirt's pause reason: {reason}")
+    job = ev.get("job") or {}
+    if job.get("active"):
+        d.findings.append(f"a {(job.get('kind') or 'unknown').replace('_', ' ')} job is in flight")
+    for un, _ts in dead:
+        if un.get("kind") == "block":
+            d.remediation.append(
+                f"Check block device {un.get('source')}: dmesg, multipath -ll, iscsiadm -m session, the SAN or "
+                "array behind it, and the path to it."
+            )
+        else:
+            d.remediation.append(
+                f"Check the storage server {un.get('source') or '?'} ({un.get('fstype') or '?'}) and the network "
+                f"path to it (ping, rpcinfo/showmount for NFS, the FUSE or iSCSI daemon); see the mount options "
+                f"of {un.get('mount_point')} (`mount | grep {un.get('mount_point')}`: hard/soft, timeo, retrans)."
+            )
+    d.remediation.append(
+        f"Do not resume, migrate or restart {name} on this storage while it does not answer: its I/O and libvirt's "
+        f"job calls for it block. Once `stat {dead[0][0].get('target')}` answers again, run the diagnosis again."
+    )
+    d.safe = False
+    d.why = "the storage under its disks does not answer ({}): the guest would block on its first I/O".format(
+        "; ".join(labels)
+    )
 
 
 # ---- the rules: one function per cause family, called with (diagnosis, evidence, reason name) ---------
@@ -524,8 +612,13 @@ def diagnose(ev: dict) -> dict:
     reason = reason_name(state, code)
     d = Diagnosis("unknown")
     job = ev.get("job") or None
+    dead = _unanswered(ev)
     if state == CRASHED:
         _crashed_domain(d, ev, reason)
+        for un, ts in dead:
+            d.findings.append(f"{storage_label(un)} does not answer; disks on it: {', '.join(map(str, ts))}")
+    elif dead:
+        _storage_unresponsive(d, ev, dead, reason)
     elif job and job.get("active"):
         _job_in_flight(d, ev, job, reason)
     elif reason in RULES:

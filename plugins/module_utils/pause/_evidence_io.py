@@ -6,16 +6,33 @@
 The parsers (``parse_mountinfo``, ``mount_for``, ``fs_usage``, ``parse_lvs``, ``relevant_log_lines``)
 are pure. ``gather_disk`` / ``gather_domain`` do the I/O through an injected ``Host`` so
 tests can hand in fakes. No ansible imports: this runs inside the module's forked worker.
+
+Storage that stops answering (a dead hard NFS mount, a FUSE daemon that hangs, a block device whose I/O
+hangs) blocks every stat, statvfs, open or read under it, in uninterruptible sleep: no timeout and no
+signal ends such a call. So nothing here touches a disk source in the calling process: ``StorageProber``
+runs each storage's checks (statvfs of the mount point, realpath/exists/statvfs of each disk source, an
+O_DIRECT read of a block device) in a child process of its own (``PROBE_SCRIPT``), waits for it until a
+deadline, and then abandons it. A marker file per storage (``probe-<hash>.json`` in the probe directory,
+/run/kvmops-fleet/storage-probes for root) names the probe's PID and start time; a later run that finds
+that probe still alive reports the storage as still not answering without starting another one, so at
+most one probe per storage exists whatever the number of runs. Which mount a path lives on comes from
+/proc/self/mountinfo, which never touches the mount.
 """
 
 from __future__ import annotations
 
 import calendar
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
+import select
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 
 LOG_DIR = "/var/log/libvirt/qemu"
@@ -36,7 +53,11 @@ def _unescape(field: str) -> str:
 
 
 def parse_mountinfo(text: str) -> list:
-    """/proc/self/mountinfo -> [{mount_point, fstype, device, options}] in file order."""
+    """/proc/self/mountinfo -> [{mount_point, fstype, device, options, super_options}] in file order.
+
+    ``device`` is the mount source: the server and export of a network filesystem (``srv:/export``), the
+    block device, or what a FUSE daemon named itself. ``super_options`` are the filesystem's own options
+    (for NFS: hard/soft, timeo, retrans, proto, the server's address)."""
     mounts = []
     for line in text.splitlines():
         parts = line.split(" - ", 1)
@@ -51,6 +72,7 @@ def parse_mountinfo(text: str) -> list:
                 "fstype": right[0],
                 "device": _unescape(right[1]),
                 "options": left[5] if len(left) > 5 else "",
+                "super_options": right[2] if len(right) > 2 else "",
             }
         )
     return mounts
@@ -250,32 +272,71 @@ class Host:
         return parse_lvs(proc.stdout.decode("utf-8", "replace")) if proc.returncode == 0 else []
 
 
-def gather_disk(disk: dict, host: Host, mounts: list, pools: list, *, lvs_cache: dict, timeout: float) -> dict:
-    """Evidence for one disk of the domain's XML (see _domxml._disk): filesystem/device, fill, endpoint."""
+def probe_direct(host: Host, path: str) -> dict:
+    """What a storage probe finds for a file disk's ``path``, asked in this process through ``host``
+    (tests hand in fakes; the collector asks ``StorageProber``, whose child process may block instead)."""
+    real = host.realpath(path)
+    exists = host.exists(real)
+    try:
+        st = host.statvfs(real if exists else os.path.dirname(real))
+    except OSError as exc:
+        return {"step": "path", "target": path, "real": real, "exists": exists, "error": exc.strerror or str(exc)}
+    return {"step": "path", "target": path, "real": real, "exists": exists, "statvfs": statvfs_dict(st)}
+
+
+def statvfs_dict(st) -> dict:
+    return {k: getattr(st, k) for k in ("f_frsize", "f_bsize", "f_blocks", "f_bavail", "f_bfree")}
+
+
+def _mount_fields(mount) -> dict:
+    return {
+        "mount_point": mount["mount_point"] if mount else None,
+        "device": mount["device"] if mount else None,
+        "fstype": mount["fstype"] if mount else None,
+    }
+
+
+def gather_disk(
+    disk: dict, host: Host, mounts: list, pools: list, *, lvs_cache: dict, timeout: float, storage=None
+) -> dict:
+    """Evidence for one disk of the domain's XML (see _domxml._disk): filesystem/device, fill, endpoint.
+
+    ``storage`` (a ``StorageView``) holds what the storage probes found; a disk whose storage did not
+    answer gets ``unresponsive`` (which mount or device, since when) and nothing under it is touched.
+    Without it the checks run here, through ``host`` (tests with a fake host)."""
     ev = {"filesystem": None, "block_device": None, "endpoints": [], "pool": None, "thin_pool": None, "errors": []}
     path = disk.get("path")
+    found = storage.for_disk(disk) if storage is not None and path else None
     if disk.get("type") == "volume" and disk.get("pool"):
         ev["pool"] = next((p for p in pools if p.get("name") == disk["pool"]), {"name": disk["pool"]})
+    if found is not None and not found["answered"]:
+        # the storage did not answer: nothing under it may be touched (stat, realpath, statvfs all block)
+        ev["unresponsive"] = found["unresponsive"]
+        if disk.get("type") == "block":
+            ev["block_device"] = {"path": path, "device": path, "total_bytes": host.block_size(path)}
+        else:
+            ev["filesystem"] = dict(_mount_fields(found["mount"]), responsive=False)
+        ev["pool"] = ev["pool"] or pool_for_path(path, pools)
+        return ev
     if path and disk.get("type") in ("file", "dir"):
-        real = host.realpath(path)
-        probe = real if host.exists(real) else os.path.dirname(real)
-        try:
-            usage = fs_usage(host.statvfs(probe))
-        except OSError as exc:
-            ev["errors"].append(f"statvfs {probe}: {exc.strerror or exc}")
-            usage = None
+        rec = found["record"] if found is not None else probe_direct(host, path)
+        real = rec.get("real") or path
+        usage = None
+        if rec.get("statvfs"):
+            usage = fs_usage(_Statvfs(rec["statvfs"]))
+        else:
+            ev["errors"].append("statvfs {}: {}".format(real, rec.get("error") or "no answer"))
         mount = mount_for(real, mounts)
         if usage is not None or mount is not None:
-            ev["filesystem"] = dict(
-                usage or {},
-                mount_point=mount["mount_point"] if mount else None,
-                device=mount["device"] if mount else None,
-                fstype=mount["fstype"] if mount else None,
-            )
+            ev["filesystem"] = dict(usage or {}, **_mount_fields(mount))
+            if found is not None:
+                ev["filesystem"]["responsive"] = True
         ev["pool"] = ev["pool"] or pool_for_path(real, pools)
     elif path and disk.get("type") == "block":
-        real = host.realpath(path)
+        real = (found or {}).get("record", {}).get("real") or host.realpath(path)
         ev["block_device"] = {"path": path, "device": real, "total_bytes": host.block_size(real)}
+        if found is not None:
+            ev["block_device"]["responsive"] = True
         if "/dev/mapper/" in path or real.startswith("/dev/dm-"):
             if "lvs" not in lvs_cache:
                 lvs_cache["lvs"] = host.lvs(timeout)
@@ -321,3 +382,399 @@ def paused_since(status_mtime, job: dict | None, now: float) -> dict:
     if status_mtime is not None:
         return {"since": status_mtime, "seconds": max(0.0, round(now - status_mtime, 1)), "source": "status_xml_mtime"}
     return {"since": None, "seconds": None, "source": "unknown"}
+
+
+class _Statvfs:
+    """A statvfs result carried as a dict (from a probe's JSON line), with the attributes fs_usage reads."""
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+
+
+# ---- storage probes: the checks that can block, each storage in a process of its own --------------------
+
+PROBE_TAG = "kvmops-fleet-storage-probe"
+# how long a run waits for a probe adopted from an earlier run that has blocked for longer than a probe may
+# take: its storage still does not answer unless the probe ends right now
+STALE_GRACE = 0.25
+# Run as ``python -I -S -c PROBE_SCRIPT kvmops-fleet-storage-probe '<json steps>'``: one JSON line per step
+# as soon as it is done, then {"step": "done"}. Stdlib only; it touches nothing but what the steps name.
+PROBE_SCRIPT = r"""
+import json, mmap, os, sys
+def out(rec):
+    sys.stdout.write(json.dumps(rec) + "\n")
+    sys.stdout.flush()
+def vfs(st):
+    return {k: getattr(st, k) for k in ("f_frsize", "f_bsize", "f_blocks", "f_bavail", "f_bfree")}
+for kind, target in json.loads(sys.argv[2]):
+    rec = {"step": kind, "target": target}
+    try:
+        if kind == "mount":
+            rec["statvfs"] = vfs(os.statvfs(target))
+        elif kind == "path":
+            real = os.path.realpath(target)
+            rec["real"], rec["exists"] = real, os.path.exists(real)
+            rec["statvfs"] = vfs(os.statvfs(real if rec["exists"] else os.path.dirname(real)))
+        elif kind == "block":
+            real = rec["real"] = os.path.realpath(target)
+            try:
+                fd = os.open(real, os.O_RDONLY | os.O_DIRECT)
+            except OSError:
+                fd = os.open(real, os.O_RDONLY)
+            try:
+                buf = mmap.mmap(-1, 4096)
+                try:
+                    os.preadv(fd, [buf], 0)
+                except OSError:
+                    os.pread(fd, 512, 0)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        rec["error"] = exc.strerror or str(exc)
+    out(rec)
+out({"step": "done"})
+"""
+
+
+def default_probe_dir() -> str:
+    """Where probe markers live: /run/kvmops-fleet/storage-probes for root, else a per-user temp dir."""
+    if os.geteuid() == 0 and os.path.isdir("/run"):
+        return "/run/kvmops-fleet/storage-probes"
+    return os.path.join(tempfile.gettempdir(), f"kvmops-fleet-{os.geteuid()}", "storage-probes")
+
+
+def proc_identity(pid: int):
+    """(state letter, start time in clock ticks) of a PID from /proc/PID/stat, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2 :].split()
+    return fields[0], int(fields[19])
+
+
+def probe_alive(marker: dict) -> bool:
+    """Whether the probe a marker names still exists (not a zombie, same start time: no PID reuse)."""
+    try:
+        ident = proc_identity(int(marker["pid"]))
+    except (KeyError, TypeError, ValueError):
+        return False
+    return ident is not None and ident[0] not in ("Z", "X") and ident[1] == marker.get("starttime")
+
+
+def storage_key(disk: dict, mounts: list):
+    """(key, kind, mount) of the storage a disk source lives on, or None (no local path).
+
+    File and dir sources belong to the mount their path names (mountinfo only: resolving the path would
+    touch the storage); each block device is a storage of its own."""
+    path = disk.get("path")
+    if not path or not path.startswith("/"):
+        return None
+    if disk.get("type") in ("file", "dir"):
+        mount = mount_for(path, mounts)
+        if mount is None:
+            return None
+        return "mount:{}:{}".format(mount["mount_point"], mount["device"]), "mount", mount
+    if disk.get("type") == "block":
+        return f"block:{path}", "block", {"mount_point": None, "device": path, "fstype": None, "super_options": ""}
+    return None
+
+
+def storage_groups(disks: list, mounts: list) -> dict:
+    """Disk sources -> one probe per storage: {key: {"kind", "mount", "steps": [[kind, target], ...]}}; a
+    mount's probe asks the mount point first, then each path on it."""
+    groups = {}
+    for disk in disks:
+        found = storage_key(disk, mounts)
+        if found is None:
+            continue
+        key, kind, mount = found
+        if kind == "mount":
+            group = groups.setdefault(key, {"kind": kind, "mount": mount, "steps": [["mount", mount["mount_point"]]]})
+            step = ["path", disk["path"]]
+        else:
+            group = groups.setdefault(key, {"kind": kind, "mount": mount, "steps": []})
+            step = ["block", disk["path"]]
+        if step not in group["steps"]:
+            group["steps"].append(step)
+    return groups
+
+
+class StorageView:
+    """PURE: the probes' verdicts, per disk. ``for_disk(disk)`` -> None when the disk's storage was not
+    probed, else {"answered": True, "record": the probe's record for the path, "mount"} or
+    {"answered": False, "mount", "unresponsive": {kind, mount_point, fstype, source, options, target,
+    since, seconds, probe_pid, adopted}}."""
+
+    def __init__(self, verdicts: dict, mounts: list):
+        self.verdicts, self.mounts = verdicts, mounts
+
+    def for_disk(self, disk: dict):
+        found = storage_key(disk, self.mounts)
+        if found is None or found[0] not in self.verdicts:
+            return None
+        v = self.verdicts[found[0]]
+        mount = v["mount"]
+        path = disk["path"]
+        rec = v["records"].get(path)
+        if v["answered"]:
+            return {"answered": True, "record": rec or {"error": v.get("error") or "no answer"}, "mount": mount}
+        mount_dead = v["kind"] == "mount" and mount["mount_point"] not in v["records"]
+        if rec is not None and not mount_dead:
+            return {"answered": True, "record": rec, "mount": mount}
+        return {
+            "answered": False,
+            "mount": mount,
+            "unresponsive": {
+                "kind": "mount" if mount_dead else ("block" if v["kind"] == "block" else "path"),
+                "mount_point": mount.get("mount_point"),
+                "fstype": mount.get("fstype"),
+                "source": mount.get("device"),
+                "options": mount.get("super_options") or "",
+                "target": mount["mount_point"] if mount_dead else path,
+                "since": v.get("since"),
+                "seconds": v.get("seconds"),
+                "probe_pid": v.get("probe_pid"),
+                "adopted": v.get("adopted"),
+            },
+        }
+
+
+class StorageProber:
+    """Probe storages in child processes within a deadline; abandon the ones that block; never two at once.
+
+    ``start(groups, bound)`` starts (or adopts) one probe per storage; ``wait(deadline)`` reads their
+    answers until ``deadline`` (time.time()); ``verdicts()`` says per storage whether it answered, since
+    when it has not, and which probe is waiting on it. A probe that has not answered by the deadline is
+    left running (a process blocked in uninterruptible sleep cannot be killed anyway) and its marker
+    stays, so the next run adopts it instead of starting another: at most one probe per storage.
+    """
+
+    def __init__(self, probe_dir=None, python=None, clock=time.time):
+        self.dir = probe_dir or default_probe_dir()
+        self.python = python or sys.executable
+        self.clock = clock
+        self.probes = {}  # key -> {"group", "proc", "records", "buf", "since", "pid", "adopted", "done", "error"}
+        self.warnings = []
+        self._dir_ok = None
+
+    # -- markers --
+    def _marker(self, key: str) -> str:
+        return os.path.join(self.dir, f"probe-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json")
+
+    def _ensure_dir(self) -> bool:
+        if self._dir_ok is None:
+            try:
+                os.makedirs(self.dir, mode=0o700, exist_ok=True)
+                self._dir_ok = os.access(self.dir, os.W_OK)
+            except OSError as exc:
+                self._dir_ok = False
+                self.warnings.append(
+                    f"storage probes: cannot use {self.dir} ({exc.strerror or exc}): "
+                    "probes of storage that does not answer may pile up"
+                )
+        return self._dir_ok
+
+    @contextlib.contextmanager
+    def _locked(self):
+        if not self._ensure_dir():
+            yield
+            return
+        fd = os.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _read_marker(self, key: str):
+        try:
+            with open(self._marker(key), encoding="utf-8") as f:
+                marker = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return marker if isinstance(marker, dict) else None
+
+    def _write_marker(self, key: str, marker: dict) -> None:
+        if not self._dir_ok:
+            return
+        path = self._marker(key)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(marker, f)
+        os.replace(tmp, path)
+
+    def _drop_marker(self, key: str, pid: int) -> None:
+        with self._locked():
+            marker = self._read_marker(key)
+            if marker is not None and marker.get("pid") == pid:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._marker(key))
+
+    def sweep(self) -> None:
+        """Remove markers whose probe has ended (left behind by a run that did not see its probe answer)."""
+        if not self._ensure_dir():
+            return
+        with self._locked():
+            for name in os.listdir(self.dir):
+                if not (name.startswith("probe-") and name.endswith(".json")):
+                    continue
+                path = os.path.join(self.dir, name)
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        marker = json.load(f)
+                except (OSError, ValueError):
+                    marker = {}
+                if not probe_alive(marker if isinstance(marker, dict) else {}):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+
+    # -- probes --
+    def start(self, groups: dict, bound: float) -> None:
+        """Start a probe per storage not probed yet in this run; adopt a live one from an earlier run.
+
+        An earlier probe older than ``bound`` has blocked longer than any probe may take: the storage
+        still does not answer, and no new probe is started. A younger one (a concurrent run's) is
+        waited for like an own probe."""
+        now = self.clock()
+        with self._locked():
+            for key, group in groups.items():
+                if key in self.probes:
+                    continue
+                marker = self._read_marker(key) if self._dir_ok else None
+                if marker is not None and probe_alive(marker):
+                    since = float(marker.get("started") or now)
+                    self.probes[key] = {
+                        "group": group,
+                        "proc": None,
+                        "records": [],
+                        "buf": b"",
+                        "since": since,
+                        "pid": marker["pid"],
+                        "adopted": True,
+                        "done": False,
+                        "error": None,
+                        "stale": now - since > bound,
+                        "marker": marker,
+                    }
+                    continue
+                self.probes[key] = self._spawn(key, group, now)
+
+    def _spawn(self, key: str, group: dict, now: float) -> dict:
+        entry = {
+            "group": group,
+            "proc": None,
+            "records": [],
+            "buf": b"",
+            "since": now,
+            "pid": None,
+            "adopted": False,
+            "done": False,
+            "error": None,
+            "stale": False,
+        }
+        try:
+            # Not AnsibleModule.run_command: the probe must outlive its bound without being waited for.
+            proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
+                [self.python, "-I", "-S", "-c", PROBE_SCRIPT, PROBE_TAG, json.dumps(group["steps"])],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+                start_new_session=True,
+                cwd="/",
+            )
+        except OSError as exc:
+            entry["error"] = f"cannot start a storage probe: {exc.strerror or exc}"
+            entry["done"] = True
+            return entry
+        entry["proc"], entry["pid"] = proc, proc.pid
+        ident = proc_identity(proc.pid)
+        self._write_marker(
+            key,
+            {
+                "pid": proc.pid,
+                "starttime": ident[1] if ident else None,
+                "started": now,
+                "key": key,
+                "steps": group["steps"],
+            },
+        )
+        return entry
+
+    def wait(self, deadline: float) -> None:
+        """Read answers until every probe is done or ``deadline`` (time.time()).
+
+        An adopted probe that ends while this run waits (its storage answered again) is replaced by an own
+        one; a stale adopted probe (blocked longer than any probe may take) is given STALE_GRACE seconds to
+        end, so a run right after the storage came back does not report it dead."""
+        grace_deadline = min(deadline, self.clock() + STALE_GRACE)
+        while True:
+            now = self.clock()
+            for key, e in list(self.probes.items()):
+                if e["adopted"] and not e["done"] and not probe_alive(e["marker"]):
+                    # the earlier probe ended: its storage answers again; ask it ourselves
+                    self.probes[key] = self._spawn(key, e["group"], now)
+            pending = {
+                e["proc"].stdout.fileno(): (k, e)
+                for k, e in self.probes.items()
+                if e["proc"] is not None and not e["done"]
+            }
+            adopted = any(
+                e["adopted"] and not e["done"] and (not e["stale"] or now < grace_deadline)
+                for e in self.probes.values()
+            )
+            left = deadline - now
+            if (not pending and not adopted) or left <= 0:
+                break
+            step = min(left, 0.05)
+            ready = select.select(list(pending), [], [], step)[0] if pending else []
+            if not pending:
+                time.sleep(step)
+            for fd in ready:
+                self._read(*pending[fd])
+
+    def _read(self, key: str, e: dict) -> None:
+        chunk = os.read(e["proc"].stdout.fileno(), 65536)
+        if not chunk:
+            e["done"] = True
+            if not any(r.get("step") == "done" for r in e["records"]):
+                e["error"] = "the storage probe ended without an answer"
+        else:
+            e["buf"] += chunk
+            while b"\n" in e["buf"]:
+                line, e["buf"] = e["buf"].split(b"\n", 1)
+                with contextlib.suppress(ValueError):
+                    e["records"].append(json.loads(line.decode("utf-8", "replace")))
+        if e["done"] or any(r.get("step") == "done" for r in e["records"]):
+            e["done"] = True
+            e["proc"].stdout.close()
+            e["proc"].wait()
+            self._drop_marker(key, e["pid"])
+
+    def verdicts(self) -> dict:
+        """key -> {kind, mount, answered, since, seconds, probe_pid, adopted, records {target: record},
+        blocked_at (the step that did not answer), error}."""
+        now = self.clock()
+        out = {}
+        for key, e in self.probes.items():
+            records = {r.get("target"): r for r in e["records"] if r.get("step") not in (None, "done")}
+            answered = e["done"] and e["error"] is None
+            blocked = None
+            if not answered and e["error"] is None:
+                blocked = next((s for s in e["group"]["steps"] if s[1] not in records), None)
+            out[key] = {
+                "key": key,
+                "kind": e["group"]["kind"],
+                "mount": e["group"]["mount"],
+                "answered": answered or e["error"] is not None,
+                "error": e["error"],
+                "since": e["since"] if not answered else None,
+                "seconds": round(now - e["since"], 1) if not answered else None,
+                "probe_pid": e["pid"] if not answered else None,
+                "adopted": e["adopted"],
+                "records": records,
+                "blocked_at": blocked,
+            }
+        return out

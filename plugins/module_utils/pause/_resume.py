@@ -8,8 +8,8 @@ No I/O, no libvirt, no ansible. The module feeds in the ``kvm_pause`` paused[] e
 returns plain data with the exact sentence a person reads.
 
 What may be overridden (``OVERRIDABLE``) and what never (a job in flight, a domain libvirt does not
-answer for, a domain shutting down or starting up, a cause this code does not know) is decided here and
-only here; the module documentation repeats the table.
+answer for, storage that does not answer, a domain shutting down or starting up, a cause this code does
+not know) is decided here and only here; the module documentation repeats the table.
 """
 
 from __future__ import annotations
@@ -167,6 +167,26 @@ def storage_details(entry: dict) -> list:
     return out
 
 
+def unresponsive_storage(entry: dict) -> list:
+    """Per storage that does not answer: which disks, mount point, filesystem type, server or device, how long."""
+    out = {}
+    for d in entry.get("disks") or []:
+        un = d.get("storage_unresponsive")
+        if not un:
+            continue
+        key = (un.get("kind"), un.get("target"))
+        if key not in out:
+            where = (
+                "block device {}".format(un.get("source"))
+                if un.get("kind") == "block"
+                else "{} ({} from {})".format(un.get("mount_point"), un.get("fstype") or "?", un.get("source") or "?")
+            )
+            since = " for {:.0f}s".format(un["seconds"]) if un.get("seconds") is not None else ""
+            out[key] = [where + " has not answered" + since, []]
+        out[key][1].append(str(d.get("target")))
+    return ["{} (disks {})".format(text, ", ".join(targets)) for text, targets in out.values()]
+
+
 def _decision(op, reason, overridden=None) -> dict:
     return {"op": op, "reason": reason, "overridden": overridden}
 
@@ -183,6 +203,14 @@ def judge(name: str, entry: dict, min_free: dict, override) -> dict:
             None,
             "{}: {}; {}; nothing is done to a domain libvirt was not asked about (override cannot change this)".format(
                 cause, why, entry.get("unresponsive_reason") or "libvirt does not answer for this domain"
+            ),
+        )
+    if cause == "storage_unresponsive":
+        return _decision(
+            None,
+            "storage_unresponsive: {}; {} (override cannot change this: the guest would block on its first I/O, and "
+            "libvirt's resume needs the domain's job, which waits on the same storage)".format(
+                why, "; ".join(unresponsive_storage(entry)) or "the storage under its disks does not answer"
             ),
         )
     job = entry.get("job") or {}

@@ -94,7 +94,7 @@ def test_summary_counts(report):
                             ("crashed", "crashed"), ("unresponsive", "unresponsive"),
                             ("safe_to_resume", "safe_to_resume")):
         assert s[key] == sum(f["summary"][module_key] for f in facts), key
-    assert (s["paused"], s["crashed"], s["unresponsive"], s["safe_to_resume"]) == (22, 1, 1, 4)
+    assert (s["paused"], s["crashed"], s["unresponsive"], s["safe_to_resume"]) == (23, 1, 1, 4)
     assert sum(s["by_cause"].values()) == s["paused"] + s["crashed"]
     assert sum(s["by_severity"].values()) == s["paused"] + s["crashed"]
     assert list(s["by_cause"]) == sorted(s["by_cause"])
@@ -271,7 +271,7 @@ def test_fleet_summary_contract(report):
         {"host": "hv-a.example.net", "name": "ci-runner-9", "cause": "from_snapshot"},
         {"host": "hv-a.example.net", "name": "web-02", "cause": "storage_full"},
     ]
-    assert s["paused"] == 22 and s["by_cause"] == report["summary"]["by_cause"]
+    assert s["paused"] == 23 and s["by_cause"] == report["summary"]["by_cause"]
     json.dumps(s)  # plain data only
 
 

@@ -101,11 +101,17 @@ def test_assemble_timeout_messages():
                              elapsed=3.0, now=time.time())
     assert "did not list the domains" in f["errors"][0]
     recs = [{"record": "connected"}, {"record": "stats", "via": "getAllDomainStats", "domains": [
-        {"name": "a", "uuid": "u", "state": 3, "reason": 1, "block": []}]}, {"record": "begin", "name": "a"}]
+        {"name": "a", "uuid": "u", "state": 3, "reason": 1, "block": []}]}]
     f = _collect_io.assemble("qemu:///system", 3, recs, False, {}, include_running=False, elapsed=3.0, now=time.time())
-    assert "while querying domain a" in f["errors"][0]
+    assert f["errors"] == ["libvirt did not answer within 3s"]
     assert f["paused"][0]["responsive"] is False and f["paused"][0]["safe_to_resume"] is False
     assert f["unresponsive"][0]["queried"] is True
+    # the worker finished, one domain's calls were abandoned: only that domain is unresponsive, and named
+    recs.append({"record": "abandoned", "name": "a", "call": "disk_errors", "seconds": 1.5})
+    f = _collect_io.assemble("qemu:///system", 3, recs, True, {}, include_running=False, elapsed=2.0, now=time.time())
+    assert f["errors"] == ["libvirt did not answer within 1.5s while querying domain a (disk_errors)"]
+    assert not f["complete"] and f["paused"][0]["responsive"] is False
+    assert f["unresponsive"][0]["message"] == "libvirt did not answer for this domain within 1.5s (disk_errors)"
 
 
 def test_connect_error_is_typed():
