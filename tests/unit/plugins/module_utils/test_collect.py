@@ -1,6 +1,7 @@
 """The collector on libvirt's test driver, the status-file fallback, and the bounded worker."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -234,3 +235,41 @@ def test_every_paused_domain_reports_the_same_job_refusal(fleet, tmp_path):
     errors = {tuple(p["errors"]) for p in f["paused"]}
     assert len(errors) == 1 and len(next(iter(errors))) == 1
     assert next(iter(errors))[0].startswith("job: ") and "not supported" in next(iter(errors))[0]
+
+
+def test_a_blocked_domain_costs_its_own_bound_and_not_the_others_records():
+    """Per-domain queries run in threads: one that blocks is abandoned after its bound, the others' records
+    all come in, and the whole run ends long before the deadline."""
+    release = threading.Event()
+    records = []
+
+    def blocked():
+        release.wait(30)
+        return {"record": "domain", "name": "stuck"}
+
+    jobs = [("stuck", blocked)] + [(f"ok{i}", lambda i=i: {"record": "domain", "name": f"ok{i}"})
+                                   for i in range(10)]
+    t0 = time.monotonic()
+    try:
+        abandoned = _collect_io._run_domains(jobs, records.append, 0.5, time.time() + 20)
+    finally:
+        release.set()
+    assert time.monotonic() - t0 < 2.0
+    assert set(abandoned) == {"stuck"} and abandoned["stuck"] >= 0.5
+    assert {r["name"] for r in records} >= {f"ok{i}" for i in range(10)}
+
+
+def test_as_many_blocked_domains_as_threads_do_not_starve_the_rest():
+    release = threading.Event()
+    records = []
+    stuck = [(f"stuck{i}", lambda: release.wait(30) and {}) for i in range(_collect_io.DOMAIN_THREADS)]
+    jobs = [*stuck, ("ok", lambda: {"record": "domain", "name": "ok"})]
+    try:
+        abandoned = _collect_io._run_domains(jobs, records.append, 0.3, time.time() + 20)
+    finally:
+        release.set()
+    assert set(abandoned) == {n for n, _f in stuck} and [r["name"] for r in records] == ["ok"]
+
+
+def test_probe_seconds_is_a_quarter_of_the_timeout_within_bounds():
+    assert [_collect_io.probe_seconds(t) for t in (0.5, 2, 5, 10, 60)] == [0.5, 0.5, 1.25, 2.5, 3.0]

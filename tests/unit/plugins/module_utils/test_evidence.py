@@ -1,8 +1,13 @@
 """Evidence parsers and gatherers with an injected fake host."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import threading
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -156,3 +161,184 @@ def test_real_connect_is_bounded_and_reports(tmp_path):
 def test_log_evidence_missing_file(tmp_path):
     ev = _evidence_io.log_evidence("nope", _evidence_io.Host(), str(tmp_path))
     assert ev["lines"] == [] and ev["error"] and ev["path"] == os.path.join(str(tmp_path), "nope.log")
+
+
+# ---- storage that stops answering (issue 25) ---------------------------------------------------------------
+
+DEAD_MOUNTINFO = MOUNTINFO + (
+    "120 22 0:52 / /srv/nfs rw,relatime shared:70 - nfs4 nfs1.example.net:/export/vm "
+    "rw,vers=4.2,rsize=1048576,hard,proto=tcp,timeo=600,retrans=2,sec=sys,clientaddr=10.0.0.5\n"
+    "121 22 0:53 / /srv/fuse\\040dir rw,nosuid,nodev shared:71 - fuse /srv/src rw,user_id=0,group_id=0,allow_other\n"
+)
+
+
+def test_parse_mountinfo_names_server_fstype_and_super_options():
+    m = {x["mount_point"]: x for x in _evidence_io.parse_mountinfo(DEAD_MOUNTINFO)}
+    nfs = m["/srv/nfs"]
+    assert (nfs["fstype"], nfs["device"], nfs["options"]) == ("nfs4", "nfs1.example.net:/export/vm", "rw,relatime")
+    assert "hard" in nfs["super_options"].split(",") and "timeo=600" in nfs["super_options"]
+    assert m["/srv/fuse dir"]["fstype"] == "fuse" and m["/srv/fuse dir"]["device"] == "/srv/src"
+    assert _evidence_io.parse_mountinfo("garbage\n1 2 3\n") == []
+
+
+def test_storage_groups_one_probe_per_mount_and_block_device():
+    mounts = _evidence_io.parse_mountinfo(DEAD_MOUNTINFO)
+    disks = [{"type": "file", "path": "/srv/nfs/a.img"}, {"type": "file", "path": "/srv/nfs/b.img"},
+             {"type": "file", "path": "/srv/nfs/a.img"}, {"type": "block", "path": "/dev/sdb"},
+             {"type": "network", "path": None}, {"type": "file", "path": "relative.img"},
+             {"type": "file", "path": "/var/lib/libvirt/images/c.img"}]
+    groups = _evidence_io.storage_groups(disks, mounts)
+    assert set(groups) == {"mount:/srv/nfs:nfs1.example.net:/export/vm", "block:/dev/sdb",
+                           "mount:/var/lib/libvirt/images:/dev/loop3"}
+    assert groups["mount:/srv/nfs:nfs1.example.net:/export/vm"]["steps"] == [
+        ["mount", "/srv/nfs"], ["path", "/srv/nfs/a.img"], ["path", "/srv/nfs/b.img"]]
+    assert groups["block:/dev/sdb"]["steps"] == [["block", "/dev/sdb"]]
+
+
+def verdict(key, kind, mount, records, answered, since=100.0):
+    return {key: {"key": key, "kind": kind, "mount": mount, "answered": answered, "error": None,
+                  "since": None if answered else since, "seconds": None if answered else 20.0,
+                  "probe_pid": None if answered else 4321, "adopted": False,
+                  "records": {r["target"]: r for r in records}}}
+
+
+def test_storage_view_tells_a_dead_mount_from_a_dead_path_and_a_live_one():
+    mounts = _evidence_io.parse_mountinfo(DEAD_MOUNTINFO)
+    nfs = next(m for m in mounts if m["mount_point"] == "/srv/nfs")
+    key = "mount:/srv/nfs:nfs1.example.net:/export/vm"
+    disk = {"type": "file", "path": "/srv/nfs/a.img", "target": "vda"}
+    dead = _evidence_io.StorageView(verdict(key, "mount", nfs, [], False), mounts).for_disk(disk)
+    assert dead["answered"] is False
+    un = dead["unresponsive"]
+    assert (un["kind"], un["target"], un["fstype"], un["source"], un["probe_pid"]) == (
+        "mount", "/srv/nfs", "nfs4", "nfs1.example.net:/export/vm", 4321)
+    assert "hard" in un["options"]
+    # the mount answered, this path did not (e.g. a symlink into other storage): the path is named
+    half = verdict(key, "mount", nfs, [{"step": "mount", "target": "/srv/nfs", "statvfs": {}}], False)
+    un = _evidence_io.StorageView(half, mounts).for_disk(disk)["unresponsive"]
+    assert (un["kind"], un["target"]) == ("path", "/srv/nfs/a.img")
+    rec = {"step": "path", "target": "/srv/nfs/a.img", "real": "/srv/nfs/a.img", "exists": True,
+           "statvfs": {"f_frsize": 4096, "f_bsize": 4096, "f_blocks": 100, "f_bavail": 50, "f_bfree": 60}}
+    live = _evidence_io.StorageView(verdict(key, "mount", nfs, [rec], True), mounts)
+    assert live.for_disk(disk) == {"answered": True, "record": rec, "mount": nfs}
+    assert live.for_disk({"type": "file", "path": "/elsewhere/x.img"}) is None       # not probed
+
+
+def test_gather_disk_never_touches_storage_that_did_not_answer():
+    class Untouchable(FakeHost):
+        def statvfs(self, path):
+            raise AssertionError(f"statvfs {path} on a dead mount")
+
+        def realpath(self, path):
+            raise AssertionError(f"realpath {path} on a dead mount")
+
+        exists = realpath
+
+    mounts = _evidence_io.parse_mountinfo(DEAD_MOUNTINFO)
+    nfs = next(m for m in mounts if m["mount_point"] == "/srv/nfs")
+    view = _evidence_io.StorageView(verdict("mount:/srv/nfs:nfs1.example.net:/export/vm", "mount", nfs, [], False),
+                                    mounts)
+    ev = _evidence_io.gather_disk({"type": "file", "path": "/srv/nfs/a.img"}, Untouchable(), mounts, [],
+                                  lvs_cache={}, timeout=1, storage=view)
+    assert ev["unresponsive"]["mount_point"] == "/srv/nfs"
+    assert ev["filesystem"] == {"mount_point": "/srv/nfs", "device": "nfs1.example.net:/export/vm",
+                                "fstype": "nfs4", "responsive": False}
+
+
+def test_probe_script_answers_for_real_paths(tmp_path):
+    """The real probe program on this machine's tmp dir: statvfs of the mount, realpath of a symlink."""
+    (tmp_path / "disk.img").write_bytes(b"\0" * 4096)
+    (tmp_path / "link.img").symlink_to(tmp_path / "disk.img")
+    mounts = _evidence_io.parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+    groups = _evidence_io.storage_groups([{"type": "file", "path": str(tmp_path / "link.img")},
+                                          {"type": "file", "path": str(tmp_path / "gone.img")}], mounts)
+    prober = _evidence_io.StorageProber(str(tmp_path / "probes"))
+    prober.start(groups, 5.0)
+    prober.wait(time.time() + 10)
+    (v,) = prober.verdicts().values()
+    assert v["answered"] and v["since"] is None
+    rec = v["records"][str(tmp_path / "link.img")]
+    assert rec["real"] == str(tmp_path / "disk.img") and rec["exists"] and rec["statvfs"]["f_blocks"] > 0
+    assert v["records"][str(tmp_path / "gone.img")]["exists"] is False
+    assert os.listdir(tmp_path / "probes") == [".lock"]                       # the marker went with the answer
+
+
+def blocking_python(tmp_path):
+    """A stand-in interpreter whose probe never answers (as one blocked on a dead mount): sleeps, and counts
+    how often it was started."""
+    starts = tmp_path / "starts"
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\necho x >> {starts}\nexec sleep 60\n")
+    fake.chmod(0o755)
+    return str(fake), starts
+
+
+def test_a_blocked_probe_is_abandoned_and_reused_never_piled_up(tmp_path):
+    python, starts = blocking_python(tmp_path)
+    mounts = _evidence_io.parse_mountinfo(DEAD_MOUNTINFO)
+    groups = _evidence_io.storage_groups([{"type": "file", "path": "/srv/nfs/a.img"}], mounts)
+    probe_dir = str(tmp_path / "probes")
+    pids = []
+    try:
+        t0 = time.monotonic()
+        first = _evidence_io.StorageProber(probe_dir, python=python)
+        first.start(groups, 0.3)
+        first.wait(time.time() + 0.3)
+        (v,) = first.verdicts().values()
+        pids.append(v["probe_pid"])
+        assert not v["answered"] and v["probe_pid"] and not v["adopted"]
+        assert time.monotonic() - t0 < 1.5                                   # its bound, not the probe's end
+        time.sleep(0.35)                                                     # older than the bound: stale
+        for _run in range(3):                                                # later runs adopt it
+            t0 = time.monotonic()
+            again = _evidence_io.StorageProber(probe_dir, python=python)
+            again.sweep()
+            again.start(groups, 0.3)
+            again.wait(time.time() + 0.3)
+            (w,) = again.verdicts().values()
+            assert (w["answered"], w["adopted"], w["probe_pid"], w["since"]) == (False, True, v["probe_pid"],
+                                                                                 v["since"])
+            assert time.monotonic() - t0 < _evidence_io.STALE_GRACE + 0.2
+        assert starts.read_text().count("x") == 1                           # one probe for four runs
+        os.kill(v["probe_pid"], signal.SIGKILL)                              # the storage answers again
+        os.waitpid(v["probe_pid"], 0)
+        fresh = _evidence_io.StorageProber(probe_dir, python=python)
+        fresh.sweep()
+        assert os.listdir(probe_dir) == [".lock"]                            # the dead probe's marker is swept
+        fresh.start(groups, 0.3)
+        pids.append(fresh.verdicts()[next(iter(groups))]["probe_pid"])
+        deadline = time.monotonic() + 5
+        while starts.read_text().count("x") < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert starts.read_text().count("x") == 2 and pids[1] != pids[0]
+    finally:
+        for pid in pids:
+            if pid:
+                with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+
+
+def test_a_young_probe_of_a_concurrent_run_is_waited_for(tmp_path):
+    """A live probe younger than the bound belongs to a run still waiting for it: this run waits too and,
+    when that probe ends, asks the storage itself."""
+    python, _starts = blocking_python(tmp_path)
+    mounts = _evidence_io.parse_mountinfo(MOUNTINFO)
+    groups = _evidence_io.storage_groups([{"type": "file", "path": "/etc/hostname"}], mounts)
+    probe_dir = str(tmp_path / "probes")
+    other = _evidence_io.StorageProber(probe_dir, python=python)
+    other.start(groups, 5.0)
+    pid = other.verdicts()[next(iter(groups))]["probe_pid"]
+    try:
+        mine = _evidence_io.StorageProber(probe_dir)
+        mine.start(groups, 5.0)
+        assert mine.probes[next(iter(groups))]["adopted"]
+        threading.Timer(0.3, lambda: os.kill(pid, signal.SIGKILL)).start()
+        mine.wait(time.time() + 5)
+        (v,) = mine.verdicts().values()
+        assert v["answered"] and not v["adopted"] and v["records"]["/"]["statvfs"]
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)

@@ -166,3 +166,42 @@ def test_reason_names():
     assert _states.reason_name(3, 5) == "ioerror"
     assert _states.reason_name(6, 1) == "panicked"
     assert _states.reason_name(3, 42) == "42"
+
+
+# ---- storage that does not answer (issue 25) ---------------------------------------------------------------
+
+def dead_disk(kind="mount", options="rw,vers=4.2,hard,proto=tcp,timeo=600,retrans=2", fstype="nfs4"):
+    un = {"kind": kind, "target": "/srv/nfs" if kind == "mount" else "/dev/sdb", "mount_point": "/srv/nfs",
+          "fstype": fstype, "source": "nfs1:/export/vm" if kind == "mount" else "/dev/sdb", "options": options,
+          "since": NOW - 240, "seconds": 240.0, "probe_pid": 4321}
+    return {"target": "vda", "type": "file" if kind == "mount" else "block", "device": "disk",
+            "path": "/srv/nfs/vm1.img" if kind == "mount" else "/dev/sdb",
+            "evidence": {"filesystem": {"mount_point": "/srv/nfs", "responsive": False}, "unresponsive": un}}
+
+
+@pytest.mark.parametrize("reason", [1, 5, 0, 6])
+def test_storage_that_does_not_answer_wins_over_the_pause_reason(reason):
+    d = _diagnose.diagnose(ev(reason, disks=[dead_disk(), file_disk(avail=10 * MIB)]))
+    assert (d["cause"], d["severity"], d["safe_to_resume"]) == ("storage_unresponsive", "critical", False)
+    assert d["summary"] == "the storage under disk vda does not answer: /srv/nfs (nfs4 from nfs1:/export/vm)"
+    text = " ".join(d["findings"])
+    assert "has not answered for 240s (a probe, PID 4321, is still waiting for it)" in text
+    assert "mounted hard (timeo=600, retrans=2): I/O waits for the server for ever" in text
+    assert f"pause reason: {_states.reason_name(3, reason)}" in text
+    assert "nfs1:/export/vm (nfs4)" in d["remediation"][0] and "hard/soft, timeo" in d["remediation"][0]
+    assert "stat /srv/nfs" in d["remediation"][-1]
+
+
+def test_soft_mount_fuse_and_block_device_are_told_apart():
+    soft = _diagnose.diagnose(ev(1, disks=[dead_disk(options="rw,soft,timeo=30,retrans=3")]))
+    assert "mounted soft (timeo=30, retrans=3): I/O fails with EIO" in " ".join(soft["findings"])
+    fuse = _diagnose.diagnose(ev(1, disks=[dead_disk(options="", fstype="fuse")]))
+    assert "a FUSE filesystem" in " ".join(fuse["findings"])
+    block = _diagnose.diagnose(ev(5, code=1, disks=[dead_disk(kind="block")]))
+    assert block["cause"] == "storage_unresponsive" and "block device /dev/sdb" in block["summary"]
+    assert "multipath -ll" in block["remediation"][0]
+
+
+def test_a_crashed_domain_stays_crashed_with_the_dead_storage_as_a_finding():
+    d = _diagnose.diagnose(ev(1, state=6, disks=[dead_disk()]))
+    assert d["cause"] == "crashed" and any("/srv/nfs" in f and "does not answer" in f for f in d["findings"])

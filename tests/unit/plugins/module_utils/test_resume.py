@@ -288,3 +288,21 @@ def test_overridable_causes_are_diagnosed_causes():
     assert set(_resume.OVERRIDABLE) <= set(_diagnose.CAUSES)
     never = {"save_job", "dump_job", "snapshot_job", "backup_job", "job_in_flight", "shutting_down", "starting_up"}
     assert not never & set(_resume.OVERRIDABLE)
+
+
+# -- storage that does not answer (issue 25) -----------------------------------------------------------------
+
+def test_storage_unresponsive_is_refused_even_with_override():
+    un = {"kind": "mount", "target": "/srv/nfs", "mount_point": "/srv/nfs", "fstype": "nfs4",
+          "source": "nfs1:/export/vm", "options": "hard", "since": NOW - 90, "seconds": 90.0, "probe_pid": 7}
+    disk = {"target": "vda", "device": "disk", "type": "file", "path": "/srv/nfs/vm1.img",
+            "evidence": {"filesystem": {"mount_point": "/srv/nfs", "responsive": False}, "unresponsive": un}}
+    e = entry(1, disks=[disk])
+    e["disks"][0]["storage_unresponsive"] = un
+    assert e["cause"] == "storage_unresponsive"
+    for override in ((), ("user_paused", "storage_io_error", "storage_unreachable")):
+        d = judge(e, override=override)
+        assert d["op"] is None and d["overridden"] is None
+        assert d["reason"].startswith("storage_unresponsive: the storage under its disks does not answer")
+        assert "/srv/nfs (nfs4 from nfs1:/export/vm) has not answered for 90s (disks vda)" in d["reason"]
+        assert "override cannot change this" in d["reason"]
