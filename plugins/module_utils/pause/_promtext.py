@@ -100,6 +100,22 @@ METRICS = (
         "1 for each disk of a paused domain with a libvirt disk error (error: no_space or unspecified).",
     ),
     (
+        "kvmops_storage_unresponsive",
+        "gauge",
+        "1 per storage under this host's domains that did not answer (dead hard NFS mount, hung FUSE daemon, "
+        "block device whose I/O hangs); the value of _domains is how many domains have disks on it.",
+    ),
+    (
+        "kvmops_storage_unresponsive_domains",
+        "gauge",
+        "Domains (paused, crashed or running) with a disk on a storage that did not answer.",
+    ),
+    (
+        "kvmops_domain_storage_unresponsive",
+        "gauge",
+        "1 per domain and storage that did not answer under its disks (running domains there are at risk).",
+    ),
+    (
         "kvmops_domain_pauses_total",
         "counter",
         "Pauses of a domain seen by the collector, by diagnosed cause (a pause is counted once, when first seen).",
@@ -314,6 +330,27 @@ def render(
                     fams["kvmops_domain_disk_error"].append(
                         (dict(ident, disk=disk.get("target") or "", error=disk.get("error") or "unspecified"), 1)
                     )
+        for dead in report.get("storage_unresponsive") or []:
+            where = {
+                "kind": dead.get("kind") or "mount",
+                "mount_point": dead.get("mount_point") or "",
+                "fstype": dead.get("fstype") or "",
+                "source": dead.get("source") or "",
+            }
+            fams["kvmops_storage_unresponsive"].append((where, 1))
+            fams["kvmops_storage_unresponsive_domains"].append((where, len(dead.get("domains") or [])))
+            for d in dead.get("domains") or []:
+                fams["kvmops_domain_storage_unresponsive"].append(
+                    (
+                        {
+                            "domain": d.get("name") or "",
+                            "state": d.get("state") or "",
+                            "mount_point": where["mount_point"],
+                            "source": where["source"],
+                        },
+                        1,
+                    )
+                )
         for (st, reason, cause), count in sorted(groups.items()):
             fams["kvmops_paused_domains"].append(({"state": st, "reason": reason, "cause": cause}, count))
     for counter in new_state["pauses"]:

@@ -290,3 +290,23 @@ def test_domain_without_uuid_is_keyed_by_name():
     text, state = render(rep)
     assert list(state["paused"]) == ["vm01"]
     assert 'uuid=""' in text
+
+
+def test_storage_that_does_not_answer_per_host_with_its_domains():
+    d = dom(1, 1)
+    storage = {"record": "storage", "probed": [], "unresponsive": [
+        {"kind": "mount", "target": "/srv/nfs", "mount_point": "/srv/nfs", "fstype": "nfs4", "source": "nfs1:/vm",
+         "options": "hard", "since": T0 - 120, "seconds": 120.0, "probe_pid": 77,
+         "domains": [{"name": d[0]["name"], "disks": ["vda"]}, {"name": "run00", "disks": ["vda"]}]}]}
+    rep = report((d[0], [*d[1], storage]), running=1)
+    assert rep["storage_unresponsive"][0]["domains"] == [
+        {"name": d[0]["name"], "state": "paused", "disks": ["vda"]}, {"name": "run00", "state": "running",
+                                                                      "disks": ["vda"]}]
+    p = parse(render(rep)[0])
+    where = {"kind": "mount", "mount_point": "/srv/nfs", "fstype": "nfs4", "source": "nfs1:/vm"}
+    assert value(p, "kvmops_storage_unresponsive", **where) == 1
+    assert value(p, "kvmops_storage_unresponsive_domains", **where) == 2
+    assert series(p, "kvmops_domain_storage_unresponsive", mount_point="/srv/nfs") == {d[0]["name"]: 1, "run00": 1}
+    assert value(p, "kvmops_domain_storage_unresponsive", domain="run00", state="running", mount_point="/srv/nfs",
+                 source="nfs1:/vm") == 1
+    assert not any(k[0] == "kvmops_storage_unresponsive" for k in parse(render(report(dom(1, 1)))[0]))
