@@ -276,7 +276,7 @@ def test_argument_specs_catch_bad_variables(tmp_path, role_vars, message):
 
 def test_strict_preflight_stops_before_any_change(tmp_path):
     # a requirement no host meets, so the verdict does not depend on this machine's CPU
-    result = run_role(tmp_path, {"hypervisor_min_free_gib": 1024**3, "hypervisor_images_dir": str(tmp_path)}, DEBIAN12)
+    result = run_role(tmp_path, {"hypervisor_min_free_gib": 1024**2, "hypervisor_images_dir": str(tmp_path)}, DEBIAN12)
     assert result.returncode == 2, result.stdout
     assert "localhost cannot run KVM guests:" in result.stdout
     assert "Nothing was changed. Set hypervisor_preflight_mode=warn" in result.stdout
