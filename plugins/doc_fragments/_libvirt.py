@@ -11,13 +11,13 @@ class ModuleDocFragment:
 options:
   uri:
     description:
-      - libvirt connection URI.
+      - libvirt connection URI. An empty URI is refused (libvirt would connect wherever its own default points).
       - Status files under C(/run/libvirt/qemu) are used as a fallback source only for V(qemu:///system).
     type: str
     default: qemu:///system
   timeout:
     description:
-      - Upper bound in seconds for all libvirt work of the task.
+      - Upper bound in seconds for all libvirt work of the task, more than V(0) and at most V(3600).
       - libvirt calls run in a forked worker process that is killed at the deadline, so a libvirt call
         that hangs (for example while a domain is blocked in a save job) cannot hang the task.
     type: float

@@ -26,20 +26,21 @@ extends_documentation_fragment:
 options:
   images_dir:
     description:
-      - Directory the guest images will live in. Its free space is measured on the nearest existing
-        ancestor when it does not exist yet.
+      - Directory the guest images will live in, an absolute path. Its free space is measured on the nearest
+        existing ancestor when it does not exist yet.
     type: path
     default: /var/lib/libvirt/images
   min_free_gib:
     description:
-      - Free space required under O(images_dir), in GiB. Less is reported as a problem. V(0) disables
-        the check.
+      - Free space required under O(images_dir), in GiB, from V(0) to V(17179869184) (16 EiB). Less is
+        reported as a problem. V(0) disables the check.
     type: int
     default: 0
   qemu_user:
     description:
       - The account QEMU runs as. When given, the module reports whether that account may open
-        C(/dev/kvm) (by mode and group membership).
+        C(/dev/kvm) (by mode and group membership). An account name (up to 32 letters, digits, V(_), V(-),
+        V(.)); an empty string is refused.
     type: str
   virt_host_validate:
     description:
@@ -48,7 +49,7 @@ options:
     default: true
   timeout:
     description:
-      - Seconds C(virt-host-validate) may take.
+      - Seconds C(virt-host-validate) may take, from V(1) to V(3600).
     type: int
     default: 60
 notes:

@@ -32,7 +32,7 @@ options:
   domains:
     description:
       - Limit the report to domains whose names match one of these names or shell-style globs.
-      - Empty means all domains.
+      - Empty means all domains. An empty name or glob in the list is refused.
     type: list
     elements: str
     default: []

@@ -65,8 +65,8 @@ options:
         disk of the domain must have at least this much available to an unprivileged writer (f_bavail)
         before it is resumed, on top of the diagnosis' own check (room for what the disk images may still
         grow, at least 1 MiB).
-      - Bytes with an optional V(K), V(M), V(G) or V(T) suffix (powers of 1024, for example V(512M)), or a
-        percentage of each filesystem's size (for example V(5%)).
+      - Bytes with an optional V(K), V(M), V(G) or V(T) suffix (powers of 1024, for example V(512M)), at most
+        16 EiB, or a percentage of each filesystem's size up to V(100%) (for example V(5%)).
       - Disks on block devices, LVM thin pools or storage pools are judged by the diagnosis alone.
     type: str
     default: 5%
@@ -116,6 +116,7 @@ options:
       - Seconds to watch the domain after resuming it. If it leaves the running state within this time
         (QEMU paused it again because the cause came back), the task fails.
       - The task takes at most about O(timeout) + O(settle) seconds.
+      - From V(0) to V(3600).
     type: float
     default: 1
 notes:

@@ -16,8 +16,14 @@ description:
   - Changes go to the persistent definition and, on a running domain, live where libvirt can change them
     (O(apply)). What libvirt can only change at the next boot is written to the persistent definition and
     returned in RV(pending_restart). The module never restarts a domain.
-  - Every option is checked against the domain and the host before anything changes (host CPUs and NUMA
-    nodes, cpuset syntax, reserved hugepages, disk targets, interface MACs, vCPU numbers).
+  - Every option is checked before anything changes, first against its own range (below), then against the
+    domain and the host (host CPUs and NUMA nodes, reserved hugepages, disk targets, interface MACs, vCPU
+    numbers). A cpuset is checked against these bounds before any of its ranges is expanded. Each vCPU, I/O
+    thread, disk and interface may be listed once; entries are never merged.
+  - If a live change fails after the persistent definition was written (or after other live changes), the task
+    fails with V(changed=true); RV(changes) lists what was applied and the message names what was applied and
+    what was not. The definition is not restored, as it takes effect at the next boot, and the next run retries
+    the live changes that still differ.
   - With O(placement=auto) a deterministic NUMA planner places the domain in one NUMA cell when it fits,
     pins vCPUs to sibling pairs and keeps O(housekeeping_cpus) and CPUs pinned by other domains free.
 author:
@@ -74,11 +80,13 @@ options:
     elements: dict
     suboptions:
       vcpu:
-        description: vCPU number (from 0).
+        description: vCPU number, from 0 to the domain's vCPU count - 1. Each vCPU at most once.
         type: int
         required: true
       cpuset:
-        description: Host CPUs in libvirt cpuset syntax, for example V(2-3) or V(0-7,^4).
+        description:
+          - Host CPUs in libvirt cpuset syntax, for example V(2-3) or V(0-7,^4) (ASCII digits, V(N), V(N-M),
+            V(^N), commas). Every CPU must exist on the host.
         type: str
         required: true
   emulatorpin:
@@ -89,7 +97,10 @@ options:
     type: dict
     suboptions:
       count:
-        description: Number of I/O threads (IDs 1..count). Live changes add or remove threads.
+        description:
+          - Number of I/O threads (IDs 1..count). Live changes add or remove threads.
+          - From 0 to the host's CPU count (more threads only compete for the same CPUs); a domain that already
+            has more may keep them.
         type: int
       pin:
         description: Pin I/O threads to host CPUs.
@@ -97,7 +108,7 @@ options:
         elements: dict
         suboptions:
           iothread:
-            description: I/O thread ID.
+            description: I/O thread ID, from 1 to O(iothreads.count) (or the domain's count). Each ID at most once.
             type: int
             required: true
           cpuset:
@@ -127,7 +138,9 @@ options:
             host (on the O(numatune.nodeset) nodes when given), else the task fails before changing anything.
         type: bool
       page_size:
-        description: Hugepage size in KiB (V(2048) or V(1048576) on x86_64).
+        description:
+          - Hugepage size in KiB (V(2048) or V(1048576) on x86_64). A power of two from V(64) to V(16777216)
+            (16 GiB); with O(memory_backing.hugepages) also one of the host's hugepage sizes.
         type: int
         default: 2048
       nosharepages:
@@ -139,7 +152,7 @@ options:
   disks:
     description:
       - Per-disk settings, matched by target device. Driver settings take effect at the next boot; O(disks[].iotune)
-        is changed live.
+        is changed live. Each target at most once.
     type: list
     elements: dict
     suboptions:
@@ -170,29 +183,33 @@ options:
         type: str
         choices: [stop, report, ignore]
       iothread:
-        description: I/O thread (ID) that serves the disk.
+        description: I/O thread (ID) that serves the disk; one the domain has (or O(iothreads.count) gives).
         type: int
       iotune:
         description:
           - I/O limits (as C(virsh blkdeviotune)); keys such as V(total_bytes_sec), V(read_iops_sec),
             V(write_bytes_sec_max), V(size_iops_sec). V(0) removes a limit. Keys not given are kept.
+          - Values are integers from V(0) to V(1000000000000000) (libvirt's limit for QEMU). A C(total_*) limit
+            beside its C(read_*) or C(write_*) limit, and a C(*_max) below its rate, are refused (libvirt would
+            refuse them only when applying).
         type: dict
   interfaces:
     description:
       - Per-interface settings, matched by O(interfaces[].mac) or O(interfaces[].target) (the host tap device of a
-        running domain).
+        running domain). Each interface at most once (MACs compare case-insensitively).
     type: list
     elements: dict
     suboptions:
       mac:
-        description: MAC address of the interface.
+        description: MAC address of the interface, for example V(52:54:00:12:34:56).
         type: str
       target:
         description: Host target device of a running domain's interface (for example V(vnet3)).
         type: str
       queues:
         description:
-          - virtio multiqueue queue count. Takes effect at the next boot.
+          - virtio multiqueue queue count, from V(1) to V(256) (one tap queue each; Linux allows 256). Takes effect
+            at the next boot.
           - Not for interfaces of type V(user).
         type: int
       bandwidth:
@@ -206,6 +223,7 @@ options:
             warns; a domain with such a limit in its definition does not start on that host.
           - A direction given is replaced whole (a peak or burst left out is removed). An
             O(interfaces[].bandwidth.inbound.average) of V(0) removes that direction's limit.
+          - Every value is an integer from V(0) to V(4294967295) (libvirt takes them as unsigned int).
         type: dict
         suboptions:
           inbound:
@@ -308,7 +326,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 changes:
-  description: What was (or in check mode would be) changed, as C(config:KIND[KEY]) and C(live:KIND[KEY]).
+  description:
+    - What was (or in check mode would be) changed, as C(config:KIND[KEY]) and C(live:KIND[KEY]).
+    - When the task fails after part of the tuning was applied, what was applied (the task then has
+      V(changed=true)).
   returned: always
   type: list
   elements: str

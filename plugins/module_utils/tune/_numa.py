@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-# cpuset syntax lives with the option checks every module shares; re-exported here for the planner's users
-from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import (  # noqa: F401
-    CpusetError,
-    format_cpuset,
-    parse_cpuset,
-)
+# cpuset syntax (and its CpusetError) lives with the option checks every module shares (common/_validate.py)
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import format_cpuset, parse_cpuset
 
 
 class PlacementError(ValueError):

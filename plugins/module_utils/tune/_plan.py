@@ -26,8 +26,8 @@ import copy
 import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._domxml import parse_xml
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import CpusetError
 from ansible_collections.kvmops.fleet.plugins.module_utils.tune._numa import (
-    CpusetError,
     all_cpus,
     all_nodes,
     format_cpuset,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import CpusetError
 from ansible_collections.kvmops.fleet.plugins.module_utils.tune import _numa
 
 CAPS_2CELL = """<capabilities><host><topology><cells num='2'>
@@ -30,7 +31,7 @@ def test_parse_cpuset(text, expected):
 
 @pytest.mark.parametrize("text", ["", "a", "1-", "3-1", "-1", "0,,1", "^0", "0-2,^1-2", "1.5"])
 def test_parse_cpuset_errors_name_the_option(text):
-    with pytest.raises(_numa.CpusetError, match=r"^vcpupin: "):
+    with pytest.raises(CpusetError, match=r"^vcpupin: "):
         _numa.parse_cpuset(text, "vcpupin")
 
 

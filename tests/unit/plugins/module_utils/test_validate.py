@@ -56,8 +56,8 @@ def test_cpuset_worst_case_costs_memory_and_time_of_the_limit_only():
 @pytest.mark.parametrize("rule,good,bad,match", [
     (v.Int(1, 256, "tap"), [1, 256], [0, 257, -1, 2**64, True, "3", 1.5], r"^q: must be (from 1 to 256|an integer)"),
     (v.Int(64, 2**24, "pages", power_of_two=True), [64, 2048, 2**24], [0, 96, 3000, 2**25], r"^q: must be"),
-    (v.Float(0, 3600, "t", low_open=True), [0.001, 3600, 10], [0, -1, 3600.5, float("nan"), float("inf"),
-                                                             float("-inf"), True, "1"], r"^q: must be"),
+    (v.Float(0, 3600, "t", low_open=True), [0.001, 3600, 10],
+     [0, -1, 3600.5, float("nan"), float("inf"), float("-inf"), True, "1"], r"^q: must be"),
     (v.Float(0, 3600, "s"), [0, 1.5], [-0.1, float("nan")], r"^q: must be"),
     (v.Text("libvirt picks a default"), ["qemu:///system", "x"], ["", "  ", "a\x00b", "x" * 5000, 3],
      r"^q: must|^q: is 5000"),
