@@ -15,10 +15,10 @@ version_added: 0.1.0
 author:
   - kvmops.fleet contributors (@kvmops)
 description:
-  - Returns one sentence per variable that breaks its rule, naming the variable, its value (hidden for a rule with
+  - "Returns one sentence per variable that breaks its rule, naming the variable, its value (hidden for a rule with
     C(secret=true)) and what is allowed, for example
     C(diagnostics_timeout: -1 is out of range; allowed: a number above 0 and at most 3600 (seconds ...)).
-    An empty list means every variable is fine.
+    An empty list means every variable is fine."
   - The roles of this collection call it first, in their C(validate.yml) pre-flight task (an M(ansible.builtin.assert)
     on the controller), with the rules of their C(vars/main.yml), so bad input fails before any change.
   - "Rule kinds: C(int) and C(float) (C(min), C(above), C(max); text of a number is accepted, as argument_specs

@@ -571,3 +571,13 @@ def test_out_of_range_hypervisor_variables_fail_before_facts(tmp_path):
     assert "Traceback" not in res.stdout + res.stderr
     assert "Gather the distribution facts" not in res.stdout and "Load platform variables" not in res.stdout
     assert "changed=0" in res.stdout
+
+
+def test_var_problems_docs_parse_and_the_example_works():
+    for part in ("DOCUMENTATION", "EXAMPLES", "RETURN"):
+        assert yaml.safe_load(getattr(var_problems_plugin, part)), part
+    doc = yaml.safe_load(var_problems_plugin.DOCUMENTATION)
+    assert doc["name"] == "var_problems" and set(doc["options"]) == {"_input", "rules"}
+    sample = yaml.safe_load(var_problems_plugin.RETURN)["_value"]["sample"]
+    rule = {"kind": "int", "min": 1, "max": 65535, "why": "a TCP port"}
+    assert var_problems({"my_port": 70000}, {"my_port": rule}) == sample
