@@ -49,6 +49,7 @@ DISK = {
     "endpoints?": ["map"],
     "pool?": "map?",
     "thin_pool?": "map?",
+    "storage_unresponsive?": "map?",
 }
 PAUSED = {
     "name": "str",
@@ -99,6 +100,8 @@ HOST_SUMMARY = {
     "other?": "int",
     "unresponsive?": "int",
     "safe_to_resume?": "int",
+    "storage_unresponsive?": "int",
+    "at_risk?": "int",
     "by_cause?": ("map", "int"),
 }
 KVM_PAUSE = {
@@ -112,6 +115,7 @@ KVM_PAUSE = {
     "paused?": [PAUSED],
     "unresponsive?": [UNRESPONSIVE],
     "running?": ["map"],
+    "storage_unresponsive?": [{"domains?": ["map"], "mount_point?": "str?", "source?": "str?", "fstype?": "str?"}],
     "errors?": ["str"],
     "warnings?": ["str"],
 }
