@@ -289,17 +289,26 @@ def _act_worker(emit, uri, name, entry, op, dry_run, settle):
         return
     if op == "restart" and not persistent:
         return
+    # "step" before each call (a call that hangs may or may not take effect), "applied" after it took effect
+    destroyed = False
     try:
         if op == "restart":
             emit({"record": "step", "step": "destroy"})
             dom.destroy()
+            destroyed = True
+            emit({"record": "applied", "step": "destroy"})
             emit({"record": "step", "step": "start"})
             dom.create()
         else:
             emit({"record": "step", "step": "resume"})
             dom.resume()
     except libvirt.libvirtError as exc:
-        raise LibvirtOperationError(f"libvirt refused to {op} {name}: {exc.get_error_message()}") from None
+        if destroyed:
+            raise LibvirtOperationError(
+                f"destroyed {name} to restart it, but libvirt refused to start it: {exc.get_error_message() or exc}; "
+                f"{name} is shut off now: start it once the cause is fixed"
+            ) from None
+        raise LibvirtOperationError(f"libvirt refused to {op} {name}: {exc.get_error_message() or exc}") from None
     emit({"record": "acted"})
     end = time.monotonic() + settle
     while True:
@@ -383,7 +392,8 @@ def run(params: dict, check_mode: bool) -> dict:
                 r["message"],
                 _resume.state_text(*now) if now else before,
                 failed=True,
-                changed=bool(steps),
+                # a call libvirt refused changed nothing; one that took effect before it did (a restart's destroy)
+                changed=any(a["record"] == "applied" for a in records),
             )
     if seen is None:
         raise KvmError(f"libvirt did not answer within {timeout} s when looking up {name} (timeout)")

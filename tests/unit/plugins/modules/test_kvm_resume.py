@@ -156,8 +156,22 @@ def test_libvirt_refusing_the_resume(run_module, uri, monkeypatch):
                               {"record": "error", "kind": "LibvirtOperationError",
                                "message": "libvirt refused to resume vm0006: Requested operation is not valid"}])
     out = run(run_module, uri, "vm0006", override=["unknown"])
-    assert out["failed"] and out["action"] == "error" and out["changed"] is True
+    # a resume libvirt refused changed nothing (issue 17: no false changed flag)
+    assert out["failed"] and out["action"] == "error" and out["changed"] is False
     assert out["msg"] == "libvirt refused to resume vm0006: Requested operation is not valid"
+
+
+def test_restart_whose_start_is_refused_after_the_destroy(run_module, uri, monkeypatch, libvirt_writes):
+    # the destroy took effect, the start did not: changed=true, and the message says what was done and what not
+    def refuse(self, *_a, **_kw):
+        raise libvirt.libvirtError("spy: start refused")
+
+    monkeypatch.setattr(libvirt.virDomain, "create", refuse)
+    out = run(run_module, uri, "vm0009", override=["crashed"])
+    assert out["failed"] and out["action"] == "error" and out["changed"] is True and out["resumed"] is False
+    assert out["msg"] == ("destroyed vm0009 to restart it, but libvirt refused to start it: spy: start refused; "
+                          "vm0009 is shut off now: start it once the cause is fixed")
+    assert libvirt_writes() == ["destroy"]
 
 
 def test_resume_that_hangs_is_bounded_and_said(run_module, uri, monkeypatch):
