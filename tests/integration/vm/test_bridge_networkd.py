@@ -1,0 +1,293 @@
+"""kvmops.fleet.bridge on systemd-networkd, proven where it can fail: a real kernel, and the controller reaching the
+host over the very link the role converts.
+
+The shared fleet vmlab.fleets.HV2: ``vma`` gets the bridge, ``vmb`` is the peer on link ``lan``. ansible-playbook runs
+inside the run's network namespace (``fleet.netns_argv``), where the controller holds ``10.213.1.1`` on ``lan`` and
+reaches ``vma`` at its ``lan`` address only: a change that breaks eth1 cuts the controller's own SSH connection.
+The state the tests compare (links, masters, addresses, routes, the provider's files) is read over the management
+forward on eth0, which the role never touches.
+
+In order, on one lease (each test builds on the state the one before left):
+check mode on the bare host (diff of every file, nothing touched); the controller SIGKILLed right after the apply:
+the host reverts by itself; the conversion (eth1 into br0 keeping its address; the peer still reaches it, a veth
+from a namespace inside the VM joins br0 and reaches the peer through it; check again and real again change
+nothing and bounce no link); a wrong address (the controller's connection is cut; the host reverts in time, the
+play fails naming the rollback); a gateway that does not answer (the probe fails, the host reverts at once); bad
+inputs, each refused naming the variable with nothing changed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from vmlab.fleets import HV2
+from vmlab.pytest_plugin import report
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[3]
+PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+HOST, PEER = "vma", "vmb"
+# timeouts for a TCG guest on a shared 2-core machine: a new SSH connection takes 2-5 s
+TIMING = {"bridge_rollback_timeout": 30, "bridge_confirm_timeout": 12, "bridge_settle_timeout": 10}
+
+# links (kind, master, MTU, state), addresses, routes and the provider's files, in one round trip; the VM's own
+# ip -j output with the fields that move by themselves (lifetimes, counters) left out
+STATE = r"""
+import hashlib, json, os, subprocess
+def ipj(*a):
+    return json.loads(subprocess.run(["ip", "-j", *a], capture_output=True, text=True, check=True).stdout or "[]")
+links = {l["ifname"]: [(l.get("linkinfo") or {}).get("info_kind"), l.get("master"), l["mtu"], l["operstate"],
+                       l.get("address")] for l in ipj("-d", "link", "show")}
+addrs = {a["ifname"]: sorted("%s/%s" % (i["local"], i["prefixlen"]) for i in a.get("addr_info", []))
+         for a in ipj("addr", "show")}
+routes = sorted(json.dumps(r, sort_keys=True) for r in ipj("route", "show") + ipj("-6", "route", "show"))
+d = "/etc/systemd/network"
+files = {n: hashlib.sha256(open(os.path.join(d, n), "rb").read()).hexdigest() for n in sorted(os.listdir(d))}
+counters = {n: open("/sys/class/net/%s/carrier_changes" % n).read().strip() for n in links}
+ifindex = {l["ifname"]: l["ifindex"] for l in ipj("link", "show")}
+print(json.dumps({"links": links, "addrs": addrs, "routes": routes, "files": files,
+                  "counters": counters, "ifindex": ifindex}))
+"""
+
+
+def state(vm) -> dict:
+    return json.loads(vm.ssh("python3 -", input=STATE, timeout=120).stdout)
+
+
+def config(s: dict) -> dict:
+    """What a rollback must restore exactly (ifindex and carrier counters may move)."""
+    return {k: s[k] for k in ("links", "addrs", "routes", "files")}
+
+
+def bridge(address="10.213.1.11/24", **kw) -> dict:
+    return dict({"name": "br0", "ports": ["eth1"], "addresses": [address]}, **kw)
+
+
+@pytest.fixture(scope="module")
+def hv(vmlab_pool, request):
+    with vmlab_pool.lease(HV2, who=request.module.__name__) as fleet:
+        inv = {"all": {"vars": {"ansible_user": "root", "ansible_ssh_private_key_file": str(fleet.key),
+                                "ansible_ssh_common_args": "-o BatchMode=yes -o StrictHostKeyChecking=no "
+                                "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ServerAliveInterval=2 "
+                                "-o ServerAliveCountMax=3",
+                                "ansible_python_interpreter": "/usr/bin/python3"},
+                       "hosts": {vm.name: {"ansible_host": vm.addr("lan")} for vm in fleet}}}
+        (fleet.run_dir / "bridge-inventory.json").write_text(json.dumps(inv))
+        yield fleet
+
+
+def _argv(fleet, extra: dict, check: bool, tasks: list | None = None) -> tuple[list, dict]:
+    name = uuid.uuid4().hex[:8]
+    play = {"hosts": HOST, "gather_facts": False}
+    if tasks is None:
+        play["roles"] = [{"role": "kvmops.fleet.bridge"}]
+    else:
+        play["tasks"] = tasks
+    (fleet.run_dir / f"bridge-{name}.yml").write_text(json.dumps([play]))
+    (fleet.run_dir / f"bridge-{name}.vars.json").write_text(json.dumps(dict(TIMING, **extra)))
+    # the controller's SSH masters of this run only: another run's namespace has the same addresses
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+               ANSIBLE_COLLECTIONS_PATH=str(REPO / ".build" / "collections"), ANSIBLE_DEPRECATION_WARNINGS="0",
+               ANSIBLE_SSH_CONTROL_PATH_DIR=str(fleet.run_dir / "bridge-cp"), ANSIBLE_HOST_KEY_CHECKING="0")
+    argv = fleet.netns_argv([str(PLAYBOOK), "-i", str(fleet.run_dir / "bridge-inventory.json"),
+                             str(fleet.run_dir / f"bridge-{name}.yml"), "-e",
+                             "@" + str(fleet.run_dir / f"bridge-{name}.vars.json"), "--diff"]
+                            + (["--check"] if check else []))
+    return argv, env
+
+
+def play(fleet, extra: dict, check: bool = False, tasks: list | None = None) -> dict:
+    """ansible-playbook from the controller's namespace -> {"rc", "stats" (of HOST), "results": [task results of
+    HOST], "seconds"}."""
+    argv, env = _argv(fleet, extra, check, tasks)
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+    seconds = time.monotonic() - t0
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}") from None
+    results = [dict(t["hosts"][HOST], task=t["task"]["name"]) for t in data["plays"][0]["tasks"]
+               if HOST in t["hosts"]]
+    return {"rc": proc.returncode, "stats": data["stats"][HOST], "results": results, "seconds": seconds}
+
+
+def task(res: dict, prefix: str) -> dict:
+    found = [r for r in res["results"] if r["task"].split(" : ", 1)[-1].startswith(prefix)]
+    assert found, [r["task"] for r in res["results"]]
+    return found[-1]
+
+
+def ssh_over_lan(fleet, vm, command="hostname") -> str:
+    """A new SSH connection from the controller's namespace over the link (never a shared master) -> stdout."""
+    argv = fleet.netns_argv(["ssh", "-i", str(fleet.key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=15",
+                             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                             "-o", "LogLevel=ERROR", "-o", "ControlMaster=no", f"root@{vm.addr('lan')}", command])
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout.strip()
+
+
+def wait_reverted(vm, timeout: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if vm.ssh("test -e /var/lib/kvmops-bridge/pending/reverted", check=False).returncode == 0:
+            return time.monotonic() - t0
+        time.sleep(1)
+    raise AssertionError(f"no revert within {timeout} s")
+
+
+def test_check_mode_shows_every_file_and_touches_nothing(hv):
+    vm = hv[HOST]
+    before = state(vm)
+    res = play(hv, {"bridge_bridges": [bridge()]}, check=True)
+    assert res["rc"] == 0 and res["stats"]["failures"] == 0, res
+    apply = task(res, "Check the bridges")
+    assert apply["changed"] is True and apply["armed"] is False
+    paths = sorted(d["after_header"] for d in apply["diff"])
+    assert paths == ["/etc/systemd/network/05-kvmops-br0-port-eth1.network",
+                     "/etc/systemd/network/05-kvmops-br0.netdev", "/etc/systemd/network/05-kvmops-br0.network"]
+    network = next(d["after"] for d in apply["diff"] if d["after_header"].endswith("br0.network"))
+    assert "Address=10.213.1.11/24" in network
+    assert state(vm) == before  # links, addresses, routes, files, carrier counters, ifindexes
+    assert vm.ssh("test -e /var/lib/kvmops-bridge", check=False).returncode != 0
+
+
+def test_a_killed_controller_leaves_the_host_to_revert_by_itself(hv):
+    """SIGKILL to ansible-playbook once the change is live and before the confirmation: the host's timer puts
+    everything back (the new bridge deleted, eth1's address back), and the controller reaches it over eth1 again."""
+    vm = hv[HOST]
+    before = state(vm)
+    timing = {"bridge_rollback_timeout": 20, "bridge_confirm_timeout": 8, "bridge_settle_timeout": 8}
+    argv, env = _argv(hv, dict(timing, bridge_bridges=[bridge()]), False)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        live = False
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            out = vm.ssh("test -e /var/lib/kvmops-bridge/pending/applied && ip -br addr show br0", check=False)
+            if out.returncode == 0 and "10.213.1.11/24" in out.stdout:
+                live = True
+                break
+            time.sleep(0.2)
+        assert live and proc.poll() is None, "the change did not go live while ansible-playbook ran"
+        os.killpg(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert vm.ssh("test -e /var/lib/kvmops-bridge/pending/confirmed", check=False).returncode != 0, \
+        "the confirmation ran before the kill"
+    wait_reverted(vm, 40)
+    report(f"bridge: the host reverted {time.monotonic() - killed:.0f} s after the controller was killed")
+    assert vm.ssh("cat /var/lib/kvmops-bridge/pending/reverted").stdout.strip() == \
+        "the controller did not confirm the change within 20 s"
+    assert config(state(vm)) == config(before)
+    assert ssh_over_lan(hv, vm) == HOST
+
+
+def test_eth1_becomes_br0_keeping_its_address(hv):
+    vm, peer = hv[HOST], hv[PEER]
+    res = play(hv, {"bridge_bridges": [bridge()], "bridge_probe_targets": [peer.addr("lan"), "10.213.1.1"]})
+    report(f"bridge: conversion of eth1 into br0 {res['seconds']:.0f} s")
+    assert res["rc"] == 0 and res["stats"]["failures"] == 0, res["results"][-1]
+    assert task(res, "Check the bridges")["changed"] is True
+    fact = task(res, "Probe from the host")["ansible_facts"]["kvm_bridge"]
+    assert fact["armed"] is False and fact["provider"] == "networkd" and fact["step"] == "confirm"
+    assert fact["bridges"] == [{"name": "br0", "ports": ["eth1"], "addresses": ["10.213.1.11/24"], "mtu": 1500}]
+    after = state(vm)
+    assert after["links"]["br0"][:2] == ["bridge", None] and after["links"]["eth1"][1] == "br0"
+    assert after["addrs"]["br0"] == ["10.213.1.11/24"] and after["addrs"]["eth1"] == []
+    assert after["links"]["br0"][4] == after["links"]["eth1"][4]  # the bridge keeps the uplink's MAC
+    assert vm.ssh("systemctl is-active kvmops-bridge-revert.timer", check=False).stdout.strip() != "active"
+    # the peer still reaches it, and so does the controller over the link
+    assert peer.ssh(f"ping -c2 -W3 {vm.addr('lan')}", check=False).returncode == 0
+    assert ssh_over_lan(hv, vm) == HOST
+    # a veth from a namespace inside the VM joins br0 and reaches the peer through it (as a VM's tap would)
+    vm.ssh("ip netns add guest && ip link add vguest type veth peer name vguest-in && "
+           "ip link set vguest-in netns guest && ip link set vguest master br0 up && "
+           "ip -n guest addr add 10.213.1.77/24 dev vguest-in && ip -n guest link set vguest-in up")
+    out = vm.ssh(f"ip netns exec guest ping -c3 -W3 {peer.addr('lan')}", check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert peer.ssh("ip neigh show 10.213.1.77", check=False).stdout.strip() != ""
+    vm.ssh("ip link del vguest && ip netns del guest")
+
+    # check again, real again: nothing to do, no link bounced
+    settled = state(vm)
+    for check in (True, False):
+        res = play(hv, {"bridge_bridges": [bridge()], "bridge_probe_targets": [peer.addr("lan")]}, check=check)
+        assert res["rc"] == 0 and res["stats"]["changed"] == 0, [r for r in res["results"] if r.get("changed")]
+        assert task(res, "Check the bridges")["armed"] is False
+    assert state(vm) == settled  # carrier counters and ifindexes included
+
+
+def test_a_wrong_address_cuts_the_controller_and_the_host_reverts_in_time(hv):
+    vm = hv[HOST]
+    before = state(vm)
+    res = play(hv, {"bridge_bridges": [bridge("10.213.1.99/24")]})
+    report(f"bridge: wrong address, play failed after {res['seconds']:.0f} s")
+    assert res["rc"] != 0 and res["stats"]["failures"] == 1 and res["stats"]["rescued"] == 1
+    assert task(res, "Reach the host over a new connection").get("failed") is True
+    msg = task(res, "Fail, naming")["msg"]
+    assert "rolled back" in msg and "05-kvmops-br0.network" in msg and "did not confirm the change within 30 s" in msg
+    assert res["seconds"] < TIMING["bridge_rollback_timeout"] + 60
+    assert config(state(vm)) == config(before)
+    assert ssh_over_lan(hv, vm) == HOST
+
+
+def test_a_gateway_that_does_not_answer_rolls_back_at_once(hv):
+    vm = hv[HOST]
+    before = state(vm)
+    res = play(hv, {"bridge_bridges": [bridge(gateway4="10.213.1.254")]})
+    assert res["rc"] != 0 and res["stats"]["rescued"] == 1
+    msg = task(res, "Fail, naming")["msg"]
+    assert "10.213.1.254 does not answer ping" in msg and "05-kvmops-br0.network" in msg, msg
+    assert config(state(vm)) == config(before)
+    assert ssh_over_lan(hv, vm) == HOST
+
+
+BAD = [
+    ({"name": "br0", "ports": ["eth1", "eth9"], "addresses": ["10.213.1.11/24"]},
+     "bridge_bridges[0].ports[1]: eth9 does not exist on this host"),
+    ([{"name": "br0", "ports": ["eth1"], "addresses": ["10.213.1.11/24"]}, {"name": "br1", "ports": ["eth1"]}],
+     "bridge_bridges[1].ports[0]: eth1 is already a port of bridge_bridges[0] (br0)"),
+    ([{"name": "br0", "ports": ["eth1"], "addresses": ["10.213.1.11/24"]},
+      {"name": "br1", "ports": ["eth3"], "addresses": ["10.213.1.50/25"]}],
+     "bridge_bridges[1].addresses[0]: 10.213.1.50/25 overlaps 10.213.1.11/24"),
+    ({"name": "br1", "ports": ["eth3"], "addresses": ["10.213.2.99/24"]},
+     "bridge_bridges[0].addresses[0]: 10.213.2.99/24 overlaps 10.213.2.11/24 on eth2"),
+    (bridge(mtu=70000), "bridge_bridges[0].mtu: must be from 68 to 65535, got 70000"),
+    ({"name": "br-much-too-long0", "ports": ["eth3"]}, "bridge_bridges[0].name: is 17 characters long, at most 15"),
+    ({"name": "br1", "ports": ["eth2"]},
+     "bridge_bridges[0].ports[0]: eth2 holds 10.213.2.11/24, which br1 would not keep"),
+    (bridge(forward_delay=40), "bridge_bridges[0].forward_delay: must be from 2 to 30, got 40"),
+    (bridge(gateway4="192.0.2.1"), "bridge_bridges[0].gateway4: 192.0.2.1 is in none of the bridge's IPv4 subnets"),
+]
+
+
+def test_bad_input_is_refused_naming_the_variable_and_nothing_changes(hv):
+    vm = hv[HOST]
+    before = state(vm)
+    tasks = [{"name": f"bad {i}", "kvmops.fleet.kvm_bridge_apply": {
+        "bridges": bridges if isinstance(bridges, list) else [bridges], "var_name": "bridge_bridges",
+        "rollback_timeout": 30}, "ignore_errors": True} for i, (bridges, _msg) in enumerate(BAD)]
+    res = play(hv, {}, tasks=tasks)
+    for (_bridges, want), result in zip(BAD, res["results"], strict=True):
+        assert result.get("failed") is True and want in result["msg"], (want, result.get("msg"))
+    # the role refuses too, before its apply step (argument spec) and in it (semantic check)
+    res = play(hv, {"bridge_bridges": [{"name": "br0", "ports": ["eth1"], "stp": "sometimes"}]})
+    assert res["rc"] != 0 and "bridge_bridges" in res["results"][-1]["msg"] and res["stats"]["changed"] == 0
+    res = play(hv, {"bridge_bridges": [dict(bridge(), ports=["eth1", "eth9"])]})
+    assert res["rc"] != 0 and "bridge_bridges[0].ports[1]: eth9 does not exist" in res["results"][-1]["msg"]
+    assert state(vm) == before
