@@ -68,7 +68,9 @@ def dead_nfs_disk(path, mount="/srv/nfs", server="nfs1.example.net:/export/vm", 
     return {"target": target, "type": "file", "device": "disk", "path": path, "format": "qcow2",
             "error_policy": "stop", "rerror_policy": "stop", "readonly": False,
             "capacity": None, "allocation": None, "physical": None, "_error": 0,
-            "evidence": {"filesystem": {"mount_point": mount, "device": server, "fstype": "nfs4", "responsive": False},
+            "evidence": {"filesystem": {"mount_point": mount, "device": server, "fstype": "nfs4", "total_bytes": None,
+                                        "available_bytes": None, "free_bytes": None, "used_percent": None,
+                                        "responsive": False},
                          "endpoints": [], "unresponsive": un}}
 
 
@@ -168,7 +170,11 @@ def facts(paused: list, running: int, *, shutoff=0, complete=True, errors=(), ur
                         "safe_to_resume": sum(1 for p in paused if p["safe_to_resume"]), "by_cause": by_cause,
                         "storage_unresponsive": len(storage), "at_risk": len(at_risk or {})},
             "paused": paused, "unresponsive": unresponsive, "storage_unresponsive": storage,
-            "errors": list(errors), "warnings": [],
+            "errors": list(errors), "warnings": [
+                "storage at {} ({} from {}) did not answer for {}s; domains on it: {}".format(
+                    st["target"], st["fstype"], st["source"], st["seconds"],
+                    ", ".join(d["name"] for d in st["domains"]))
+                for st in storage],
         }},
     }
 

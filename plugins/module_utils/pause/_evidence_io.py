@@ -315,7 +315,12 @@ def gather_disk(
         if disk.get("type") == "block":
             ev["block_device"] = {"path": path, "device": path, "total_bytes": host.block_size(path)}
         else:
-            ev["filesystem"] = dict(_mount_fields(found["mount"]), responsive=False)
+            # the same keys as a filesystem that answered; its fill is unknown
+            ev["filesystem"] = dict(
+                dict.fromkeys(("total_bytes", "available_bytes", "free_bytes", "used_percent")),
+                **_mount_fields(found["mount"]),
+                responsive=False,
+            )
         ev["pool"] = ev["pool"] or pool_for_path(path, pools)
         return ev
     if path and disk.get("type") in ("file", "dir"):

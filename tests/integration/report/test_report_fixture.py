@@ -67,7 +67,7 @@ def test_files_and_json(rendered):
         assert task_status(out, task) == ["changed"], task
     lines = summary_lines(out)
     assert lines[0].endswith("6 hosts (3 diagnosed, 1 unreachable, 1 libvirt failed, 1 not diagnosed, 1 incomplete)")
-    assert lines[1] == "58 domains: 22 paused, 1 crashed, 1 unresponsive, 4 safe to resume"
+    assert lines[1] == "59 domains: 23 paused, 1 crashed, 1 unresponsive, 4 safe to resume"
     assert lines[-4] == "Report written:"
     assert lines[-3:] == [f"  {out_dir / FILES[f]}" for f in ("json", "markdown", "html")]
     assert any(line.startswith("  hv-d.example.net unreachable: Failed to connect") for line in lines)
@@ -84,9 +84,9 @@ def test_html_in_chromium(rendered):
     assert res.console_errors == [] and top.console_errors == []
     assert res.requests == [page.as_uri()] and res.blocked == []
     assert res.scripts == 0 and res.duplicates == []
-    assert res.title.startswith("KVM pause report: 22 paused, 1 crashed on 6 hosts")
+    assert res.title.startswith("KVM pause report: 23 paused, 1 crashed on 6 hosts")
     assert res.counts == {k: data["summary"][k] for k in COUNT_KEYS}
-    assert res.counts["paused"] == 22 and res.counts["hosts_unreachable"] == 1
+    assert res.counts["paused"] == 23 and res.counts["hosts_unreachable"] == 1
     expected_vms = {f"{h}/{p['name']}": p["cause"]
                     for h, r in fleet_results().items() if r and "ansible_facts" in r
                     for p in r["ansible_facts"]["kvm_pause"]["paused"]}
@@ -122,7 +122,7 @@ def test_markdown_renders(rendered):
     assert_safe_html(page, "markdown")
     # summary, by cause, hosts not fully diagnosed, one per diagnosed host
     assert page.tags.count("table") == 6
-    assert page.tags.count("details") == 23
+    assert page.tags.count("details") == 24
     text = "".join(page.text)
     for cause in _diagnose.CAUSES:
         assert cause in text

@@ -242,7 +242,8 @@ def test_gather_disk_never_touches_storage_that_did_not_answer():
                                   lvs_cache={}, timeout=1, storage=view)
     assert ev["unresponsive"]["mount_point"] == "/srv/nfs"
     assert ev["filesystem"] == {"mount_point": "/srv/nfs", "device": "nfs1.example.net:/export/vm",
-                                "fstype": "nfs4", "responsive": False}
+                                "fstype": "nfs4", "responsive": False, "total_bytes": None,
+                                "available_bytes": None, "free_bytes": None, "used_percent": None}
 
 
 def test_probe_script_answers_for_real_paths(tmp_path):
