@@ -179,7 +179,8 @@ ansible_facts:
               description:
                 - Diagnosed cause. One of V(storage_full), V(storage_io_error), V(storage_unreachable),
                   V(storage_unresponsive) (the storage under a disk does not answer, so nothing else can be judged
-                  while it does not, and the domain is never safe to resume), V(user_paused), V(lock_failure), V(watchdog), V(migration), V(postcopy), V(postcopy_failed),
+                  while it does not, and the domain is never safe to resume), V(user_paused), V(lock_failure),
+                  V(watchdog), V(migration), V(postcopy), V(postcopy_failed),
                   V(save_job), V(dump_job), V(snapshot_job), V(backup_job), V(job_in_flight), V(from_snapshot),
                   V(shutting_down), V(crashed), V(starting_up), V(api_error), V(emulation_failure), V(unknown).
               returned: always
