@@ -208,7 +208,9 @@ def test_the_installed_collection_runs_the_collector(lab_domain, tmp_path):
                 "templates/kvmops-pause-collector.timer.j2", "files/prometheus/kvmops-fleet-alerts.yml"):
         assert (role / rel).is_file(), rel
     # what the role copies: the files tasks/collector.yml lists, below role_path/../../plugins/module_utils
-    shipped = yaml.safe_load((role / "tasks" / "collector.yml").read_text())[0]["vars"]["__diagnostics_collector_files"]
+    tasks = yaml.safe_load((role / "tasks" / "collector.yml").read_text())
+    (shipped,) = [t["vars"]["__diagnostics_collector_files"] for t in tasks
+                  if "__diagnostics_collector_files" in t.get("vars", {})][:1]
     assert all((role / ".." / ".." / "plugins" / "module_utils" / f).is_file() for f in shipped), shipped
     assert "pause/_promtext.py" in shipped and "pause/_collect_io.py" in shipped
     # the installed program with the installed module_utils, nothing from this checkout

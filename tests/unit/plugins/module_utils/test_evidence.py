@@ -256,7 +256,7 @@ def test_probe_script_answers_for_real_paths(tmp_path):
     prober = _evidence_io.StorageProber(str(tmp_path / "probes"))
     prober.start(groups, 5.0)
     prober.wait(time.time() + 10)
-    (v,) = prober.verdicts().values()
+    [v] = list(prober.verdicts().values())
     assert v["answered"] and v["since"] is None
     rec = v["records"][str(tmp_path / "link.img")]
     assert rec["real"] == str(tmp_path / "disk.img") and rec["exists"] and rec["statvfs"]["f_blocks"] > 0
@@ -285,7 +285,7 @@ def test_a_blocked_probe_is_abandoned_and_reused_never_piled_up(tmp_path):
         first = _evidence_io.StorageProber(probe_dir, python=python)
         first.start(groups, 0.3)
         first.wait(time.time() + 0.3)
-        (v,) = first.verdicts().values()
+        [v] = list(first.verdicts().values())
         pids.append(v["probe_pid"])
         assert not v["answered"] and v["probe_pid"] and not v["adopted"]
         assert time.monotonic() - t0 < 1.5                                   # its bound, not the probe's end
@@ -296,7 +296,7 @@ def test_a_blocked_probe_is_abandoned_and_reused_never_piled_up(tmp_path):
             again.sweep()
             again.start(groups, 0.3)
             again.wait(time.time() + 0.3)
-            (w,) = again.verdicts().values()
+            [w] = list(again.verdicts().values())
             assert (w["answered"], w["adopted"], w["probe_pid"], w["since"]) == (False, True, v["probe_pid"],
                                                                                  v["since"])
             assert time.monotonic() - t0 < _evidence_io.STALE_GRACE + 0.2
@@ -336,7 +336,7 @@ def test_a_young_probe_of_a_concurrent_run_is_waited_for(tmp_path):
         assert mine.probes[next(iter(groups))]["adopted"]
         threading.Timer(0.3, lambda: os.kill(pid, signal.SIGKILL)).start()
         mine.wait(time.time() + 5)
-        (v,) = mine.verdicts().values()
+        [v] = list(mine.verdicts().values())
         assert v["answered"] and not v["adopted"] and v["records"]["/"]["statvfs"]
     finally:
         with contextlib.suppress(ProcessLookupError, ChildProcessError):
