@@ -246,21 +246,11 @@ def test_bandwidth_refused_live_on_a_kernel_without_the_qdiscs(tune_domain):
 @pytest.mark.parametrize("args,match", [
     ({"vcpupin": [{"vcpu": 0, "cpuset": "5"}]}, "vcpupin[0].cpuset: host CPU(s) 5 do not exist"),
     ({"vcpupin": [{"vcpu": 0, "cpuset": "0-"}]}, "vcpupin[0].cpuset: '0-' is not a valid cpuset"),
-    # issue 17: bounded before anything is expanded or sent to libvirt (a live bandwidth of 2**32 was an
-    # OverflowError in libvirt-python, 0-99999999 a list of 10**8 CPUs)
+    # issue 17: bounded before anything is expanded or sent to libvirt (0-99999999 was a list of 10**8 CPUs);
+    # every option's range is fed to main() in tests/unit/plugins/modules/test_option_rules.py (no libvirt
+    # needed to refuse it): here one such value end to end, and the bound the host sets
     ({"vcpupin": [{"vcpu": 0, "cpuset": "0-99999999"}]}, "vcpupin[0].cpuset: CPU 99999999 is beyond libvirt's limit"),
     ({"vcpupin": [{"vcpu": 0, "cpuset": "0-16383"}]}, "vcpupin[0].cpuset: host CPU(s) 16383 do not exist"),
-    ({"vcpupin": [{"vcpu": 0, "cpuset": "1_0"}]}, "vcpupin[0].cpuset: '1_0' is not a valid cpuset"),
-    ({"vcpupin": [{"vcpu": 0, "cpuset": "0"}, {"vcpu": 0, "cpuset": "1"}]}, "vcpupin[1].vcpu: 0 is also given in"),
-    ({"iothreads": {"count": 10**9}}, "iothreads.count: must be from 0 to 16384"),
-    ({"interfaces": [{"mac": MAC, "bandwidth": {"inbound": {"average": 2**32}}}]},
-     "interfaces[0].bandwidth.inbound.average: must be from 0 to 4294967295"),
-    ({"interfaces": [{"mac": MAC, "bandwidth": {"outbound": {"average": -1}}}]},
-     "interfaces[0].bandwidth.outbound.average: must be from 0 to 4294967295"),
-    ({"interfaces": [{"mac": MAC, "queues": 0}]}, "interfaces[0].queues: must be from 1 to 256"),
-    ({"memory_backing": {"page_size": 0}}, "memory_backing.page_size: must be from 64 to 16777216"),
-    ({"timeout": "nan"}, "timeout: must be a finite number"),
-    ({"uri": ""}, "uri: must not be empty"),
     ({"emulatorpin": "0,^"}, "emulatorpin: '0,^' is not a valid cpuset"),
     ({"numatune": {"mode": "strict", "nodeset": "1"}}, "numatune.nodeset: NUMA node(s) 1 do not exist"),
     ({"memory_backing": {"hugepages": True}}, "memory_backing.hugepages: the domain needs 65536 KiB"),
