@@ -458,7 +458,9 @@ def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
         out = run_module(module)
-    except (_plan.BridgeError, _apply_io.ApplyError) as exc:
+    except _plan.BridgeError as exc:  # a refused declaration or option: raised before anything is changed
+        module.fail_json(msg=str(exc), changed=False)
+    except _apply_io.ApplyError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**out)
 

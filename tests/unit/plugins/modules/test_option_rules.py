@@ -13,13 +13,21 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 
 import libvirt
 import pytest
 
+import ansible_collections.kvmops.fleet.plugins.modules as mods
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _libvirt_io
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _validate as v
-from ansible_collections.kvmops.fleet.plugins.modules import kvm_host_facts, kvm_pause_facts, kvm_resume, kvm_tune
+from ansible_collections.kvmops.fleet.plugins.modules import (
+    kvm_bridge_apply,
+    kvm_host_facts,
+    kvm_pause_facts,
+    kvm_resume,
+    kvm_tune,
+)
 from kvmlab.testdriver import write_fleet
 
 # write_fleet's mix per 10: vm0000-0005 running, vm0006-0007 paused, vm0008 shut off, vm0009 crashed;
@@ -43,9 +51,19 @@ BASE = {
     kvm_pause_facts: {"uri": "URI", "timeout": 10, "domains": ["vm0006"], "include_running": False},
     kvm_host_facts: {"images_dir": "/", "min_free_gib": 0, "qemu_user": "root", "virt_host_validate": False,
                      "timeout": 60},
+    kvm_bridge_apply: {
+        "step": "apply", "var_name": "bridges", "rollback_timeout": 60, "settle_timeout": 30,
+        "probe_targets": ["192.0.2.1"], "probe_names": ["example.org"], "reason": "test",
+        "bridges": [{"name": "br0", "ports": ["eth1"], "addresses": ["192.0.2.10/24"], "gateway4": "192.0.2.1",
+                     "gateway6": "2001:db8::1", "routes": [{"to": "198.51.100.0/24", "via": "192.0.2.1", "metric": 10}],
+                     "dns": ["192.0.2.53"], "mtu": 1500, "forward_delay": 4}],
+    },
 }
 # the first work each module does after its option checks: never reached with a bad option
-WORK = {kvm_tune: "read_host", kvm_resume: "collect", kvm_pause_facts: "collect", kvm_host_facts: "gather"}
+WORK = {kvm_tune: "read_host", kvm_resume: "collect", kvm_pause_facts: "collect", kvm_host_facts: "gather",
+        kvm_bridge_apply: "_provider"}
+# modules that touch no libvirt: their base run stops at WORK (a host's network is not this machine's to read)
+NO_LIBVIRT = (kvm_bridge_apply,)
 # cpusets libvirt refuses (or would only refuse at apply time) and sizes that used to be expanded
 CPUSETS = ["0-99999999", "16384", "0-" + "9" * 5000, "1_0", "+1", "\u0661", "0x1", "3-1", "", " ", "0,,1", "^0",
            "0-3,^1-2", "1.5", "1 2", "99999999999999999999", "0-2," * 30000]
@@ -129,10 +147,28 @@ def test_every_option_has_a_rule(module):
 def test_the_base_is_valid_and_the_spy_sees_writes(module, fleet_uri, run_module, libvirt_writes, tmp_path):
     """The base every bad value goes into passes (so each failure below is the bad value's), and the write spy
     sees the writes a real run makes (so its silence below means something)."""
+    if module in NO_LIBVIRT:
+        class Reached(Exception):
+            pass
+
+        def reached(*_a, **_kw):
+            raise Reached
+
+        with pytest.MonkeyPatch.context() as mp, pytest.raises(Reached):
+            mp.setattr(module, WORK[module], reached)
+            run_module(module, base_args(module, fleet_uri))
+        return
     out = run_module(module, base_args(module, fleet_uri))
     assert not out.get("failed"), out.get("msg")
     expected = {kvm_tune: ["defineXML"], kvm_resume: ["resume"], kvm_pause_facts: [], kvm_host_facts: []}[module]
     assert libvirt_writes() == expected
+
+
+def test_every_module_is_in_the_table():
+    """A new module joins BASE (and so every test above) or this fails."""
+    names = {f.stem for d in mods.__path__ for f in Path(d).glob("kvm_*.py")}
+    assert names
+    assert names == {m.__name__.rsplit(".", 1)[1] for m in BASE}
 
 
 @pytest.mark.parametrize("module,path,value", list(cases()))
