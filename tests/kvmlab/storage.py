@@ -130,8 +130,11 @@ class BindFs:
     ``python -m kvmlab down``. Domains with disks on the mount must be destroyed before it is unmounted.
     """
 
-    def __init__(self, source: Path, mount_point: Path, log: Path | None = None) -> None:
+    def __init__(self, source: Path, mount_point: Path, log: Path | None = None, options: tuple[str, ...] = ()) -> None:
         self.source, self.mount_point, self.log = source, mount_point, log
+        # extra FUSE options; "direct_io" keeps the kernel's page cache out, so every read of a file on the
+        # mount (a loop device's backing file, say) reaches the daemon, and blocks while it is frozen
+        self.options = tuple(options)
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
         self.starttime: int | None = None
@@ -156,7 +159,8 @@ class BindFs:
         logf = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - closed below
         try:
             # -f: stays in the foreground, so the PID is the daemon's; allow_other: QEMU runs as libvirt-qemu
-            self.proc = subprocess.Popen(["bindfs", "-f", "-o", "allow_other", str(self.source), str(self.mount_point)],
+            opts = ",".join(("allow_other", *self.options))
+            self.proc = subprocess.Popen(["bindfs", "-f", "-o", opts, str(self.source), str(self.mount_point)],
                                          stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
         finally:
             if logf is not subprocess.DEVNULL:

@@ -6,16 +6,19 @@ running domain live on local disk. While the mount is frozen, kvm_pause_facts mu
 fully and right within the timeout, name the mount for the others (storage_unresponsive), keep at most one
 storage probe alive however often it runs, and kvm_resume must refuse; once the daemon continues, the
 diagnosis is back to normal. One set of domains serves the module (module-scoped fixtures); the mount is
-always thawed and unmounted, also when a test fails.
+always thawed and unmounted, also when a test fails. A block device whose I/O hangs is proven at the probe (a
+loop device over a frozen direct_io bindfs file), without a domain.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
-from kvmlab.proc import pid_alive, wait_for
-from kvmlab.storage import BindFs
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _evidence_io
+from kvmlab.proc import pid_alive, run, wait_for
+from kvmlab.storage import BindFs, detach_loop
 
 from .test_kvm_pause_facts import run_module
 from .test_kvm_resume import resume
@@ -116,3 +119,50 @@ def test_dead_mount_is_named_and_the_other_domains_stay_right(nfs, domains):
     assert (dead["cause"], dead["safe_to_resume"]) == ("user_paused", True)
     assert dead["disks"][0]["filesystem"]["mount_point"] == mp
     assert probe_processes(mp) == []
+
+
+def test_a_block_device_whose_io_hangs_is_named(tmp_path):
+    """A loop device whose backing file sits on a frozen FUSE mount (direct_io: no page cache answers for it)
+    stands in for a block device whose I/O hangs (a dead iSCSI or NBD session): the real probe's O_DIRECT read
+    blocks, the run gives it up within its bound and names the device; after the thaw the same probe ends."""
+    mounts_text = Path("/proc/self/mountinfo")
+    with BindFs(tmp_path / "src", tmp_path / "mnt", options=("direct_io",)) as fs:
+        with open(tmp_path / "src" / "disk.img", "wb") as f:
+            f.truncate(4 * 1024 * 1024)
+        loop = run(["losetup", "--find", "--show", str(tmp_path / "mnt" / "disk.img")]).stdout.strip()
+        disks = [{"type": "block", "path": loop}]
+        probe_dir = str(tmp_path / "probes")
+        try:
+            mounts = _evidence_io.parse_mountinfo(mounts_text.read_text())
+            groups = _evidence_io.storage_groups(disks, mounts)
+            alive = _evidence_io.StorageProber(probe_dir)
+            alive.start(groups, 2.0)
+            alive.wait(time.time() + 10)
+            [v] = list(alive.verdicts().values())
+            assert v["answered"] and v["records"][loop].get("error") is None, v
+            with fs.frozen_for():
+                dead = _evidence_io.StorageProber(probe_dir)
+                t0 = time.monotonic()
+                dead.start(groups, 1.0)
+                dead.wait(time.time() + 1.0)
+                [v] = list(dead.verdicts().values())
+                assert time.monotonic() - t0 < TIMEOUT, "the run waits for its bound, not for the hung read"
+                assert not v["answered"] and pid_alive(v["probe_pid"]), v
+                seen = _evidence_io.StorageView(dead.verdicts(), mounts).for_disk(disks[0])
+                assert not seen["answered"]
+                assert (seen["unresponsive"]["kind"], seen["unresponsive"]["target"]) == ("block", loop)
+                again = _evidence_io.StorageProber(probe_dir)                  # a later run adopts the hung probe
+                again.start(groups, 1.0)
+                again.wait(time.time() + 1.0)
+                [w] = list(again.verdicts().values())
+                assert (w["answered"], w["adopted"], w["probe_pid"]) == (False, True, v["probe_pid"])
+            wait_for(lambda: not pid_alive(v["probe_pid"]), 10, "the hung block probe to end after the thaw")
+            after = _evidence_io.StorageProber(probe_dir)
+            after.sweep()
+            after.start(groups, 2.0)
+            after.wait(time.time() + 10)
+            [v] = list(after.verdicts().values())
+            assert v["answered"] and not v["adopted"], v
+        finally:
+            fs.thaw()
+            detach_loop(loop, str(tmp_path / "mnt" / "disk.img"))
