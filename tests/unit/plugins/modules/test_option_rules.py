@@ -193,8 +193,13 @@ def test_bad_value_fails_before_any_work(module, path, value, fleet_uri, run_mod
         shown = put(args, path, value)
     start = time.monotonic()
     out = run_module(module, args)
-    assert out.get("failed") is True and out["changed"] is False, out
-    assert out["msg"].startswith((shown + ":", shown + ".", shown)), out["msg"]
+    if isinstance(value, str) and "\x00" in value and "embedded null character" in out.get("msg", ""):
+        # ansible-core 2.20 and later refuse a NUL in any argument themselves, in AnsibleModule() (logging the
+        # invocation to syslog), before the module's code runs: failed, no "changed" key (false), no work
+        assert out.get("failed") is True and out.get("changed", False) is False, out
+    else:
+        assert out.get("failed") is True and out["changed"] is False, out
+        assert out["msg"].startswith((shown + ":", shown + ".", shown)), out["msg"]
     assert list(forked_children) == [] and libvirt_writes() == []
     assert time.monotonic() - start < 2.0, "refusing a value must not take long"
 
