@@ -58,11 +58,21 @@ class ResumeError(ValueError):
     """An option value is invalid; the message names the option."""
 
 
+MIN_FREE_MAX_CHARS = 64
+MIN_FREE_MAX_BYTES = 2**64  # 16 EiB: a filesystem's size is a 64-bit byte count
+
+
 def parse_min_free(text) -> dict:
     """'512M' -> {'bytes': 536870912, 'percent': None, 'text': '512M'}; '5%' -> percent 5.0.
 
-    Bytes take an optional K, M, G or T suffix (powers of 1024, optionally followed by B or iB)."""
+    Bytes take an optional K, M, G or T suffix (powers of 1024, optionally followed by B or iB). Bounded
+    before any conversion: at most 64 characters, at most 16 EiB, so no number becomes an infinite float."""
     raw = str(text if text is not None else "").strip()
+    if len(raw) > MIN_FREE_MAX_CHARS:
+        raise ResumeError(
+            f"min_free: must be a size or percentage of at most {MIN_FREE_MAX_CHARS} characters, "
+            f"got {len(raw)} characters"
+        )
     m = _PERCENT.match(raw)
     if m:
         pct = float(m.group(1))
@@ -71,7 +81,10 @@ def parse_min_free(text) -> dict:
         return {"bytes": None, "percent": pct, "text": raw}
     m = _SIZE.match(raw)
     if m:
-        return {"bytes": int(float(m.group(1)) * _UNITS[m.group(2).lower()]), "percent": None, "text": raw}
+        value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+        if not value <= MIN_FREE_MAX_BYTES:  # also refuses inf
+            raise ResumeError(f"min_free: {raw!r} is more than 16 EiB, more than any filesystem can have")
+        return {"bytes": int(value), "percent": None, "text": raw}
     raise ResumeError(
         f"min_free: {raw!r} is neither a size (bytes with an optional K, M, G or T suffix, e.g. 512M) "
         "nor a percentage (e.g. 5%)"

@@ -66,10 +66,18 @@ def test_min_free_syntax(text, expected):
     assert (got["bytes"], got["percent"]) == expected and got["text"] == text.strip()
 
 
-@pytest.mark.parametrize("text", ["", "lots", "-5M", "5X", "5%%", "M", "101%", "1e6", None])
+@pytest.mark.parametrize("text", ["", "lots", "-5M", "5X", "5%%", "M", "101%", "1e6", None,
+                                  "9" * 400, "9" * 60 + "T", "16777217T", "1" + "0" * 70 + "%"])
 def test_min_free_errors_name_the_option(text):
     with pytest.raises(_resume.ResumeError, match=r"^min_free: "):
         _resume.parse_min_free(text)
+
+
+def test_min_free_bounds_are_inclusive():
+    assert _resume.parse_min_free("16777216T")["bytes"] == 2 ** 64          # 16 EiB, the largest filesystem
+    assert _resume.parse_min_free("9" * 19)["bytes"] == int(float("9" * 19))  # 10 EB: allowed
+    with pytest.raises(_resume.ResumeError, match=r"^min_free: .* more than 16 EiB"):
+        _resume.parse_min_free("9" * 20)                                      # 100 EB: not
 
 
 def test_required_bytes():
