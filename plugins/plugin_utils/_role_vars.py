@@ -19,7 +19,8 @@ to the message) and ``secret`` (never print the value):
   (V("0660")); an unquoted YAML 0660 is the number 432, which is refused with that hint.
 - ``str``: ``pattern`` (a regular expression the whole value must match), ``max_length``, ``pattern_text``
   (how the pattern reads to a person), ``empty`` (bool: V("") is allowed whatever the pattern).
-- ``list``: ``elements`` (a rule for each item), ``max_items``.
+- ``list``: ``elements`` (a rule for each item), ``max_items``. Text is split on commas and a number becomes
+  one item, as argument_specs' ``list`` type does (an AWX survey answer V("db-1,db-2") is a list of two).
 - ``dict``: ``keys`` and ``values`` (rules), ``max_items``.
 - ``address``: ``empty`` (bool: V("") allowed). An IPv4 or IPv6 address (an IPv6 one may carry a %zone), not a
   host name and without brackets.
@@ -63,6 +64,18 @@ def _kind(value) -> str:
     if isinstance(value, (list, tuple)):
         return "a list"
     return f"a {type(value).__name__}"
+
+
+def _as_list(value):
+    """The list argument_specs' ``list`` type makes of a value (ansible's check_type_list): a list as it is, text
+    split on commas, an integer or float as one item of its text; None for anything else."""
+    if isinstance(value, (list, tuple)):
+        return value
+    if isinstance(value, str):
+        return value.split(",")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [str(value)]
+    return None
 
 
 def _number(value, integer: bool):
@@ -179,8 +192,10 @@ def _problem(value, rule: Mapping):
             return "does not match"
         return None
     if kind == "list":
-        if not isinstance(value, (list, tuple)):
+        items = _as_list(value)
+        if items is None:
             return f"is {_kind(value)}, not a list"
+        value = items
         if "max_items" in rule and len(value) > rule["max_items"]:
             return f"has {len(value)} items, more than {rule['max_items']}"
         for i, item in enumerate(value):

@@ -137,10 +137,20 @@ def bad_values(name, rule):
     elif kind == "address":
         out += ["hv1.example.net", "[::1]", "300.1.1.1", "1.2.3", 5, "a\n"]
     elif kind == "list":
-        out += ["text", {"a": 1}, 5]
+        out += [{"a": 1}, True]
         elements = rule.get("elements")
         if elements:
-            out += [[v] for v in bad_values(name, elements) if v is not None and not isinstance(v, list)]
+            bad = [v for v in bad_values(name, elements) if v is not None and not isinstance(v, list)]
+            out += [[v] for v in bad]
+            # text and numbers are lists as argument_specs makes them (split on commas, one item): refused
+            # when that item is
+            out += [v for v in bad if isinstance(v, str) and "," not in v]
+            out += [v for v in bad if isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and str(v) in bad]
+            if elements["kind"] not in ("str", "path", "address", "mode"):
+                out += ["text", 5]
+        else:
+            out += []
         if rule.get("max_items", 0) <= 20_000:
             good = good_values(name, elements)[0] if elements else 1
             out.append([good] * (rule["max_items"] + 1))
@@ -182,7 +192,12 @@ def good_values(name, rule):
         return ["", "127.0.0.1", "::1", "fe80::1%eth0", "0.0.0.0"]  # noqa: S104 (a value to validate, nothing binds)
     if kind == "list":
         elements = rule.get("elements")
-        return [[], *([v] for v in good_values(name, elements))] if elements else [[], [1]]
+        if not elements:
+            return [[], [1]]
+        good = good_values(name, elements)
+        # an AWX survey's text answer: split on commas, as argument_specs' list type does
+        text = [",".join(v for v in good[:2])] if all(isinstance(v, str) and "," not in v for v in good[:2]) else []
+        return [[], *([v] for v in good), *text]
     if kind == "dict":
         return [
             {},
