@@ -23,7 +23,13 @@ description:
     addresses, pings O(probe_targets) (and the declared gateways) and resolves O(probe_names) from the host; only
     then does it stop the timer. Any failure runs the revert at once and fails naming what was rolled back.
   - O(step=rollback) runs the revert now, or reports the one the timer already ran.
-  - "Providers: systemd-networkd. NetworkManager and ifupdown hosts are refused with a message (not done yet)."
+  - "Providers: systemd-networkd (C(05-kvmops-*) files in C(/etc/systemd/network)), NetworkManager
+    (C(kvmops-*.nmconnection) keyfiles, mode 0600, whose port profiles take the NICs over by
+    C(autoconnect-priority)) and ifupdown with bridge-utils (C(/etc/network/interfaces.d/kvmops-<bridge>); the
+    stanzas of the ports are commented out where they are)."
+  - "Before anything changes, the rendered files pass the provider's own check where it has one:
+    C(nmcli --offline connection modify) (NetworkManager's keyfile parser and profile verification) and
+    C(ifup --no-act) on the configuration as it would be (ifupdown's parser and the commands it would run)."
 author:
   - kvmops.fleet contributors (@kvmops)
 extends_documentation_fragment:
@@ -51,10 +57,12 @@ options:
     default: apply
   provider:
     description:
-      - The network provider that gets the files. V(auto) detects it from the active services
-        (NetworkManager, then systemd-networkd, then ifupdown's C(networking)).
+      - The network provider that gets the files. V(auto) detects it from the active services (the only one
+        active, else ifupdown when C(ifquery) knows one of the ports, else NetworkManager, then systemd-networkd).
+      - V(networkd), V(nm) (NetworkManager) or V(ifupdown) force one; it must be active on the host (for ifupdown
+        C(networking.service) and C(/etc/network/interfaces)), and ifupdown needs bridge-utils.
     type: str
-    choices: [auto, networkd]
+    choices: [auto, networkd, nm, ifupdown]
     default: auto
   bridges:
     description:
@@ -179,6 +187,12 @@ seealso:
   - name: systemd.netdev
     description: systemd-networkd's virtual device files.
     link: https://www.freedesktop.org/software/systemd/man/latest/systemd.netdev.html
+  - name: nm-settings-keyfile
+    description: NetworkManager's keyfile format.
+    link: https://networkmanager.dev/docs/api/latest/nm-settings-keyfile.html
+  - name: interfaces(5)
+    description: ifupdown's configuration, and bridge-utils-interfaces(5) for the bridge_* options.
+    link: https://manpages.debian.org/bookworm/ifupdown/interfaces.5.en.html
 """
 
 EXAMPLES = r"""
@@ -267,7 +281,7 @@ import uuid
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kvmops.fleet.plugins.module_utils.bridge import _apply_io, _plan
+from ansible_collections.kvmops.fleet.plugins.module_utils.bridge import _apply_io, _ifupdown, _nm, _plan
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import (
     UINT_MAX,
     Int,
@@ -295,7 +309,7 @@ BRIDGE_SPEC = {
 }
 ARGUMENT_SPEC = {
     "step": {"type": "str", "choices": ["apply", "confirm", "rollback"], "default": "apply"},
-    "provider": {"type": "str", "choices": ["auto", "networkd"], "default": "auto"},
+    "provider": {"type": "str", "choices": ["auto", "networkd", "nm", "ifupdown"], "default": "auto"},
     "bridges": {"type": "list", "elements": "dict", "default": [], "options": BRIDGE_SPEC},
     "var_name": {"type": "str", "default": "bridges"},
     "force": {"type": "bool", "default": False},
@@ -365,24 +379,44 @@ def _facts(provider, bridges, host, armed, changed, step, rolled_back=None):
 
 def _provider(module, run):
     wanted = module.params["provider"]
-    found = _apply_io.detect_provider(run)
-    provider = found if wanted == "auto" else wanted
-    if provider != "networkd":
-        name = PROVIDER_NAMES.get(provider, "no known provider")
-        raise _plan.BridgeError(
-            f"this host's network is managed by {name}: kvm_bridge_apply supports "
-            "systemd-networkd only so far (NetworkManager and ifupdown are planned)"
-        )
-    if found != "networkd":
-        raise _plan.BridgeError("provider networkd was asked for, but systemd-networkd is not active on this host")
+    active = _apply_io.active_providers(run)
+    if wanted == "auto":
+        ports = [str(p) for b in module.params["bridges"] for p in (b.get("ports") or [])]
+        provider = _apply_io.detect_provider(run, ports, active)
+        if provider is None:
+            raise _plan.BridgeError(
+                "provider: no known network provider is active on this host (NetworkManager, systemd-networkd, "
+                "ifupdown's networking.service)"
+            )
+    else:
+        provider = wanted
+        if provider not in active:
+            raise _plan.BridgeError(
+                f"provider: {provider} was asked for, but {PROVIDER_NAMES[provider]} is not active on this host"
+                + (f" (active: {', '.join(PROVIDER_NAMES[a] for a in active)})" if active else "")
+            )
+    if provider == "ifupdown":
+        why = _apply_io.ifupdown_ready()
+        if why:
+            raise _plan.BridgeError(f"provider: {why}")
     return provider
+
+
+def _render(provider, bridges, host, var):
+    """-> (desired {path: text}, ifupdown's sources or None)."""
+    if provider == "nm":
+        return _nm.render(bridges, host), None
+    if provider == "ifupdown":
+        sources = _apply_io.read_ifupdown_sources()
+        return _ifupdown.render(bridges, host, sources, var), sources
+    return _plan.render_networkd(bridges, host), None
 
 
 def run_module(module):
     p = module.params
 
-    def run(argv):
-        return module.run_command(argv)
+    def run(argv, data=None):
+        return module.run_command(argv, data=data)
 
     try:
         check(p, ARGUMENT_SPEC, RULES)
@@ -416,14 +450,37 @@ def run_module(module):
     host = _apply_io.read_host(run)
     # confirm: the uplinks' addresses have moved already; apply made the checks against the state before
     bridges = _plan.validate(p["bridges"], host, var=p["var_name"], force=p["force"] or p["step"] == "confirm")
-    desired = _plan.render_networkd(bridges, host)
+    desired, sources = _render(provider, bridges, host, p["var_name"])
     current = _apply_io.read_files(sorted(desired))
     changed_paths = _plan.diff_files(current, desired)
+    modes = _apply_io.read_modes(sorted(desired))
+    wrong_mode = sorted(
+        path
+        for path in desired
+        if path not in changed_paths and modes[path] is not None and modes[path] != _apply_io.file_mode(provider, path)
+    )
+    changed_paths = sorted(changed_paths + wrong_mode)
     out = {"changed": False, "armed": False, "provider": provider, "files": sorted(desired), "reasons": []}
 
     if p["step"] == "apply":
         live = _plan.live_differences(bridges, host)
-        out["reasons"] = [f"{path} differs" for path in changed_paths] + live
+        out["reasons"] = (
+            [f"{path} differs" for path in changed_paths if path not in wrong_mode]
+            + [
+                f"{path} has mode {modes[path]:04o}, not {_apply_io.file_mode(provider, path):04o}"
+                for path in wrong_mode
+            ]
+            + live
+        )
+        if changed_paths:
+            problems = _apply_io.validate_files(
+                run, provider, {path: desired[path] for path in changed_paths}, sources, [b["name"] for b in bridges]
+            )
+            if problems:
+                raise _plan.BridgeError(
+                    f"the {PROVIDER_NAMES[provider]} files rendered from {p['var_name']} do not pass the provider's "
+                    "check (nothing was changed): " + "; ".join(problems)
+                )
         out["changed"] = bool(out["reasons"])
         if module._diff:
             out["diff"] = [
@@ -433,7 +490,14 @@ def run_module(module):
         if out["changed"] and not module.check_mode:
             txn = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:4]
             _apply_io.begin(
-                run, txn, {path: desired[path] for path in changed_paths}, host, bridges, p["rollback_timeout"]
+                run,
+                txn,
+                {path: desired[path] for path in changed_paths},
+                host,
+                bridges,
+                p["rollback_timeout"],
+                provider,
+                sources,
             )
             out.update(armed=True, transaction=txn)
         out["ansible_facts"] = _facts(provider, bridges, host, out["armed"], changed_paths, "apply")

@@ -16,6 +16,7 @@ boot, so a test sees the host it asks for and nothing else:
 * Network providers: systemd-networkd (default), NetworkManager and ifupdown (``VMSpec.net``): the other two
   are disabled in the image and the chosen one is started through the kernel command line, with networkd
   masked for that boot; vmlab writes the chosen provider's own files for the links at first boot.
+  bridge-utils gives ifupdown its ``bridge_ports`` stanzas.
 * Cluster stack as Debian installs it (corosync 3 with its single-node default config, pacemaker 2.1, pcs,
   sbd, corosync-qdevice/qnetd, resource-agents with ocf:heartbeat:VirtualDomain, fence-agents), disabled:
   the role under test configures and starts it.
@@ -28,7 +29,8 @@ from __future__ import annotations
 from .image import ImageSpec
 
 LIBVIRT = ("libvirt-daemon-system", "qemu-system-x86", "python3-libvirt", "dnsmasq-base", "libpam-systemd")
-NETWORK = ("network-manager", "ifupdown")
+# bridge-utils: ifupdown's bridge_* options (its if-pre-up.d hook); kvmops.fleet.bridge renders them
+NETWORK = ("network-manager", "ifupdown", "bridge-utils")
 # python3-cffi-backend: python3-cryptography (pcs, fence-agents) depends on virtual packages it provides,
 # which debootstrap does not resolve.
 CLUSTER = ("corosync", "pacemaker", "pcs", "sbd", "corosync-qdevice", "corosync-qnetd", "resource-agents",

@@ -10,11 +10,17 @@ The commit-confirm transaction lives in ``STATE_DIR/pending`` (``/var/lib/kvmops
 systemd timer, ``kvmops-bridge-revert.timer``, started before anything changes: it runs ``revert.sh`` after the
 rollback timeout unless :func:`confirm` stops it. Nothing here depends on the controller once armed.
 
-Every command goes through the injected ``run(argv) -> (rc, stdout, stderr)`` (the module's run_command).
+Every command goes through the injected ``run(argv) -> (rc, stdout, stderr)`` (the module's run_command; the
+NetworkManager check also passes ``data=``, the text for the command's standard input).
+
+Providers (``provider``): ``networkd`` (files in /etc/systemd/network, ``networkctl``), ``nm`` (keyfiles, ``nmcli``)
+and ``ifupdown`` (stanzas in /etc/network/interfaces.d, ``ifup``/``ifdown`` with bridge-utils). Each renders its
+files in a pure module (``_plan``, ``_nm``, ``_ifupdown``), which also gives the lines of the switch and the revert.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -22,7 +28,7 @@ import socket
 import tempfile
 import time
 
-from ansible_collections.kvmops.fleet.plugins.module_utils.bridge import _plan
+from ansible_collections.kvmops.fleet.plugins.module_utils.bridge import _ifupdown, _nm, _plan
 
 STATE_DIR = "/var/lib/kvmops-bridge"
 REVERT_UNIT = "kvmops-bridge-revert"
@@ -76,19 +82,124 @@ def read_host(run):
     return {"links": links, "routes": routes}
 
 
-def detect_provider(run):
-    """Which provider manages the host: V(nm), V(networkd), V(ifupdown) or None."""
-    for unit, name in (
-        ("NetworkManager.service", "nm"),
-        ("systemd-networkd.service", "networkd"),
-        ("networking.service", "ifupdown"),
-    ):
+PROVIDER_UNITS = (
+    ("nm", "NetworkManager.service"),
+    ("networkd", "systemd-networkd.service"),
+    ("ifupdown", "networking.service"),
+)
+
+
+def active_providers(run):
+    """The providers whose service is active, in the order of :data:`PROVIDER_UNITS` (ifupdown only with
+    /etc/network/interfaces)."""
+    found = []
+    for name, unit in PROVIDER_UNITS:
         _rc, out, _err = run(["systemctl", "is-active", unit])
         if out.strip() == "active":
-            if name == "ifupdown" and not os.path.exists("/etc/network/interfaces"):
+            if name == "ifupdown" and not os.path.exists(_ifupdown.MAIN):
                 continue
-            return name
+            found.append(name)
+    return found
+
+
+def detect_provider(run, ports=(), found=None):
+    """Which provider manages the host: V(nm), V(networkd), V(ifupdown) or None.
+
+    One active provider is the answer. When ifupdown runs beside another (Debian with NetworkManager installed,
+    whose ifupdown plugin leaves the NICs of /etc/network/interfaces alone), ifupdown manages the host if it
+    defines one of the declared ports (``ifquery PORT`` succeeds); otherwise the first active of NetworkManager,
+    systemd-networkd."""
+    found = list(active_providers(run) if found is None else found)
+    if len(found) > 1 and "ifupdown" in found:
+        for port in ports:
+            rc, _out, _err = run(["ifquery", port])
+            if rc == 0:
+                return "ifupdown"
+        found.remove("ifupdown")
+    return found[0] if found else None
+
+
+def read_ifupdown_sources(main=_ifupdown.MAIN, limit=64):
+    """{path: text} of /etc/network/interfaces and every file its ``source``/``source-directory`` lines read, in
+    the order ifupdown reads them (at most ``limit`` files)."""
+    out = {}
+    todo = [main]
+    while todo and len(out) < limit:
+        path = todo.pop(0)
+        if path in out:
+            continue
+        out.update(read_files([path]))
+        extra = []
+        for kind, target in _ifupdown.directives({path: out[path] or ""}):
+            if kind == "source":
+                extra += sorted(glob.glob(target))
+            else:
+                try:
+                    names = sorted(os.listdir(target))
+                except OSError:
+                    names = []
+                extra += [os.path.join(target, n) for n in names if _ifupdown.RUN_PARTS_NAME.match(n)]
+        todo = [p for p in extra if os.path.isfile(p)] + todo
+    return out
+
+
+def nm_active(run):
+    """{device: UUID of its active connection} from nmcli."""
+    rc, out, err = run(["nmcli", "-t", "-f", "DEVICE,UUID", "connection", "show", "--active"])
+    if rc != 0:
+        raise ApplyError(f"nmcli connection show --active failed (rc {rc}): {err.strip() or out.strip()}")
+    active = {}
+    for line in out.splitlines():
+        device, _sep, uid = line.rpartition(":")
+        if device and uid:
+            active[device.replace("\\:", ":")] = uid
+    return active
+
+
+def ifupdown_ready():
+    """-> None, or why ifupdown cannot run bridges here (bridge-utils' hook that reads ``bridge_ports``)."""
+    hook = "/etc/network/if-pre-up.d/bridge"
+    if not os.path.exists(hook):
+        return f"ifupdown needs bridge-utils for bridge_ports stanzas ({hook} is missing): install bridge-utils"
     return None
+
+
+def validate_files(run, provider, files, sources=None, bridges=()):
+    """Check the rendered files with the provider's own tools before anything changes -> list of problems.
+
+    NetworkManager: each keyfile through ``nmcli --offline connection modify`` (NetworkManager's keyfile parser and
+    its verification of the profile; NetworkManager 1.40 and later), or, where nmcli has no ``--offline``, the
+    keyfile checks of ``_nm.check_keyfile``. ifupdown: the configuration as it would be (every file read, the new
+    ones in place) merged into one file, and ``ifup --no-act --force -i FILE BRIDGE`` for every bridge (ifupdown's
+    parser, and the commands it would run). systemd-networkd: none here."""
+    problems = []
+    if provider == "nm":
+        for path, text in sorted(files.items()):
+            problems += _nm.check_keyfile(text, path)
+            rc, out, err = run(["nmcli", "--offline", "connection", "modify"], data=text)
+            if rc != 0 and "offline" in (err + out) and "unknown" in (err + out).lower():
+                continue  # an nmcli without --offline: the keyfile checks above stand in
+            if rc != 0:
+                problems.append(f"{path}: nmcli --offline refuses it: {err.strip() or out.strip()}")
+    elif provider == "ifupdown":
+        merged = []
+        for path in list(sources or {}) + sorted(p for p in files if p not in (sources or {})):
+            text = files.get(path, (sources or {}).get(path)) or ""
+            merged.append(f"# {path}")
+            for line in text.splitlines():
+                word = line.split()[0] if line.split() else ""
+                merged.append("#" + line if word in ("source", "source-directory") else line)
+        fd, tmp = tempfile.mkstemp(prefix="kvmops-bridge-ifupdown-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write("\n".join(merged) + "\n")
+            for name in bridges:
+                rc, out, err = run(["ifup", "--no-act", "--force", "-i", tmp, name])
+                if rc != 0:
+                    problems.append(f"ifup --no-act {name} refuses the new configuration: {err.strip() or out.strip()}")
+        finally:
+            os.unlink(tmp)
+    return problems
 
 
 def read_files(paths):
@@ -97,6 +208,22 @@ def read_files(paths):
         try:
             with open(path, encoding="utf-8") as fh:
                 out[path] = fh.read()
+        except FileNotFoundError:
+            out[path] = None
+    return out
+
+
+def file_mode(provider, path):
+    """The mode a rendered file gets: NetworkManager loads only keyfiles no one but root can read."""
+    return _nm.NM_MODE if provider == "nm" and path.startswith(_nm.NM_DIR + "/") else 0o644
+
+
+def read_modes(paths):
+    """{path: its permission bits or None}."""
+    out = {}
+    for path in paths:
+        try:
+            out[path] = os.stat(path).st_mode & 0o7777
         except FileNotFoundError:
             out[path] = None
     return out
@@ -146,10 +273,11 @@ def _write_atomic(path, text, mode=0o644):
         raise
 
 
-def begin(run, txn, files, host, bridges, timeout):
+def begin(run, txn, files, host, bridges, timeout, provider="networkd", sources=None):
     """Save what is there, arm the revert, write ``files`` and start the switch. -> the manifest.
 
-    Raises ApplyError before the timer is armed if the state directory holds another transaction."""
+    ``sources``: ifupdown's configuration as it is (:func:`read_ifupdown_sources`), for the old stanzas of the
+    ports. Raises ApplyError before the timer is armed if the state directory holds another transaction."""
     if timer_active(run):
         raise ApplyError(
             f"a bridge change is already pending on this host ({REVERT_UNIT}.timer is active): "
@@ -170,7 +298,22 @@ def begin(run, txn, files, host, bridges, timeout):
         "bridges": [b["name"] for b in bridges],
         "armed_at": time.time(),
         "timeout": timeout,
+        "provider": provider,
+        "ports": [[b["name"], p] for b in bridges for p in b["ports"]],
+        "ports_all": [p for b in bridges for p in b["ports"]],
     }
+    if provider == "ifupdown":
+        manifest["addrgenmode"] = {}
+        for port in manifest["ports_all"]:
+            try:
+                with open(f"/proc/sys/net/ipv6/conf/{port}/addr_gen_mode", encoding="utf-8") as fh:
+                    manifest["addrgenmode"][port] = fh.read().strip()
+            except OSError:
+                pass  # no IPv6 on this link
+    if provider == "nm":
+        active = nm_active(run)
+        touched = [b["name"] for b in bridges] + manifest["ports_all"]
+        manifest["nm_active"] = {k: v for k, v in active.items() if k in touched}
     for i, (path, text) in enumerate(sorted(current.items())):
         if text is None:
             manifest["files"][path] = None
@@ -192,9 +335,20 @@ def begin(run, txn, files, host, bridges, timeout):
         json.dump(host, fh)
     with open(os.path.join(pending, "manifest.json"), "w", encoding="utf-8") as fh:
         json.dump(manifest, fh)
-    _write_atomic(os.path.join(pending, "revert.sh"), _plan.revert_script(txn, STATE_DIR, manifest, timeout), 0o700)
-    ports = [p for b in bridges for p in b["ports"]]
-    _write_atomic(os.path.join(pending, "switch.sh"), _plan.switch_script(txn, STATE_DIR, ports), 0o700)
+    ports = manifest["ports_all"]
+    pre, post, switch = (), None, None
+    if provider == "nm":
+        post, switch = _nm.revert_lines(manifest), _nm.switch_lines(manifest)
+    elif provider == "ifupdown":
+        before_file = os.path.join(pending, "before.interfaces")
+        names = set(ports) | {b["name"] for b in bridges}
+        _write_atomic(before_file, _ifupdown.port_stanzas(dict(sources or {}), names), 0o600)
+        pre, post = _ifupdown.revert_pre_lines(manifest), _ifupdown.revert_lines(manifest)
+        switch = _ifupdown.switch_lines(manifest, before_file)
+    _write_atomic(
+        os.path.join(pending, "revert.sh"), _plan.revert_script(txn, STATE_DIR, manifest, timeout, pre, post), 0o700
+    )
+    _write_atomic(os.path.join(pending, "switch.sh"), _plan.switch_script(txn, STATE_DIR, ports, switch), 0o700)
     # Arm first: from here on the host goes back by itself unless confirm() stops the timer.
     rc, out, err = run(
         [
@@ -213,7 +367,7 @@ def begin(run, txn, files, host, bridges, timeout):
         raise ApplyError(f"could not arm the revert timer (nothing was changed): {err.strip() or out.strip()}")
     try:
         for path, text in sorted(files.items()):
-            _write_atomic(path, text)
+            _write_atomic(path, text, file_mode(provider, path))
         rc, out, err = run(
             [
                 "systemd-run",

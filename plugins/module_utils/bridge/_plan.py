@@ -372,12 +372,25 @@ def _q(text):
     return "'" + str(text).replace("'", "'\"'\"'") + "'"
 
 
-def revert_script(txn, state_dir, manifest, timeout):
+def networkd_revert_lines(manifest):
+    """systemd-networkd's lines after the files are back: reload, delete new bridges, free ports, reconfigure."""
+    lines = ["networkctl reload"]
+    for name in manifest["new_bridges"]:
+        lines.append(f"ip link delete dev {_q(name)} 2>/dev/null")
+    for port in manifest["free_ports"]:
+        lines.append(f"ip link set dev {_q(port)} nomaster 2>/dev/null")
+    if manifest["reconfigure"]:
+        lines.append("networkctl reconfigure " + " ".join(_q(x) for x in manifest["reconfigure"]))
+    return lines
+
+
+def revert_script(txn, state_dir, manifest, timeout, pre=(), post=None):
     """The script the host's revert timer runs: put back the files of ``manifest`` and the links as they were.
 
     ``manifest``: {"files": {path: backup name or None (the file did not exist)}, "new_bridges": [...],
-    "free_ports": [ports that had no master], "reconfigure": [links to re-apply]}. It runs once (a stamp
-    ``reverted`` holding the reason), under a lock, and never depends on the controller."""
+    "free_ports": [ports that had no master], "reconfigure": [links to re-apply]}. ``pre``: the provider's lines
+    before the files are put back, ``post``: after (default: systemd-networkd's, :func:`networkd_revert_lines`).
+    It runs once (a stamp ``reverted`` holding the reason), under a lock, and never depends on the controller."""
     d = f"{state_dir}/pending"
     lines = [
         "#!/bin/sh",
@@ -391,26 +404,26 @@ def revert_script(txn, state_dir, manifest, timeout):
         f"reason={_q(f'the controller did not confirm the change within {timeout} s')}",
         '[ -s "$dir/reason" ] && reason=$(cat "$dir/reason")',
     ]
+    lines += list(pre)
     for path, backup in sorted(manifest["files"].items()):
         if backup is None:
             lines.append(f"rm -f -- {_q(path)}")
         else:
             lines.append(f'cp -p -- "$dir/files/{backup}" {_q(path)}')
-    lines.append("networkctl reload")
-    for name in manifest["new_bridges"]:
-        lines.append(f"ip link delete dev {_q(name)} 2>/dev/null")
-    for port in manifest["free_ports"]:
-        lines.append(f"ip link set dev {_q(port)} nomaster 2>/dev/null")
-    if manifest["reconfigure"]:
-        lines.append("networkctl reconfigure " + " ".join(_q(x) for x in manifest["reconfigure"]))
+    lines += networkd_revert_lines(manifest) if post is None else list(post)
     lines += ['printf "%s\\n" "$reason" > "$dir/reverted.tmp"', 'mv "$dir/reverted.tmp" "$dir/reverted"', ""]
     return "\n".join(lines)
 
 
-def switch_script(txn, state_dir, reconfigure):
+def switch_script(txn, state_dir, reconfigure, lines=None):
     """The script that makes the written files live (run detached from the module's SSH session, so the
-    module's answer reaches the controller before the link changes under it)."""
+    module's answer reaches the controller before the link changes under it). ``lines``: the provider's commands
+    (default: systemd-networkd's reload and reconfigure of ``reconfigure``)."""
     d = f"{state_dir}/pending"
+    if lines is None:
+        lines = ["networkctl reload"]
+        if reconfigure:
+            lines.append("networkctl reconfigure " + " ".join(_q(x) for x in reconfigure))
     return "\n".join(
         [
             "#!/bin/sh",
@@ -418,8 +431,7 @@ def switch_script(txn, state_dir, reconfigure):
             "set -u",
             f"dir={_q(d)}",
             "sleep 1",
-            "networkctl reload",
-            *(["networkctl reconfigure " + " ".join(_q(x) for x in reconfigure)] if reconfigure else []),
+            *lines,
             'touch "$dir/applied"',
             "",
         ]
