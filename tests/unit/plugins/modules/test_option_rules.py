@@ -24,6 +24,7 @@ from ansible_collections.kvmops.fleet.plugins.module_utils.common import _valida
 from ansible_collections.kvmops.fleet.plugins.modules import (
     kvm_bridge_apply,
     kvm_host_facts,
+    kvm_host_tune,
     kvm_pause_facts,
     kvm_resume,
     kvm_tune,
@@ -58,18 +59,34 @@ BASE = {
                      "gateway6": "2001:db8::1", "routes": [{"to": "198.51.100.0/24", "via": "192.0.2.1", "metric": 10}],
                      "dns": ["192.0.2.53"], "mtu": 1500, "forward_delay": 4}],
     },
+    kvm_host_tune: {
+        "hugepages": [{"node": 0, "size": "2M", "count": 16}], "numa_balancing": False,
+        "sysctls": {"vm.swappiness": 10},
+        "io_schedulers": [{"name": "vd*", "rotational": False, "transport": "virtio", "scheduler": "none",
+                           "read_ahead_kb": 128, "nr_requests": 64}],
+        "tuned_profile": "virtual-host", "tuned_missing": "skip",
+        "ksm": {"run": "stop", "pages_to_scan": 100, "sleep_millisecs": 20, "merge_across_nodes": True},
+        "thp": {"enabled": "madvise", "defrag": "defer"}, "_root": "/nonexistent-kvmops-root",
+    },
 }
 # the first work each module does after its option checks: never reached with a bad option
 WORK = {kvm_tune: "read_host", kvm_resume: "collect", kvm_pause_facts: "collect", kvm_host_facts: "gather",
-        kvm_bridge_apply: "_provider"}
+        kvm_bridge_apply: "_provider", kvm_host_tune: "read_host"}
 # modules that touch no libvirt: their base run stops at WORK (a host's network is not this machine's to read)
-NO_LIBVIRT = (kvm_bridge_apply,)
+NO_LIBVIRT = (kvm_bridge_apply, kvm_host_tune)
 # cpusets libvirt refuses (or would only refuse at apply time) and sizes that used to be expanded
 CPUSETS = ["0-99999999", "16384", "0-" + "9" * 5000, "1_0", "+1", "\u0661", "0x1", "3-1", "", " ", "0,,1", "^0",
            "0-3,^1-2", "1.5", "1 2", "99999999999999999999", "0-2," * 30000]
 # rules with a grammar of their own: their bad values, by option path
 CUSTOM = {
     "min_free": ["9" * 400, "9" * 60 + "T", "nan%", "inf", "-1", "150%", "", "1e3", "x" * 65],
+    "hugepages": [[{"node": 0, "size": "2M", "count": 1}, {"node": 0, "size": "2M", "count": 2}],
+                  [{"size": "1G", "count": 1}, {"node": 1, "size": "1G", "count": 2}]],
+    "sysctls": [{"bogus": 1}, {"kernel.numa_balancing": 0}, {"vm.swappiness": 201}, {"vm.swappiness": -1},
+                {"vm.dirty_bytes": 2**64}, {"vm.swappiness": True}, {"vm.swappiness": "60"}, {"vm.swappiness": 1.5},
+                {"vm.dirty_ratio": 10, "vm.dirty_bytes": 4096}, "vm.swappiness=10"],
+    "io_schedulers": [[{"name": "vd*", "scheduler": "none"}, {"name": "vd*", "scheduler": "bfq"}],
+                      [{"name": "vd*"}]],
 }
 
 

@@ -1,0 +1,167 @@
+"""kvm_host_tune's planner (pure, on literals) and its reader (on fixture trees with 1, 2 and 4 NUMA nodes)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from ansible_collections.kvmops.fleet.plugins.module_utils.host import _tune_io as io
+from ansible_collections.kvmops.fleet.plugins.module_utils.host import _tune_plan as plan
+from kvmlab import hosttree
+
+
+@pytest.mark.parametrize("text,active,offered", [
+    ("[mq-deadline] kyber none\n", "mq-deadline", ["mq-deadline", "kyber", "none"]),
+    ("always defer defer+madvise [madvise] never", "madvise", ["always", "defer", "defer+madvise", "madvise", "never"]),
+    ("none\n", "none", ["none"]),
+    ("", None, []),
+    (None, None, []),
+])
+def test_parse_choice(text, active, offered):
+    assert plan.parse_choice(text) == (active, offered)
+
+
+@pytest.mark.parametrize("cmdline,expected", [
+    ("ro quiet", {}),
+    ("hugepagesz=1G hugepages=0:2,1:3", {1048576: {0: 2, 1: 3}}),
+    ("default_hugepagesz=1G hugepagesz=1G hugepages=4 hugepagesz=2M hugepages=512",
+     {1048576: {None: 4}, 2048: {None: 512}}),
+    ("hugepages=100", {2048: {None: 100}}),
+    ("hugepagesz=1024M hugepages=0:1", {1048576: {0: 1}}),
+    ("hugepagesz=1G hugepages=x", {}),
+])
+def test_cmdline_hugepages(cmdline, expected):
+    assert plan.parse_cmdline_hugepages(cmdline) == expected
+
+
+@pytest.mark.parametrize("cmdline,wanted,items", [
+    ("hugepagesz=1G hugepages=0:1,1:1", {0: 1, 1: 1}, 0),
+    ("hugepagesz=1G hugepages=2", {0: 1, 1: 1}, 0),  # the kernel spreads an even total over the nodes
+    ("hugepagesz=1G hugepages=3", {0: 2, 1: 1}, 0),
+    ("hugepagesz=1G hugepages=3", {0: 1, 1: 2}, 1),
+    ("hugepagesz=1G hugepages=0:1", {0: 1, 1: 1}, 1),
+    ("", {0: 1}, 1),
+])
+def test_1g_pages_need_the_command_line(cmdline, wanted, items):
+    host = {"cmdline": cmdline, "nodes": {0: {}, 1: {}}}
+    assert len(plan.one_g_reboot_items({(n, 1048576): c for n, c in wanted.items()}, host)) == items
+
+
+def test_config_order_masks_by_name_and_sorts_across_directories():
+    files = [("/usr/lib/sysctl.d/50-default.conf", "a"), ("/etc/sysctl.d/50-default.conf", "b"),
+             ("/usr/lib/sysctl.d/10-x.conf", "c"), ("/run/sysctl.d/99-z.conf", "d"), ("/etc/sysctl.conf", "e"),
+             ("/elsewhere/00-no.conf", "f")]
+    assert plan.config_order(files, plan.SYSCTL_DIRS, last=plan.SYSCTL_CONF) == [
+        ("/usr/lib/sysctl.d/10-x.conf", "c"), ("/etc/sysctl.d/50-default.conf", "b"), ("/run/sysctl.d/99-z.conf", "d"),
+        ("/etc/sysctl.conf", "e")]
+
+
+def test_sysctl_overrides():
+    ours = (plan.SYSCTL_FILE, "vm.swappiness = 10\nvm.dirty_ratio = 15\n")
+    files = [ours, ("/etc/sysctl.d/10-a.conf", "vm.swappiness=1\n"),
+             ("/usr/lib/sysctl.d/95-b.conf", "-vm/dirty_ratio = 5"),
+             ("/etc/sysctl.d/99-c.conf", "; comment\n# vm.swappiness = 99\nvm.*_ratio = 7\n")]
+    assert plan.sysctl_overrides(["vm.swappiness", "vm.dirty_ratio"], files) == {
+        "vm.dirty_ratio": ("/etc/sysctl.d/99-c.conf", "7")}
+    # a vendor file of the same name as ours is hidden by ours
+    vendor = ("/usr/lib/sysctl.d/90-kvmops-fleet.conf", "vm.swappiness=1")
+    assert plan.sysctl_overrides(["vm.swappiness"], [ours, vendor]) == {}
+
+
+def test_udev_overrides():
+    per_dev = {"vda": {"scheduler": "none", "nr_requests": 64}, "sda": {"scheduler": "bfq"}}
+    files = [
+        (plan.UDEV_FILE, 'KERNEL=="vd*", ATTR{queue/scheduler}="none"\n'),
+        ("/etc/udev/rules.d/60-early.rules", 'ATTR{queue/scheduler}="kyber"\n'),  # read before ours
+        ("/usr/lib/udev/rules.d/95-a.rules", 'KERNEL=="sd*|vd*", \\\n  ATTR{queue/scheduler}:="mq-deadline"\n'),
+        ("/etc/udev/rules.d/96-b.rules", 'KERNEL=="nvme*", ATTR{queue/scheduler}="none"\n'
+                                         '# ATTR{queue/nr_requests}="8"\n'
+                                         'ATTR{queue/scheduler}=="none", ATTR{queue/nr_requests}="64"\n'),
+        ("/etc/udev/rules.d/97-c.rules", 'ATTR{queue/nr_requests}="32"\n'),
+    ]
+    assert plan.udev_overrides(per_dev, files) == {
+        ("vda", "scheduler"): ("/usr/lib/udev/rules.d/95-a.rules", "mq-deadline"),
+        ("sda", "scheduler"): ("/usr/lib/udev/rules.d/95-a.rules", "mq-deadline"),
+        ("vda", "nr_requests"): ("/etc/udev/rules.d/97-c.rules", "32"),
+    }
+
+
+@pytest.mark.parametrize("value,msg", [
+    ([{"node": 0, "count": 1}, {"node": 1, "count": 1}, {"node": 0, "size": "1G", "count": 1}], None),
+    ([{"node": 0, "count": 1}, {"node": 0, "size": "2M", "count": 2}],
+     "hp[1]: 2M pages for node 0 are also given in hp[0]"),
+    ([{"node": 1, "count": 1}, {"count": 2}], "hp[1]: 2M pages for every node are also given in hp[0]"),
+])
+def test_check_hugepages(value, msg):
+    if msg is None:
+        plan.check_hugepages(value, "hp")
+    else:
+        with pytest.raises(plan.OptionValueError, match=r"^" + msg.replace("[", r"\[").replace("]", r"\]")):
+            plan.check_hugepages(value, "hp")
+
+
+def test_check_io_schedulers_and_sysctls():
+    ok = [{"name": "vd*", "scheduler": "none"}, {"name": "vd*", "rotational": True, "scheduler": "bfq"}]
+    plan.check_io_schedulers(ok, "io")
+    with pytest.raises(plan.OptionValueError, match=r"^io\[1\]: matches the same devices as io\[0\]"):
+        plan.check_io_schedulers([{"name": "sd*", "read_ahead_kb": 1}, {"name": "sd*", "nr_requests": 8}], "io")
+    with pytest.raises(plan.OptionValueError, match=r"^io\[0\]: sets nothing"):
+        plan.check_io_schedulers([{"name": "sd*"}], "io")
+    plan.check_sysctls({"vm.swappiness": 0, "vm.dirty_bytes": 2**63 - 1}, "s")
+    with pytest.raises(plan.OptionValueError, match=r"^s: unknown key 'kernel.numa_balancing' \(use numa_balancing\)"):
+        plan.check_sysctls({"kernel.numa_balancing": 0}, "s")
+    with pytest.raises(plan.OptionValueError, match=r"^s.vm.dirty_background_bytes: cannot be set together with"):
+        plan.check_sysctls({"vm.dirty_background_ratio": 5, "vm.dirty_background_bytes": 5}, "s")
+
+
+@pytest.mark.parametrize("nodes", [1, 2, 4])
+def test_read_host_and_plan_on_trees(tmp_path, nodes):
+    root = hosttree.build(tmp_path / "h", nodes=nodes, node_mem_mb=512, disks=("vda", "sda", "nvme0n1"))
+    host = io.read_host(str(root), ["vm.swappiness"])
+    assert sorted(host["nodes"]) == list(range(nodes))
+    assert host["nodes"][nodes - 1] == {"mem_kb": 512 * 1024, "hugepages": {2048: 0, 1048576: 0}}
+    assert host["devices"]["sda"] == {"scheduler": "bfq", "schedulers": ["mq-deadline", "kyber", "bfq", "none"],
+                                      "rotational": True, "transport": "scsi", "read_ahead_kb": 128,
+                                      "nr_requests": 256}
+    assert {d["transport"] for d in host["devices"].values()} == {"virtio", "scsi", "nvme"}
+    assert "loop0" not in host["devices"]
+    assert host["sysctl"] == {"vm.swappiness": "60", "kernel.numa_balancing": "1"}
+    assert host["ksm"]["run"] == "0" and host["thp"]["enabled"] == "madvise"
+    assert host["pdpe1gb"] is True and host["wants"] is False
+    # every node can hold 256 pages of 2 MiB (512 MiB), not one more
+    result = plan.plan({"hugepages": [{"node": None, "size": "2M", "count": 256}]}, host)
+    assert [c[0] for c in result["live"]] == [f"hugepages node{n} 2M" for n in range(nodes)]
+    with pytest.raises(plan.HostTuneError, match=r"^hugepages\[0\].count: 514 MiB of hugepages on node 0 is more"):
+        plan.plan({"hugepages": [{"node": None, "size": "2M", "count": 257}]}, host)
+    with pytest.raises(plan.HostTuneError, match=rf"^hugepages\[0\].node: NUMA node {nodes} does not exist"):
+        plan.plan({"hugepages": [{"node": nodes, "size": "2M", "count": 1}]}, host)
+
+
+def test_ksm_unmerges_before_merge_across_nodes_and_restores_run():
+    host = {"nodes": {}, "pdpe1gb": False, "cmdline": "", "devices": {}, "thp": None, "sysctl": {},
+            "ksm": {"run": "1", "pages_to_scan": "100", "sleep_millisecs": "20", "merge_across_nodes": "1"},
+            "files": {}, "wants": False, "sysctl_files": [], "udev_files": []}
+    live = plan.plan({"ksm": {"merge_across_nodes": False, "pages_to_scan": 50}}, host)["live"]
+    assert [(k, a) for k, _p, _b, a in live] == [("ksm pages_to_scan", "50"), ("ksm run", "2"),
+                                                 ("ksm merge_across_nodes", "0"), ("ksm run", "1")]
+    live = plan.plan({"ksm": {"merge_across_nodes": False, "run": "stop"}}, host)["live"]
+    assert [(k, a) for k, _p, _b, a in live] == [("ksm run", "2"), ("ksm merge_across_nodes", "0"), ("ksm run", "0")]
+
+
+def test_tools_are_found_under_the_root_only(tmp_path):
+    assert io.find_tool(str(tmp_path), "sh") is None
+    tool = tmp_path / "usr/sbin/udevadm"
+    tool.parent.mkdir(parents=True)
+    tool.write_text("#!/bin/sh\n")
+    assert io.find_tool(str(tmp_path), "udevadm") is None  # not executable
+    tool.chmod(0o755)
+    assert io.find_tool(str(tmp_path), "udevadm") == str(tool)
+
+
+def test_write_file_is_atomic_and_world_readable(tmp_path):
+    path = tmp_path / "etc/sysctl.d/x.conf"
+    io.write_file(str(path), "a = 1\n")
+    assert path.read_text() == "a = 1\n" and stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert os.listdir(path.parent) == ["x.conf"]
