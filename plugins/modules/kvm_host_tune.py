@@ -119,7 +119,7 @@ options:
     type: str
   tuned_missing:
     description:
-      - What to do when O(tuned_profile) is given but tuned is not installed; V(skip) returns it in RV(skipped).
+      - What to do when O(tuned_profile) is given but tuned is not installed; V(skip) returns it in RV(not_done).
     type: str
     choices: [fail, skip]
     default: fail
@@ -156,6 +156,12 @@ options:
         description: How hard the kernel compacts memory for them.
         type: str
         choices: [always, defer, defer+madvise, madvise, never]
+  var_prefix:
+    description:
+      - Put before the option names in messages, so that they name the caller's variables (the
+        P(kvmops.fleet.tuning#role) role passes V(tuning_), and a message starts with C(tuning_hugepages[0].node)).
+        Lower-case letters, digits and V(_), at most 32.
+    type: str
   _root:
     description:
       - Private, for tests; do not set. The directory the module takes as C(/) for every file it reads or writes and
@@ -164,7 +170,8 @@ options:
     default: /
 notes:
   - Nothing is rebooted; RV(reboot_required) says what needs a reboot (or the kernel command line) to last.
-  - The tuning guide says what each knob does for KVM and when not to use it.
+  - The P(kvmops.fleet.tuning#role) role calls this module; the tuning guide says what each knob does for KVM and
+    when not to use it.
 seealso:
   - name: Hugetlbfs pages
     description: The kernel's documentation of hugepages per NUMA node.
@@ -227,7 +234,7 @@ reboot_required:
   type: list
   elements: str
   sample: ["hugepages 1G: set now, but kept across a reboot only by the kernel command line: add ..."]
-skipped:
+not_done:
   description: What was not done, and why (tuned not installed with O(tuned_missing=skip)).
   returned: always
   type: list
@@ -240,14 +247,17 @@ knobs:
   sample: {"hugepages node0 2M": "512", "sysctl vm.swappiness": "10", "vdb queue/scheduler": "mq-deadline"}
 """
 
+import re
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import (
     UINT_MAX,
     Custom,
     Int,
+    OptionError,
     Text,
-    check_module,
+    check,
 )
 from ansible_collections.kvmops.fleet.plugins.module_utils.host import _tune_plan
 from ansible_collections.kvmops.fleet.plugins.module_utils.host._tune_io import (
@@ -301,8 +311,10 @@ ARGUMENT_SPEC = {
             "defrag": {"type": "str", "choices": ["always", "defer", "defer+madvise", "madvise", "never"]},
         },
     },
+    "var_prefix": {"type": "str"},
     "_root": {"type": "str", "default": "/"},
 }
+_PREFIX = r"^[a-z0-9_]{1,32}$"
 # every option's rule (common/_validate.py), checked before anything is read; what depends on the host (nodes,
 # node memory, offered schedulers, tuned profiles) follows in _tune_plan.validate, still before any change
 RULES = {
@@ -318,6 +330,7 @@ RULES = {
     "tuned_profile": Text("a tuned profile name", pattern=r"^[A-Za-z0-9_.+-]{1,64}$", example="virtual-host"),
     "ksm.pages_to_scan": Int(1, UINT_MAX, "the kernel refuses 0 and stores an unsigned int"),
     "ksm.sleep_millisecs": Int(0, UINT_MAX, "milliseconds, an unsigned int"),
+    "var_prefix": Text("the prefix of the caller's variable names", pattern=_PREFIX, example="tuning_", max_chars=32),
     "_root": Text("an absolute directory", pattern=r"^/", example="/"),
 }
 
@@ -334,7 +347,7 @@ def desired_from_params(p):
 
 
 def _tuned(module, root, runner):
-    """-> (tuned state or None, change (before, after) or None, skipped)."""
+    """-> (tuned state or None, change (before, after) or None, not_done)."""
     p = module.params
     if p["tuned_profile"] is None:
         return None, None, []
@@ -363,7 +376,7 @@ def run(module):
 
     host = read_host(root, sorted(p["sysctls"] or {}))
     result = _tune_plan.plan(desired, host)
-    tuned, tuned_change, skipped = _tuned(module, root, runner)
+    tuned, tuned_change, not_done = _tuned(module, root, runner)
     for warning in result["warnings"]:
         module.warn(warning)
     live = list(result["live"])
@@ -379,7 +392,7 @@ def run(module):
         "changes": changes,
         "files": sorted(f for f, text in result["files"].items() if text is not None),
         "reboot_required": result["reboot_required"],
-        "skipped": skipped,
+        "not_done": not_done,
     }
     if module._diff:
         diff = [
@@ -417,13 +430,21 @@ def run(module):
     return out
 
 
+def _named(module, msg):
+    """A message that starts with an option's path names the caller's variable (O(var_prefix))."""
+    prefix = module.params["var_prefix"]
+    if not prefix or not re.match(_PREFIX, prefix) or msg.startswith("var_prefix"):
+        return msg
+    return prefix + msg if re.match(r"^[a-z_]+[\[.:]", msg) else msg
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    check_module(module, ARGUMENT_SPEC, RULES, changes=[], reboot_required=[])
-    try:
+    try:  # check_module(), with the caller's variable names (O(var_prefix)) in the message
+        check(module.params, ARGUMENT_SPEC, RULES)
         out = run(module)
-    except _tune_plan.HostTuneError as exc:  # refused before anything changed
-        module.fail_json(msg=str(exc), changed=False, changes=[], reboot_required=[])
+    except (OptionError, _tune_plan.HostTuneError) as exc:  # refused before anything changed
+        module.fail_json(msg=_named(module, str(exc)), changed=False, changes=[], reboot_required=[])
     except ApplyError as exc:
         if exc.done:
             why = f". Applied: {', '.join(exc.done)}; not applied: {', '.join(getattr(exc, 'not_done', [])) or '-'}"

@@ -33,7 +33,7 @@ from ansible_collections.kvmops.fleet.plugins.plugin_utils import _role_vars
 from kvmlab.testdriver import write_fleet
 
 ROLES_DIR = Path(__file__).resolve().parents[3] / "roles"
-ROLES = ("diagnostics", "hypervisor")
+ROLES = ("diagnostics", "hypervisor", "tuning")
 var_problems = var_problems_plugin.FilterModule().filters()["var_problems"]
 
 
@@ -76,6 +76,7 @@ GOOD_TEXT = {
     "hypervisor_tls_server_cert": ["-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"],
     "hypervisor_tls_server_key": ["-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"],
     "hypervisor_storage_pool_name": ["default", "images-2", "vm_pool.1"],
+    "tuning_tuned_profile": ["", "virtual-host", "cpu-partitioning", "my_profile.2"],
     # list elements, by the list's name
     "diagnostics_domains": ["db-*", "web-01", "a domain name", "vm[0-9]"],
     "hypervisor_users": ["alice", "fleetops", "svc.backup"],
@@ -101,9 +102,24 @@ BAD_TEXT = {
     "hypervisor_tls_server_cert": ["MIIB"],
     "hypervisor_tls_server_key": ["a secret that is not PEM"],
     "hypervisor_storage_pool_name": ["", "../etc", "a/b", ".hidden", "a b"],
+    "tuning_tuned_profile": ["virtual host", "a/b", "x;reboot", "p" * 65],
     "diagnostics_domains": ["", "   "],
     "hypervisor_users": ["a b", "root;id", ""],
     "hypervisor_extra_packages": ["a b", "x;reboot", "$(id)", ""],
+}
+
+
+# Lists of mappings and mappings whose items argument_specs checks (suboptions, key names): realistic values the
+# rules must accept, by name (the generic ones are not of their shape)
+GOOD_STRUCT = {
+    "tuning_hugepages": [[], [{"node": 0, "count": 512}, {"size": "1G", "count": 1}]],
+    "tuning_io_schedulers": [[], [{"transport": "virtio", "scheduler": "none"}, {"name": "sd*", "read_ahead_kb": 1}]],
+    "tuning_sysctls": [{}, {"vm.swappiness": 10, "vm.dirty_ratio": 15, "kernel.sched_autogroup_enabled": 0}],
+}
+# and a value argument_specs lets through that the rule refuses (the generic one is refused by argument_specs)
+FIRST_BAD = {
+    "tuning_hugepages": [{"count": 1}] * 4097,
+    "tuning_io_schedulers": [{"scheduler": "none"}] * 65,
 }
 
 
@@ -175,6 +191,8 @@ def bad_values(name, rule):
 
 def good_values(name, rule):
     """Values the rule must accept: its boundaries and realistic values."""
+    if name in GOOD_STRUCT:
+        return GOOD_STRUCT[name]
     kind = rule["kind"]
     if kind in ("int", "float"):
         low = rule["min"] if "min" in rule else rule["above"] + (1 if kind == "int" else 0.001)
@@ -360,6 +378,8 @@ def test_messages_quote_the_yaml_octal_trap_and_hide_secrets():
 
 # a value of each kind that argument_specs lets through and the rules refuse
 def first_bad(name, rule):
+    if name in FIRST_BAD:
+        return FIRST_BAD[name]
     kind = rule["kind"]
     if kind in ("int", "float"):
         return rule["max"] + 1

@@ -88,7 +88,7 @@ def test_apply_reads_back_and_persists(run_module, tree):
     assert os.readlink(tree / "etc/systemd/system/multi-user.target.wants/kvmops-host-tune.service") == (
         "/etc/systemd/system/kvmops-host-tune.service")
     assert out["knobs"]["hugepages node1 2M"] == "32" and out["knobs"]["vda queue/scheduler"] == "none"
-    assert out["reboot_required"] == [] and out["skipped"] == []
+    assert out["reboot_required"] == [] and out["not_done"] == []
     assert read(tree, "/sys/block/loop0/queue/scheduler") == "[none]"  # virtual devices untouched
 
 
@@ -309,7 +309,7 @@ def test_tuned_profile(run_module, tree):
 
 def test_tuned_missing_skip(run_module, tree):
     out = run(run_module, tree, tuned_profile="virtual-host", tuned_missing="skip")
-    assert out["changed"] is False and out["skipped"] == ["tuned_profile: tuned-adm is not installed"]
+    assert out["changed"] is False and out["not_done"] == ["tuned_profile: tuned-adm is not installed"]
 
 
 def test_tuned_that_does_not_take(run_module, tree):
@@ -334,3 +334,12 @@ def test_ksm_merge_change_unmerges_first(run_module, tree, monkeypatch):
     out = run(run_module, tree, ksm={"merge_across_nodes": False})
     assert not out.get("failed"), out.get("msg")
     assert writes == [("run", "2"), ("merge_across_nodes", "0"), ("run", "1")]
+
+
+def test_var_prefix_names_the_role_variable(run_module, tree):
+    out = run(run_module, tree, var_prefix="tuning_", hugepages=[{"node": 7, "count": 1}])
+    assert out["msg"].startswith("tuning_hugepages[0].node: NUMA node 7 does not exist"), out["msg"]
+    out = run(run_module, tree, var_prefix="tuning_", sysctls={"vm.swappiness": 999})
+    assert out["msg"].startswith("tuning_sysctls.vm.swappiness: must be from 0 to 200"), out["msg"]
+    out = run(run_module, tree, var_prefix="Bad Prefix", hugepages=[{"node": 7, "count": 1}])
+    assert out["msg"].startswith("var_prefix: 'Bad Prefix' is not valid"), out["msg"]

@@ -66,7 +66,7 @@ BASE = {
                            "read_ahead_kb": 128, "nr_requests": 64}],
         "tuned_profile": "virtual-host", "tuned_missing": "skip",
         "ksm": {"run": "stop", "pages_to_scan": 100, "sleep_millisecs": 20, "merge_across_nodes": True},
-        "thp": {"enabled": "madvise", "defrag": "defer"}, "_root": "/nonexistent-kvmops-root",
+        "thp": {"enabled": "madvise", "defrag": "defer"}, "var_prefix": None, "_root": "/nonexistent-kvmops-root",
     },
 }
 # the first work each module does after its option checks: never reached with a bad option
