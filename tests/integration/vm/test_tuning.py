@@ -8,6 +8,10 @@ of vdb and vdc, THP, KSM, NUMA balancing and sysctls, and the second real run re
 read back from the kernel itself. A conflicting ``99-*.conf`` sysctl file and a second udev rule then make the
 role's verification fail naming both files. With them gone, the VM reboots, and every value is back from the
 role's files (the boot unit, the udev rule, the sysctl.d file).
+
+Per-VM placement: libvirt inside the VM (the ``hypervisor`` image) has two small TCG domains; the role's
+``tuning_domains`` with ``placement: auto`` and hugepage backing puts them into different NUMA cells, and the
+kernel's /proc/PID/numa_maps of each QEMU shows its guest RAM in hugepages of that cell only.
 """
 
 from __future__ import annotations
@@ -77,6 +81,32 @@ def fleet(vmlab_pool, request):
         yield leased
 
 
+def domain_xml(name: str) -> str:
+    return f"""<domain type='qemu'>
+  <name>{name}</name><memory unit='MiB'>16</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <features><acpi/><tcg><tb-cache unit='MiB'>8</tb-cache></tcg></features>
+  <devices><memballoon model='none'/></devices>
+</domain>
+"""
+
+
+# each running domain's QEMU: hugetlbfs mappings of its numa_maps as {"N0": pages, ...}
+NUMA_MAPS = r"""
+import json, re, sys
+out = {}
+for name in sys.argv[1:]:
+    pid = open("/run/libvirt/qemu/%s.pid" % name).read().strip()
+    nodes = {}
+    for line in open("/proc/%s/numa_maps" % pid):
+        if " huge " in line or line.rstrip().endswith(" huge"):
+            for node, pages in re.findall(r"\b(N\d+)=(\d+)", line):
+                nodes[node] = nodes.get(node, 0) + int(pages)
+    out[name] = nodes
+print(json.dumps(out))
+"""
+
+
 def play(fleet, runs: list, variables: dict) -> dict:
     """The role once per entry of ``runs`` ("check" or "real") in one ansible-playbook run -> {"rc", "results": the
     kvm_host_tune task's result per run, "msg", "seconds"}."""
@@ -99,7 +129,9 @@ def play(fleet, runs: list, variables: dict) -> dict:
         raise AssertionError(f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}") from None
     results = [t["hosts"][HOST] for t in data["plays"][0]["tasks"]
                if t["task"]["name"].endswith("Tune the host and read every knob back") and HOST in t["hosts"]]
-    return {"rc": proc.returncode, "results": results, "seconds": seconds}
+    domains = [t["hosts"][HOST] for t in data["plays"][0]["tasks"]
+               if t["task"]["name"].endswith("Tune each declared domain") and HOST in t["hosts"]]
+    return {"rc": proc.returncode, "results": results, "domains": domains, "seconds": seconds}
 
 
 def test_tuning_live_persisted_verified_and_back_after_a_reboot(fleet):
@@ -168,3 +200,36 @@ def test_tuning_live_persisted_verified_and_back_after_a_reboot(fleet):
     assert_tuned(rebooted)
     report(f"tuning: scenario {scenario:.1f} s before the reboot, reboot {boot:.1f} s, total "
            f"{time.monotonic() - t_start:.1f} s")
+
+
+def test_two_domains_are_placed_in_different_cells_on_their_cell_s_hugepages(fleet):
+    vm = fleet[HOST]
+    t0 = time.monotonic()
+    names = ("tun-a", "tun-b")
+    for name in names:
+        vm.ssh(f"cat > /root/{name}.xml && virsh -q define /root/{name}.xml >/dev/null", input=domain_xml(name),
+               timeout=300)
+    variables = {
+        "tuning_hugepages": [{"node": 0, "count": 16}, {"node": 1, "count": 16}],
+        "tuning_domains": [{"name": n, "placement": "auto", "memory_backing": {"hugepages": True}} for n in names],
+        "tuning_libvirt_timeout": 300,
+    }
+    res = play(fleet, ["real"], variables)
+    assert res["rc"] == 0, res
+    (loop,) = res["domains"]
+    placed = {r["item"]["name"]: r["placement"] for r in loop["results"]}
+    assert {placed[n]["cell"] for n in names} == {0, 1}, placed
+    assert not any(p["spans_cells"] for p in placed.values()), placed
+    vm.ssh(" && ".join(f"virsh -q start {n} >/dev/null" for n in names), timeout=300)
+    deadline = time.monotonic() + 60  # the firmware touches guest RAM once the vCPU runs
+    while True:
+        maps = json.loads(vm.ssh("python3 - " + " ".join(names), input=NUMA_MAPS, timeout=120).stdout)
+        if all(maps.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    for name in names:
+        cell = f"N{placed[name]['cell']}"
+        # the guest RAM's hugetlbfs pages are all on the domain's cell
+        assert maps[name] and set(maps[name]) == {cell}, (name, placed[name], maps[name])
+    report(f"tuning: two domains placed in cells {sorted(p['cell'] for p in placed.values())} on their own "
+           f"hugepages in {time.monotonic() - t0:.1f} s (playbook {res['seconds']:.1f} s)")

@@ -77,6 +77,7 @@ GOOD_TEXT = {
     "hypervisor_tls_server_key": ["-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"],
     "hypervisor_storage_pool_name": ["default", "images-2", "vm_pool.1"],
     "tuning_tuned_profile": ["", "virtual-host", "cpu-partitioning", "my_profile.2"],
+    "tuning_libvirt_uri": ["qemu:///system", "qemu+ssh://root@hv1.example.net/system", "test:///default"],
     # list elements, by the list's name
     "diagnostics_domains": ["db-*", "web-01", "a domain name", "vm[0-9]"],
     "hypervisor_users": ["alice", "fleetops", "svc.backup"],
@@ -103,6 +104,7 @@ BAD_TEXT = {
     "hypervisor_tls_server_key": ["a secret that is not PEM"],
     "hypervisor_storage_pool_name": ["", "../etc", "a/b", ".hidden", "a b"],
     "tuning_tuned_profile": ["virtual host", "a/b", "x;reboot", "p" * 65],
+    "tuning_libvirt_uri": ["qemu", "/system", "qemu:///sys tem"],
     "diagnostics_domains": ["", "   "],
     "hypervisor_users": ["a b", "root;id", ""],
     "hypervisor_extra_packages": ["a b", "x;reboot", "$(id)", ""],
@@ -115,11 +117,14 @@ GOOD_STRUCT = {
     "tuning_hugepages": [[], [{"node": 0, "count": 512}, {"size": "1G", "count": 1}]],
     "tuning_io_schedulers": [[], [{"transport": "virtio", "scheduler": "none"}, {"name": "sd*", "read_ahead_kb": 1}]],
     "tuning_sysctls": [{}, {"vm.swappiness": 10, "vm.dirty_ratio": 15, "kernel.sched_autogroup_enabled": 0}],
+    "tuning_domains": [[], [{"name": "web-1", "placement": "auto"},
+                            {"name": "db", "memory_backing": {"hugepages": True}}]],
 }
 # and a value argument_specs lets through that the rule refuses (the generic one is refused by argument_specs)
 FIRST_BAD = {
     "tuning_hugepages": [{"count": 1}] * 4097,
     "tuning_io_schedulers": [{"scheduler": "none"}] * 65,
+    "tuning_domains": [{"name": "vm"}] * 1001,
 }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from kvmlab import hosttree
+from kvmlab.testdriver import write_fleet
 
 ROLE = Path(__file__).resolve().parents[3] / "roles" / "tuning"
 
@@ -30,10 +31,15 @@ VARS = {
 }
 
 
-def run_role(tmp_path: Path, root: Path, extra: dict, check: bool = False) -> subprocess.CompletedProcess:
+def run_role(tmp_path: Path, root: Path, extra: dict, check: bool = False,
+             verbose: bool = False) -> subprocess.CompletedProcess:
+    tasks = [{"name": "Role", "ansible.builtin.include_role": {"name": "kvmops.fleet.tuning"}}]
+    if verbose:  # the role's registered kvm_tune results
+        tasks.append({"name": "Results", "ansible.builtin.copy": {
+            "content": "{{ __tuning_domains.results | to_json }}", "dest": str(tmp_path / "domains.json"),
+            "mode": "0644"}})
     play = [{"name": "Tuning", "hosts": "localhost", "gather_facts": False,
-             "module_defaults": {"kvmops.fleet.kvm_host_tune": {"_root": str(root)}},
-             "tasks": [{"name": "Role", "ansible.builtin.include_role": {"name": "kvmops.fleet.tuning"}}]}]
+             "module_defaults": {"kvmops.fleet.kvm_host_tune": {"_root": str(root)}}, "tasks": tasks}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
     env = dict(os.environ, ANSIBLE_NOCOLOR="1")
     return subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", "-c", "local",
@@ -96,3 +102,24 @@ def test_a_bad_value_names_the_role_variable(tmp_path):
     res = run_role(tmp_path, root, {"tuning_tuned_profile": "virtual-host", "tuning_tuned_required": True})
     assert res.returncode == 2
     assert "tuning_tuned_profile: tuned-adm is not installed on this host" in res.stdout
+
+
+def test_domains_go_through_kvm_tune(tmp_path):
+    """tuning_domains on libvirt's test driver (2 cells of 16 CPUs): each entry reaches kvm_tune with its options
+    (the test driver keeps no definition between connections, so the spreading over cells is the vm tier's)."""
+    uri = write_fleet(tmp_path / "fleet.xml", 10)
+    root = hosttree.build(tmp_path / "host", nodes=2)
+    domains = [{"name": "vm0008", "apply": "config", "placement": "auto", "housekeeping_cpus": "0"},
+               {"name": "vm0008", "apply": "config", "emulatorpin": "3",
+                "numatune": {"mode": "strict", "nodeset": "1"}}]
+    res = run_role(tmp_path, root, {"tuning_domains": domains, "tuning_libvirt_uri": uri, "tuning_tuned_profile": "",
+                                    "tuning_libvirt_timeout": 30}, verbose=True)
+    assert res.returncode == 0, res.stdout
+    results = json.loads((tmp_path / "domains.json").read_text())
+    first, second = results
+    assert first["placement"]["cell"] in (0, 1) and first["placement"]["emulatorpin"] == "0", first
+    assert "config:vcpupin[0]" in first["changes"] and first["changed"] is True
+    assert second["changes"] == ["config:emulatorpin", "config:numatune"], second["changes"]
+    bad = run_role(tmp_path, root, {"tuning_domains": [{"name": "vm0008", "vcpupin": [{"vcpu": 0, "cpuset": "99"}]}],
+                                    "tuning_libvirt_uri": uri, "tuning_tuned_profile": ""})
+    assert bad.returncode == 2 and "vcpupin[0].cpuset: host CPU(s) 99 do not exist on this host" in bad.stdout
