@@ -117,6 +117,14 @@ options:
       - tuned profile to activate with C(tuned-adm), such as V(virtual-host). It must be one the host has. tuned
         keeps it across a reboot itself. Not given leaves tuned alone.
     type: str
+  tuned_isolated_cores:
+    description:
+      - Host CPUs (cpuset, such as V(2-7)) that tuned's V(cpu-partitioning) profile isolates for pinned vCPUs;
+        only with O(tuned_profile=cpu-partitioning). Every CPU must exist and at least one must stay with the host.
+      - Written as C(isolated_cores) to C(/etc/tuned/cpu-partitioning-variables.conf) (its other lines kept), then the
+        profile is applied again. tuned puts the isolation on the kernel command line, so it takes effect at the
+        next boot; until the kernel isolates these CPUs, RV(reboot_required) says so.
+    type: str
   tuned_missing:
     description:
       - What to do when O(tuned_profile) is given but tuned is not installed; V(skip) returns it in RV(not_done).
@@ -253,6 +261,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import (
     UINT_MAX,
+    Cpuset,
     Custom,
     Int,
     OptionError,
@@ -294,6 +303,7 @@ ARGUMENT_SPEC = {
         },
     },
     "tuned_profile": {"type": "str"},
+    "tuned_isolated_cores": {"type": "str"},
     "tuned_missing": {"type": "str", "choices": ["fail", "skip"], "default": "fail"},
     "ksm": {
         "type": "dict",
@@ -328,6 +338,7 @@ RULES = {
     "io_schedulers[].read_ahead_kb": Int(0, UINT_MAX, "KiB, the kernel stores it as an unsigned long of pages"),
     "io_schedulers[].nr_requests": Int(4, 65536, "BLKDEV_MIN_RQ is 4; the disk's tag depth bounds it further"),
     "tuned_profile": Text("a tuned profile name", pattern=r"^[A-Za-z0-9_.+-]{1,64}$", example="virtual-host"),
+    "tuned_isolated_cores": Cpuset(),
     "ksm.pages_to_scan": Int(1, UINT_MAX, "the kernel refuses 0 and stores an unsigned int"),
     "ksm.sleep_millisecs": Int(0, UINT_MAX, "milliseconds, an unsigned int"),
     "var_prefix": Text("the prefix of the caller's variable names", pattern=_PREFIX, example="tuning_", max_chars=32),
@@ -346,15 +357,20 @@ def desired_from_params(p):
     }
 
 
-def _tuned(module, root, runner):
-    """-> (tuned state or None, change (before, after) or None, not_done)."""
+def _tuned(module, root, runner, host):
+    """-> (tuned state or None, change (before, after) or None, not_done, isolated plan or None)."""
     p = module.params
     if p["tuned_profile"] is None:
-        return None, None, []
+        if p["tuned_isolated_cores"] is not None:
+            raise _tune_plan.HostTuneError("tuned_isolated_cores: only used with tuned_profile=cpu-partitioning")
+        return None, None, [], None
+    isolated = None
+    if p["tuned_isolated_cores"] is not None:
+        isolated = _tune_plan.plan_isolated(p["tuned_isolated_cores"], p["tuned_profile"], host)
     state = tuned_state(root, runner)
     if state is None:
         if p["tuned_missing"] == "skip":
-            return None, None, ["tuned_profile: tuned-adm is not installed"]
+            return None, None, ["tuned_profile: tuned-adm is not installed"], None
         raise _tune_plan.HostTuneError(
             "tuned_profile: tuned-adm is not installed on this host (install tuned, or set tuned_missing=skip)"
         )
@@ -362,8 +378,9 @@ def _tuned(module, root, runner):
         raise _tune_plan.HostTuneError(
             f"tuned_profile: unknown profile {p['tuned_profile']!r} (this host has: {', '.join(state['profiles'])})"
         )
-    change = (state["active"], p["tuned_profile"]) if state["active"] != p["tuned_profile"] else None
-    return state, change, []
+    vars_changed = isolated is not None and isolated["text"] != host["tuned_vars"]
+    change = (state["active"], p["tuned_profile"]) if state["active"] != p["tuned_profile"] or vars_changed else None
+    return state, change, [], isolated
 
 
 def run(module):
@@ -376,7 +393,13 @@ def run(module):
 
     host = read_host(root, sorted(p["sysctls"] or {}))
     result = _tune_plan.plan(desired, host)
-    tuned, tuned_change, not_done = _tuned(module, root, runner)
+    tuned, tuned_change, not_done, isolated = _tuned(module, root, runner, host)
+    if isolated is not None:
+        result["reboot_required"] += isolated["reboot"]
+        if isolated["text"] != host["tuned_vars"]:
+            result["files"][_tune_plan.TUNED_VARS_FILE] = isolated["text"]
+            result["files_changed"].append(_tune_plan.TUNED_VARS_FILE)
+            host["files"][_tune_plan.TUNED_VARS_FILE] = host["tuned_vars"]
     for warning in result["warnings"]:
         module.warn(warning)
     live = list(result["live"])
@@ -418,6 +441,8 @@ def run(module):
             exc.not_done = [c for c in changes if c not in exc.done]
             raise
         after = read_host(root, sorted(p["sysctls"] or {}))
+        if isolated is not None:
+            after["files"][_tune_plan.TUNED_VARS_FILE] = after["tuned_vars"]
     problems = _tune_plan.verify(desired, after, result["wanted"], result["files"], live=not module.check_mode)
     if tuned is not None and not module.check_mode:
         active = tuned_active(tuned["tool"], runner)

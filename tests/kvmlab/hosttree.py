@@ -39,9 +39,12 @@ def _put(path: Path, text: str) -> None:
 
 
 def build(root, nodes: int = 2, node_mem_mb: int = 1024, disks=None, pdpe1gb: bool = True, cmdline: str = "",
-          ksm: bool = True, thp: bool = True, numa_balancing: bool = True) -> Path:
-    """A host tree under ``root`` with ``nodes`` NUMA nodes of ``node_mem_mb`` each and ``disks`` (DISKS' names)."""
+          ksm: bool = True, thp: bool = True, numa_balancing: bool = True, cpus: int = 4) -> Path:
+    """A host tree under ``root`` with ``nodes`` NUMA nodes of ``node_mem_mb`` each, ``cpus`` CPUs (none isolated)
+    and ``disks`` (DISKS' names)."""
     root = Path(root)
+    _put(root / "sys/devices/system/cpu/present", f"0-{cpus - 1}\n")
+    _put(root / "sys/devices/system/cpu/isolated", "\n")
     for n in range(nodes):
         d = root / f"sys/devices/system/node/node{n}"
         _put(d / "meminfo", f"Node {n} MemTotal:       {node_mem_mb * 1024} kB\nNode {n} MemFree:  1 kB\n")
@@ -95,7 +98,8 @@ def kernel_write(path, value) -> None:
         fh.write(value + "\n")
 
 
-def tuned_adm(root, profiles=("balanced", "throughput-performance", "virtual-host"), active="balanced") -> Path:
+def tuned_adm(root, profiles=("balanced", "cpu-partitioning", "throughput-performance", "virtual-host"),
+              active="balanced") -> Path:
     """A stand-in tuned-adm under ``root``/usr/sbin: ``list``, ``active`` and ``profile NAME`` over a state file
     (argv of every call appended to ``tuned-adm.log`` beside it)."""
     root = Path(root)

@@ -132,7 +132,15 @@ def read_host(root, sysctl_keys):
     sysctl = {}
     for key in [*sysctl_keys, plan.NUMA_BALANCING]:
         sysctl[key] = _value(under(root, "/proc/sys/" + key.replace(".", "/")))
+    present = _value(under(root, "/sys/devices/system/cpu/present"))
+    try:
+        cpus = plan.parse_cpuset(present, "present") if present else []
+    except plan.CpusetError:
+        cpus = []
     return {
+        "cpus": cpus,
+        "cpu_isolated": _value(under(root, "/sys/devices/system/cpu/isolated")),
+        "tuned_vars": _read(under(root, plan.TUNED_VARS_FILE)),
         "nodes": read_nodes(root),
         "pdpe1gb": "pdpe1gb" in flags,
         "cmdline": (_read(under(root, "/proc/cmdline")) or "").strip(),

@@ -26,7 +26,12 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import OptionError
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import (
+    CpusetError,
+    OptionError,
+    format_cpuset,
+    parse_cpuset,
+)
 
 SIZES_KB = {"2M": 2048, "1G": 1048576}
 SIZE_NAMES = {v: k for k, v in SIZES_KB.items()}
@@ -620,3 +625,59 @@ def verify(desired, host, wanted, files, live=True):
             f"{path} sets it after {UDEV_FILE}"
         )
     return problems
+
+
+# ---- tuned's cpu-partitioning: isolated cores --------------------------------------------------------------
+
+TUNED_VARS_FILE = "/etc/tuned/cpu-partitioning-variables.conf"
+CPU_PARTITIONING = "cpu-partitioning"
+
+
+def plan_isolated(isolated, profile, host):
+    """O(tuned_isolated_cores) -> {"cpus": [...], "text": the variables file as it should be, "reboot": [...]}.
+    Raises HostTuneError naming the option for CPUs the host lacks or for isolating every CPU."""
+    if profile != CPU_PARTITIONING:
+        raise HostTuneError(f"tuned_isolated_cores: only used with tuned_profile={CPU_PARTITIONING}")
+    present = host["cpus"]
+    if not present:
+        raise HostTuneError("tuned_isolated_cores: this host lists no CPUs in /sys/devices/system/cpu/present")
+    try:
+        cpus = parse_cpuset(isolated, "tuned_isolated_cores", limit=max(present) + 1, existing=present)
+    except CpusetError as exc:
+        raise HostTuneError(str(exc)) from None
+    missing = sorted(set(cpus) - set(present))
+    if missing:
+        raise HostTuneError(
+            f"tuned_isolated_cores: host CPU(s) {format_cpuset(missing)} do not exist on this host "
+            f"(host CPUs: {format_cpuset(present)})"
+        )
+    if set(cpus) >= set(present):
+        raise HostTuneError(
+            f"tuned_isolated_cores: {format_cpuset(cpus)} leaves no CPU for the host (host CPUs: "
+            f"{format_cpuset(present)}): keep at least one for housekeeping"
+        )
+    text = render_tuned_vars(host.get("tuned_vars"), format_cpuset(cpus))
+    reboot = []
+    kernel = parse_cpuset(host["cpu_isolated"], "isolated") if (host.get("cpu_isolated") or "").strip() else []
+    if kernel != cpus:
+        reboot.append(
+            f"tuned cpu-partitioning: isolated cores {format_cpuset(cpus)} take effect at the next boot (tuned puts "
+            f"them on the kernel command line; the kernel isolates {format_cpuset(kernel) or 'none'} now)"
+        )
+    return {"cpus": cpus, "text": text, "reboot": reboot}
+
+
+def render_tuned_vars(current, cpus_text):
+    """The cpu-partitioning variables file with ``isolated_cores=`` set (its other lines kept)."""
+    lines = (current or "").splitlines()
+    out, done = [], False
+    for line in lines:
+        if re.match(r"^\s*isolated_cores\s*=", line):
+            if not done:
+                out.append(f"isolated_cores={cpus_text}")
+                done = True
+            continue
+        out.append(line)
+    if not done:
+        out.append(f"isolated_cores={cpus_text}")
+    return "\n".join(out) + "\n"

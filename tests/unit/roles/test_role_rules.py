@@ -78,6 +78,7 @@ GOOD_TEXT = {
     "hypervisor_storage_pool_name": ["default", "images-2", "vm_pool.1"],
     "tuning_tuned_profile": ["", "virtual-host", "cpu-partitioning", "my_profile.2"],
     "tuning_libvirt_uri": ["qemu:///system", "qemu+ssh://root@hv1.example.net/system", "test:///default"],
+    "tuning_tuned_isolated_cores": ["", "2-7", "2,4-7,^5", "1"],
     # list elements, by the list's name
     "diagnostics_domains": ["db-*", "web-01", "a domain name", "vm[0-9]"],
     "hypervisor_users": ["alice", "fleetops", "svc.backup"],
@@ -105,6 +106,7 @@ BAD_TEXT = {
     "hypervisor_storage_pool_name": ["", "../etc", "a/b", ".hidden", "a b"],
     "tuning_tuned_profile": ["virtual host", "a/b", "x;reboot", "p" * 65],
     "tuning_libvirt_uri": ["qemu", "/system", "qemu:///sys tem"],
+    "tuning_tuned_isolated_cores": ["all", "2-7;reboot", "-1", " "],
     "diagnostics_domains": ["", "   "],
     "hypervisor_users": ["a b", "root;id", ""],
     "hypervisor_extra_packages": ["a b", "x;reboot", "$(id)", ""],

@@ -165,3 +165,23 @@ def test_write_file_is_atomic_and_world_readable(tmp_path):
     io.write_file(str(path), "a = 1\n")
     assert path.read_text() == "a = 1\n" and stat.S_IMODE(os.stat(path).st_mode) == 0o644
     assert os.listdir(path.parent) == ["x.conf"]
+
+
+@pytest.mark.parametrize("current,expected", [
+    (None, "isolated_cores=2-3\n"),
+    ("# c\nisolated_cores=1\nno_balance_cores=\n", "# c\nisolated_cores=2-3\nno_balance_cores=\n"),
+    ("# isolated_cores=5\n isolated_cores = 7\nisolated_cores=8\n", "# isolated_cores=5\nisolated_cores=2-3\n"),
+])
+def test_render_tuned_vars(current, expected):
+    assert plan.render_tuned_vars(current, "2-3") == expected
+
+
+def test_plan_isolated_reads_the_kernel_s_isolated_cpus():
+    host = {"cpus": [0, 1, 2, 3], "cpu_isolated": "2-3", "tuned_vars": "isolated_cores=2-3\n"}
+    assert plan.plan_isolated("2,3", "cpu-partitioning", host) == {
+        "cpus": [2, 3], "text": "isolated_cores=2-3\n", "reboot": []}
+    assert plan.plan_isolated("1-2", "cpu-partitioning", host)["reboot"] == [
+        "tuned cpu-partitioning: isolated cores 1-2 take effect at the next boot (tuned puts them on the kernel "
+        "command line; the kernel isolates 2-3 now)"]
+    with pytest.raises(plan.HostTuneError, match=r"^tuned_isolated_cores: host CPU\(s\) 4 do not exist on this host"):
+        plan.plan_isolated("1,4-99", "cpu-partitioning", host)

@@ -302,8 +302,8 @@ def test_tuned_profile(run_module, tree):
     assert check["changed"] is True and (state / "active").read_text().strip() == "virtual-host"
     out = run(run_module, tree, tuned_profile="no-such")
     assert out["failed"] and out["changed"] is False
-    assert out["msg"] == ("tuned_profile: unknown profile 'no-such' (this host has: balanced, throughput-performance, "
-                          "virtual-host)")
+    assert out["msg"] == ("tuned_profile: unknown profile 'no-such' (this host has: balanced, cpu-partitioning, "
+                          "throughput-performance, virtual-host)")
     assert "profile no-such" not in (state / "tuned-adm.log").read_text()
 
 
@@ -343,3 +343,48 @@ def test_var_prefix_names_the_role_variable(run_module, tree):
     assert out["msg"].startswith("tuning_sysctls.vm.swappiness: must be from 0 to 200"), out["msg"]
     out = run(run_module, tree, var_prefix="Bad Prefix", hugepages=[{"node": 7, "count": 1}])
     assert out["msg"].startswith("var_prefix: 'Bad Prefix' is not valid"), out["msg"]
+
+
+def test_cpu_partitioning_isolated_cores(run_module, tree):
+    state = hosttree.tuned_adm(tree, active="virtual-host")
+    variables = tree / "etc/tuned/cpu-partitioning-variables.conf"
+    variables.parent.mkdir(parents=True, exist_ok=True)
+    variables.write_text("# Examples:\n# isolated_cores=2,4-7\nisolated_cores=${f:calc_isolated_cores:1}\n"
+                         "no_balance_cores=\n")
+    args = {"tuned_profile": "cpu-partitioning", "tuned_isolated_cores": "3,2"}
+    check = run(run_module, tree, check=True, diff=True, **args)
+    assert variables.read_text().count("calc_isolated_cores") == 1
+    out = run(run_module, tree, diff=True, **args)
+    assert not out.get("failed"), out.get("msg")
+    assert check["changes"] == out["changes"] == ["wrote /etc/tuned/cpu-partitioning-variables.conf",
+                                                  "tuned profile = cpu-partitioning"]
+    assert variables.read_text() == "# Examples:\n# isolated_cores=2,4-7\nisolated_cores=2-3\nno_balance_cores=\n"
+    assert (state / "active").read_text().strip() == "cpu-partitioning"
+    reboot = ["tuned cpu-partitioning: isolated cores 2-3 take effect at the next boot (tuned puts them on the kernel "
+              "command line; the kernel isolates none now)"]
+    assert out["reboot_required"] == reboot
+    again = run(run_module, tree, **args)
+    assert again["changed"] is False and again["reboot_required"] == reboot  # not rebooted yet
+    (tree / "sys/devices/system/cpu/isolated").write_text("2-3\n")  # as after the reboot
+    assert run(run_module, tree, **args)["reboot_required"] == []
+    # a changed set is written and the active profile applied again
+    out = run(run_module, tree, tuned_profile="cpu-partitioning", tuned_isolated_cores="1-3")
+    assert out["changes"] == ["wrote /etc/tuned/cpu-partitioning-variables.conf", "tuned profile = cpu-partitioning"]
+    assert (state / "tuned-adm.log").read_text().splitlines().count("profile cpu-partitioning") == 2
+
+
+@pytest.mark.parametrize("args,msg", [
+    ({"tuned_isolated_cores": "0-3"}, "tuned_isolated_cores: 0-3 leaves no CPU for the host (host CPUs: 0-3): keep "),
+    ({"tuned_isolated_cores": "2,9"}, "tuned_isolated_cores: host CPU(s) 9 do not exist on this host (host CPUs: 0-3)"),
+    ({"tuned_isolated_cores": "2", "tuned_profile": "virtual-host"},
+     "tuned_isolated_cores: only used with tuned_profile=cpu-partitioning"),
+    ({"tuned_isolated_cores": "2", "tuned_profile": None},
+     "tuned_isolated_cores: only used with tuned_profile=cpu-partitioning"),
+])
+def test_isolated_cores_refused(run_module, tree, args, msg):
+    state = hosttree.tuned_adm(tree)
+    out = run(run_module, tree, **dict({"tuned_profile": "cpu-partitioning"}, **args))
+    assert out["failed"] and out["changed"] is False and out["msg"].startswith(msg), out["msg"]
+    assert not (tree / "etc/tuned/cpu-partitioning-variables.conf").exists()
+    log = state / "tuned-adm.log"  # refused before tuned-adm is asked anything
+    assert not log.exists(), log.read_text()

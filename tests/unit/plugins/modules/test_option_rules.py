@@ -64,7 +64,7 @@ BASE = {
         "sysctls": {"vm.swappiness": 10},
         "io_schedulers": [{"name": "vd*", "rotational": False, "transport": "virtio", "scheduler": "none",
                            "read_ahead_kb": 128, "nr_requests": 64}],
-        "tuned_profile": "virtual-host", "tuned_missing": "skip",
+        "tuned_profile": "virtual-host", "tuned_isolated_cores": "1", "tuned_missing": "skip",
         "ksm": {"run": "stop", "pages_to_scan": 100, "sleep_millisecs": 20, "merge_across_nodes": True},
         "thp": {"enabled": "madvise", "defrag": "defer"}, "var_prefix": None, "_root": "/nonexistent-kvmops-root",
     },
