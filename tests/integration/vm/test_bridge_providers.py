@@ -1,0 +1,243 @@
+"""kvmops.fleet.bridge on NetworkManager and on ifupdown, proven where it can fail: a real kernel, and the controller
+reaching the host over the very link the role converts.
+
+The shared fleet vmlab.fleets.PROVIDERS: ``nmhost`` runs NetworkManager (its link ``lan`` is the keyfile profile
+``vmlab-lan``), ``ifuphost`` runs ifupdown (``lan`` is ``iface eth1 inet static`` in /etc/network/interfaces); each
+is the other's peer on ``lan``. ansible-playbook runs inside the run's network namespace (``fleet.netns_argv``),
+where the controller holds ``10.213.1.1`` on ``lan`` and reaches the VMs at their ``lan`` addresses only: a change
+that breaks eth1 cuts the controller's own SSH connection. The state the tests compare (links, masters, addresses,
+routes, the provider's files and their modes, what the provider says is active) is read over the management forward
+on eth0, which the role never touches.
+
+Per provider, in order: a probe peer that does not answer (the confirmation fails on the host, which reverts at once:
+the play fails naming the rollback, the host runs exactly its previous configuration and the controller reaches it
+over the link again); then check mode (the diff of every file, nothing touched), the conversion of eth1 into br0
+keeping its address (the peer and the controller reach it over the bridge, a veth from a namespace inside the VM
+joins br0 and reaches the peer through it), check again and real again changing nothing and bouncing no link.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from vmlab.fleets import PROVIDERS
+from vmlab.pytest_plugin import report
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[3]
+PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+# provider -> (the VM it runs, its peer, the files the provider reads, what the provider says is active)
+CASES = {
+    "nm": ("nmhost", "ifuphost", ["/etc/NetworkManager/system-connections"],
+           "nmcli -t -f NAME,DEVICE,TYPE connection show --active | sort"),
+    "ifupdown": ("ifuphost", "nmhost", ["/etc/network/interfaces", "/etc/network/interfaces.d"],
+                 "ifquery --state | sort"),
+}
+# what each provider's conversion writes (the diff of check mode, exactly)
+FILES = {
+    "nm": ["/etc/NetworkManager/system-connections/kvmops-br0-port-eth1.nmconnection",
+           "/etc/NetworkManager/system-connections/kvmops-br0.nmconnection"],
+    "ifupdown": ["/etc/network/interfaces", "/etc/network/interfaces.d/kvmops-br0"],
+}
+# timeouts for a TCG guest on a shared 2-core machine: a new SSH connection takes 2-5 s
+TIMING = {"bridge_rollback_timeout": 30, "bridge_confirm_timeout": 12, "bridge_settle_timeout": 10}
+
+# links (kind, master, MTU, state, MAC), addresses, routes, the provider's files (hash and mode) and its view of
+# what is active, in one round trip; ip -j output with the fields that move by themselves left out
+STATE = r"""
+import hashlib, json, os, subprocess, sys
+def ipj(*a):
+    return json.loads(subprocess.run(["ip", "-j", *a], capture_output=True, text=True, check=True).stdout or "[]")
+links = {l["ifname"]: [(l.get("linkinfo") or {}).get("info_kind"), l.get("master"), l["mtu"], l["operstate"],
+                       l.get("address")] for l in ipj("-d", "link", "show")}
+addrs = {a["ifname"]: sorted("%s/%s" % (i["local"], i["prefixlen"]) for i in a.get("addr_info", []))
+         for a in ipj("addr", "show")}
+# "expires": router advertisements' routes (ifupdown's eth0 takes them from QEMU's user network) count down
+routes = sorted(json.dumps({k: v for k, v in r.items() if k != "expires"}, sort_keys=True)
+                for r in ipj("route", "show") + ipj("-6", "route", "show"))
+files = {}
+for top in sys.argv[2:]:
+    paths = [os.path.join(top, n) for n in sorted(os.listdir(top))] if os.path.isdir(top) else [top]
+    for p in paths:
+        files[p] = [hashlib.sha256(open(p, "rb").read()).hexdigest(), oct(os.stat(p).st_mode & 0o7777)]
+active = subprocess.run(sys.argv[1], shell=True, capture_output=True, text=True).stdout.split()
+counters = {n: open("/sys/class/net/%s/carrier_changes" % n).read().strip() for n in links}
+ifindex = {l["ifname"]: l["ifindex"] for l in ipj("link", "show")}
+print(json.dumps({"links": links, "addrs": addrs, "routes": routes, "files": files, "active": active,
+                  "counters": counters, "ifindex": ifindex}))
+"""
+
+
+def state(vm, provider: str) -> dict:
+    _host, _peer, paths, active = CASES[provider]
+    argv = " ".join(["python3", "-", "'" + active + "'", *paths])
+    return json.loads(vm.ssh(argv, input=STATE, timeout=120).stdout)
+
+
+def config(s: dict) -> dict:
+    """What a rollback must restore exactly (ifindex and carrier counters may move)."""
+    return {k: s[k] for k in ("links", "addrs", "routes", "files", "active")}
+
+
+def differences(a: dict, b: dict) -> dict:
+    """key -> (only in a, only in b) for every key whose values differ (lists and mappings as sets of items)."""
+    out = {}
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if x != y:
+            sx = {json.dumps(i, sort_keys=True) for i in (x.items() if isinstance(x, dict) else x or [])}
+            sy = {json.dumps(i, sort_keys=True) for i in (y.items() if isinstance(y, dict) else y or [])}
+            out[k] = (sorted(sx - sy), sorted(sy - sx))
+    return out
+
+
+def bridge(address: str, **kw) -> dict:
+    return dict({"name": "br0", "ports": ["eth1"], "addresses": [address]}, **kw)
+
+
+@pytest.fixture(scope="module")
+def fleet(vmlab_pool, request):
+    with vmlab_pool.lease(PROVIDERS, who=request.module.__name__) as leased:
+        inv = {"all": {"vars": {"ansible_user": "root", "ansible_ssh_private_key_file": str(leased.key),
+                                "ansible_ssh_common_args": "-o BatchMode=yes -o StrictHostKeyChecking=no "
+                                "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ServerAliveInterval=2 "
+                                "-o ServerAliveCountMax=3",
+                                "ansible_python_interpreter": "/usr/bin/python3"},
+                       "hosts": {vm.name: {"ansible_host": vm.addr("lan")} for vm in leased}}}
+        (leased.run_dir / "bridge-inventory.json").write_text(json.dumps(inv))
+        yield leased
+
+
+def play(fleet, host: str, extra: dict, check: bool = False) -> dict:
+    """The role on ``host``, ansible-playbook in the controller's namespace -> {"rc", "stats", "results" (task
+    results of the host), "seconds"}."""
+    name = uuid.uuid4().hex[:8]
+    (fleet.run_dir / f"bridge-{name}.yml").write_text(json.dumps(
+        [{"hosts": host, "gather_facts": False, "roles": [{"role": "kvmops.fleet.bridge"}]}]))
+    (fleet.run_dir / f"bridge-{name}.vars.json").write_text(json.dumps(dict(TIMING, **extra)))
+    # the controller's SSH masters of this run only: another run's namespace has the same addresses
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+               ANSIBLE_COLLECTIONS_PATH=str(REPO / ".build" / "collections"), ANSIBLE_DEPRECATION_WARNINGS="0",
+               ANSIBLE_SSH_CONTROL_PATH_DIR=str(fleet.run_dir / "bridge-cp"), ANSIBLE_HOST_KEY_CHECKING="0")
+    argv = fleet.netns_argv([str(PLAYBOOK), "-i", str(fleet.run_dir / "bridge-inventory.json"),
+                             str(fleet.run_dir / f"bridge-{name}.yml"), "-e",
+                             "@" + str(fleet.run_dir / f"bridge-{name}.vars.json"), "--diff"]
+                            + (["--check"] if check else []))
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+    seconds = time.monotonic() - t0
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}") from None
+    results = [dict(t["hosts"][host], task=t["task"]["name"]) for t in data["plays"][0]["tasks"]
+               if host in t["hosts"]]
+    return {"rc": proc.returncode, "stats": data["stats"][host], "results": results, "seconds": seconds}
+
+
+def task(res: dict, prefix: str) -> dict:
+    found = [r for r in res["results"] if r["task"].split(" : ", 1)[-1].startswith(prefix)]
+    assert found, [r["task"] for r in res["results"]]
+    return found[-1]
+
+
+def ssh_over_lan(fleet, vm, command="hostname") -> str:
+    """A new SSH connection from the controller's namespace over the link (never a shared master) -> stdout."""
+    argv = fleet.netns_argv(["ssh", "-i", str(fleet.key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=15",
+                             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                             "-o", "LogLevel=ERROR", "-o", "ControlMaster=no", f"root@{vm.addr('lan')}", command])
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout.strip()
+
+
+@pytest.mark.parametrize("provider", list(CASES))
+def test_a_probe_that_fails_reverts_the_host_to_its_previous_configuration(fleet, provider):
+    name, _peer, _paths, _active = CASES[provider]
+    vm = fleet[name]
+    before = state(vm, provider)
+    res = play(fleet, name, {"bridge_bridges": [bridge(f"{vm.addr('lan')}/24")],
+                             "bridge_probe_targets": ["10.213.1.254"]})
+    report(f"bridge {provider}: a dead probe peer, play failed after {res['seconds']:.0f} s")
+    assert res["rc"] != 0 and res["stats"]["failures"] == 1 and res["stats"]["rescued"] == 1, res["results"][-1]
+    assert task(res, "Check the bridges")["provider"] == provider
+    msg = task(res, "Fail, naming")["msg"]
+    assert f"{name} rolled back" in msg and "10.213.1.254 does not answer ping" in msg, msg
+    for path in FILES[provider]:
+        assert path in msg, msg
+    after = state(vm, provider)
+    assert config(after) == config(before), differences(config(after), config(before))
+    assert ssh_over_lan(fleet, vm) == name
+    reason = vm.ssh("cat /var/lib/kvmops-bridge/pending/reverted").stdout
+    assert reason.startswith("probes failed from the host: 10.213.1.254"), reason
+
+
+@pytest.mark.parametrize("provider", list(CASES))
+def test_eth1_becomes_br0_keeping_its_address_then_nothing_to_do(fleet, provider):
+    name, peer_name, _paths, _active = CASES[provider]
+    vm, peer = fleet[name], fleet[peer_name]
+    want = {"bridge_bridges": [bridge(f"{vm.addr('lan')}/24")], "bridge_probe_targets": [peer.addr("lan")]}
+    before = state(vm, provider)
+    pending = vm.ssh("cat /var/lib/kvmops-bridge/pending/manifest.json 2>/dev/null || true").stdout
+
+    res = play(fleet, name, want, check=True)
+    assert res["rc"] == 0 and res["stats"]["failures"] == 0, res["results"][-1]
+    apply = task(res, "Check the bridges")
+    assert apply["changed"] is True and apply["armed"] is False and apply["provider"] == provider
+    assert sorted(d["after_header"] for d in apply["diff"]) == FILES[provider]
+    now = state(vm, provider)
+    assert now == before, differences(now, before)  # links, addresses, routes, files, carrier counters, ifindexes
+    # nothing armed: the state directory holds what the test before left there
+    assert vm.ssh("cat /var/lib/kvmops-bridge/pending/manifest.json 2>/dev/null || true").stdout == pending
+    assert vm.ssh("systemctl is-active kvmops-bridge-revert.timer", check=False).stdout.strip() != "active"
+
+    res = play(fleet, name, want)
+    report(f"bridge {provider}: conversion of eth1 into br0 {res['seconds']:.0f} s")
+    assert res["rc"] == 0 and res["stats"]["failures"] == 0, res["results"][-1]
+    fact = task(res, "Probe from the host")["ansible_facts"]["kvm_bridge"]
+    assert fact["armed"] is False and fact["provider"] == provider and fact["step"] == "confirm"
+    # ifupdown cannot turn the kernel's IPv6 link-local address of a bridge off (networkd and NM do, without IPv6)
+    (br,) = fact["bridges"]
+    assert [a for a in br["addresses"] if not a.startswith("fe80:")] == [f"{vm.addr('lan')}/24"], br
+    assert len(br["addresses"]) == (2 if provider == "ifupdown" else 1), br
+    assert (br["name"], br["ports"], br["mtu"]) == ("br0", ["eth1"], 1500)
+    after = state(vm, provider)
+    assert after["links"]["br0"][:2] == ["bridge", None] and after["links"]["eth1"][1] == "br0"
+    assert f"{vm.addr('lan')}/24" in after["addrs"]["br0"] and after["addrs"]["eth1"] == []  # addrgenmode none
+    assert after["links"]["br0"][4] == after["links"]["eth1"][4]  # the bridge keeps the uplink's MAC
+    lan_routes = [json.loads(r) for r in after["routes"] if json.loads(r).get("dst") == "10.213.1.0/24"]
+    assert [r["dev"] for r in lan_routes] == ["br0"], after["routes"]
+    if provider == "nm":
+        assert "kvmops-br0:br0:bridge" in after["active"] and "kvmops-br0-port-eth1:eth1:802-3-ethernet" in \
+            after["active"], after["active"]
+        assert all(after["files"][p][1] == "0o600" for p in FILES["nm"])
+    else:
+        assert "br0=br0" in after["active"], after["active"]
+    assert vm.ssh("systemctl is-active kvmops-bridge-revert.timer", check=False).stdout.strip() != "active"
+    # the peer still reaches it, and so does the controller over the link
+    assert peer.ssh(f"ping -c2 -W3 {vm.addr('lan')}", check=False).returncode == 0
+    assert ssh_over_lan(fleet, vm) == name
+    # a veth from a namespace inside the VM joins br0 and reaches the peer through it (as a VM's tap would)
+    vm.ssh("ip netns add guest && ip link add vguest type veth peer name vguest-in && "
+           "ip link set vguest-in netns guest && ip link set vguest master br0 up && "
+           "ip -n guest addr add 10.213.1.77/24 dev vguest-in && ip -n guest link set vguest-in up")
+    out = vm.ssh(f"ip netns exec guest ping -c3 -W3 {peer.addr('lan')}", check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    vm.ssh("ip link del vguest && ip netns del guest")
+
+    # check again, real again: nothing to do, no link bounced
+    settled = state(vm, provider)
+    for check in (True, False):
+        res = play(fleet, name, want, check=check)
+        assert res["rc"] == 0 and res["stats"]["changed"] == 0, [r for r in res["results"] if r.get("changed")]
+        assert task(res, "Check the bridges")["armed"] is False
+    now = state(vm, provider)
+    assert now == settled, differences(now, settled)  # carrier counters and ifindexes included
