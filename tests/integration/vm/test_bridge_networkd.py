@@ -21,20 +21,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
+from vmlab.controller import playbook_argv, run_play, ssh_over_link, task, write_inventory
 from vmlab.fleets import HV2
 from vmlab.pytest_plugin import report
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[3]
-PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 HOST, PEER = "vma", "vmb"
 # timeouts for a TCG guest on a shared 2-core machine: a new SSH connection takes 2-5 s
 TIMING = {"bridge_rollback_timeout": 30, "bridge_confirm_timeout": 12, "bridge_settle_timeout": 10}
@@ -75,66 +71,23 @@ def bridge(address="10.213.1.11/24", **kw) -> dict:
 @pytest.fixture(scope="module")
 def hv(vmlab_pool, request):
     with vmlab_pool.lease(HV2, who=request.module.__name__) as fleet:
-        inv = {"all": {"vars": {"ansible_user": "root", "ansible_ssh_private_key_file": str(fleet.key),
-                                "ansible_ssh_common_args": "-o BatchMode=yes -o StrictHostKeyChecking=no "
-                                "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ServerAliveInterval=2 "
-                                "-o ServerAliveCountMax=3",
-                                "ansible_python_interpreter": "/usr/bin/python3"},
-                       "hosts": {vm.name: {"ansible_host": vm.addr("lan")} for vm in fleet}}}
-        (fleet.run_dir / "bridge-inventory.json").write_text(json.dumps(inv))
+        write_inventory(fleet)
         yield fleet
 
 
+def _play(tasks: list | None) -> dict:
+    return {"gather_facts": False, **({"roles": [{"role": "kvmops.fleet.bridge"}]} if tasks is None else
+                                       {"tasks": tasks})}
+
+
 def _argv(fleet, extra: dict, check: bool, tasks: list | None = None) -> tuple[list, dict]:
-    name = uuid.uuid4().hex[:8]
-    play = {"hosts": HOST, "gather_facts": False}
-    if tasks is None:
-        play["roles"] = [{"role": "kvmops.fleet.bridge"}]
-    else:
-        play["tasks"] = tasks
-    (fleet.run_dir / f"bridge-{name}.yml").write_text(json.dumps([play]))
-    (fleet.run_dir / f"bridge-{name}.vars.json").write_text(json.dumps(dict(TIMING, **extra)))
-    # the controller's SSH masters of this run only: another run's namespace has the same addresses
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-               ANSIBLE_COLLECTIONS_PATH=str(REPO / ".build" / "collections"), ANSIBLE_DEPRECATION_WARNINGS="0",
-               ANSIBLE_SSH_CONTROL_PATH_DIR=str(fleet.run_dir / "bridge-cp"), ANSIBLE_HOST_KEY_CHECKING="0")
-    argv = fleet.netns_argv([str(PLAYBOOK), "-i", str(fleet.run_dir / "bridge-inventory.json"),
-                             str(fleet.run_dir / f"bridge-{name}.yml"), "-e",
-                             "@" + str(fleet.run_dir / f"bridge-{name}.vars.json"), "--diff"]
-                            + (["--check"] if check else []))
-    return argv, env
+    return playbook_argv(fleet, dict(_play(tasks), hosts=HOST), dict(TIMING, **extra), check)
 
 
 def play(fleet, extra: dict, check: bool = False, tasks: list | None = None) -> dict:
     """ansible-playbook from the controller's namespace -> {"rc", "stats" (of HOST), "results": [task results of
     HOST], "seconds"}."""
-    argv, env = _argv(fleet, extra, check, tasks)
-    t0 = time.monotonic()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
-    seconds = time.monotonic() - t0
-    try:
-        data = json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}") from None
-    results = [dict(t["hosts"][HOST], task=t["task"]["name"]) for t in data["plays"][0]["tasks"]
-               if HOST in t["hosts"]]
-    return {"rc": proc.returncode, "stats": data["stats"][HOST], "results": results, "seconds": seconds}
-
-
-def task(res: dict, prefix: str) -> dict:
-    found = [r for r in res["results"] if r["task"].split(" : ", 1)[-1].startswith(prefix)]
-    assert found, [r["task"] for r in res["results"]]
-    return found[-1]
-
-
-def ssh_over_lan(fleet, vm, command="hostname") -> str:
-    """A new SSH connection from the controller's namespace over the link (never a shared master) -> stdout."""
-    argv = fleet.netns_argv(["ssh", "-i", str(fleet.key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=15",
-                             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                             "-o", "LogLevel=ERROR", "-o", "ControlMaster=no", f"root@{vm.addr('lan')}", command])
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return p.stdout.strip()
+    return run_play(fleet, HOST, _play(tasks), dict(TIMING, **extra), check)
 
 
 def wait_reverted(vm, timeout: float) -> float:
@@ -194,7 +147,7 @@ def test_a_killed_controller_leaves_the_host_to_revert_by_itself(hv):
     assert vm.ssh("cat /var/lib/kvmops-bridge/pending/reverted").stdout.strip() == \
         "the controller did not confirm the change within 20 s"
     assert config(state(vm)) == config(before)
-    assert ssh_over_lan(hv, vm) == HOST
+    assert ssh_over_link(hv, vm) == HOST
 
 
 def test_eth1_becomes_br0_keeping_its_address(hv):
@@ -213,7 +166,7 @@ def test_eth1_becomes_br0_keeping_its_address(hv):
     assert vm.ssh("systemctl is-active kvmops-bridge-revert.timer", check=False).stdout.strip() != "active"
     # the peer still reaches it, and so does the controller over the link
     assert peer.ssh(f"ping -c2 -W3 {vm.addr('lan')}", check=False).returncode == 0
-    assert ssh_over_lan(hv, vm) == HOST
+    assert ssh_over_link(hv, vm) == HOST
     # a veth from a namespace inside the VM joins br0 and reaches the peer through it (as a VM's tap would)
     vm.ssh("ip netns add guest && ip link add vguest type veth peer name vguest-in && "
            "ip link set vguest-in netns guest && ip link set vguest master br0 up && "
@@ -243,7 +196,7 @@ def test_a_wrong_address_cuts_the_controller_and_the_host_reverts_in_time(hv):
     assert "rolled back" in msg and "05-kvmops-br0.network" in msg and "did not confirm the change within 30 s" in msg
     assert res["seconds"] < TIMING["bridge_rollback_timeout"] + 60
     assert config(state(vm)) == config(before)
-    assert ssh_over_lan(hv, vm) == HOST
+    assert ssh_over_link(hv, vm) == HOST
 
 
 def test_a_gateway_that_does_not_answer_rolls_back_at_once(hv):
@@ -254,7 +207,7 @@ def test_a_gateway_that_does_not_answer_rolls_back_at_once(hv):
     msg = task(res, "Fail, naming")["msg"]
     assert "10.213.1.254 does not answer ping" in msg and "05-kvmops-br0.network" in msg, msg
     assert config(state(vm)) == config(before)
-    assert ssh_over_lan(hv, vm) == HOST
+    assert ssh_over_link(hv, vm) == HOST
 
 
 BAD = [

@@ -18,22 +18,15 @@ joins br0 and reaches the peer through it), check again and real again changing 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-import uuid
-from pathlib import Path
 
 import pytest
 
+from vmlab.controller import run_play, ssh_over_link, task, write_inventory
 from vmlab.fleets import PROVIDERS
 from vmlab.pytest_plugin import report
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[3]
-PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 # provider -> (the VM it runs, its peer, the files the provider reads, what the provider says is active)
 CASES = {
     "nm": ("nmhost", "ifuphost", ["/etc/NetworkManager/system-connections"],
@@ -106,57 +99,15 @@ def bridge(address: str, **kw) -> dict:
 @pytest.fixture(scope="module")
 def fleet(vmlab_pool, request):
     with vmlab_pool.lease(PROVIDERS, who=request.module.__name__) as leased:
-        inv = {"all": {"vars": {"ansible_user": "root", "ansible_ssh_private_key_file": str(leased.key),
-                                "ansible_ssh_common_args": "-o BatchMode=yes -o StrictHostKeyChecking=no "
-                                "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ServerAliveInterval=2 "
-                                "-o ServerAliveCountMax=3",
-                                "ansible_python_interpreter": "/usr/bin/python3"},
-                       "hosts": {vm.name: {"ansible_host": vm.addr("lan")} for vm in leased}}}
-        (leased.run_dir / "bridge-inventory.json").write_text(json.dumps(inv))
+        write_inventory(leased)
         yield leased
 
 
 def play(fleet, host: str, extra: dict, check: bool = False) -> dict:
-    """The role on ``host``, ansible-playbook in the controller's namespace -> {"rc", "stats", "results" (task
-    results of the host), "seconds"}."""
-    name = uuid.uuid4().hex[:8]
-    (fleet.run_dir / f"bridge-{name}.yml").write_text(json.dumps(
-        [{"hosts": host, "gather_facts": False, "roles": [{"role": "kvmops.fleet.bridge"}]}]))
-    (fleet.run_dir / f"bridge-{name}.vars.json").write_text(json.dumps(dict(TIMING, **extra)))
-    # the controller's SSH masters of this run only: another run's namespace has the same addresses
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-               ANSIBLE_COLLECTIONS_PATH=str(REPO / ".build" / "collections"), ANSIBLE_DEPRECATION_WARNINGS="0",
-               ANSIBLE_SSH_CONTROL_PATH_DIR=str(fleet.run_dir / "bridge-cp"), ANSIBLE_HOST_KEY_CHECKING="0")
-    argv = fleet.netns_argv([str(PLAYBOOK), "-i", str(fleet.run_dir / "bridge-inventory.json"),
-                             str(fleet.run_dir / f"bridge-{name}.yml"), "-e",
-                             "@" + str(fleet.run_dir / f"bridge-{name}.vars.json"), "--diff"]
-                            + (["--check"] if check else []))
-    t0 = time.monotonic()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
-    seconds = time.monotonic() - t0
-    try:
-        data = json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}") from None
-    results = [dict(t["hosts"][host], task=t["task"]["name"]) for t in data["plays"][0]["tasks"]
-               if host in t["hosts"]]
-    return {"rc": proc.returncode, "stats": data["stats"][host], "results": results, "seconds": seconds}
-
-
-def task(res: dict, prefix: str) -> dict:
-    found = [r for r in res["results"] if r["task"].split(" : ", 1)[-1].startswith(prefix)]
-    assert found, [r["task"] for r in res["results"]]
-    return found[-1]
-
-
-def ssh_over_lan(fleet, vm, command="hostname") -> str:
-    """A new SSH connection from the controller's namespace over the link (never a shared master) -> stdout."""
-    argv = fleet.netns_argv(["ssh", "-i", str(fleet.key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=15",
-                             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                             "-o", "LogLevel=ERROR", "-o", "ControlMaster=no", f"root@{vm.addr('lan')}", command])
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return p.stdout.strip()
+    """The role on ``host``, ansible-playbook in the controller's namespace -> {"rc", "stats" (of the host),
+    "results" (its task results), "seconds"}."""
+    return run_play(fleet, host, {"gather_facts": False, "roles": [{"role": "kvmops.fleet.bridge"}]},
+                    dict(TIMING, **extra), check)
 
 
 @pytest.mark.parametrize("provider", list(CASES))
@@ -175,7 +126,7 @@ def test_a_probe_that_fails_reverts_the_host_to_its_previous_configuration(fleet
         assert path in msg, msg
     after = state(vm, provider)
     assert config(after) == config(before), differences(config(after), config(before))
-    assert ssh_over_lan(fleet, vm) == name
+    assert ssh_over_link(fleet, vm) == name
     reason = vm.ssh("cat /var/lib/kvmops-bridge/pending/reverted").stdout
     assert reason.startswith("probes failed from the host: 10.213.1.254"), reason
 
@@ -224,7 +175,7 @@ def test_eth1_becomes_br0_keeping_its_address_then_nothing_to_do(fleet, provider
     assert vm.ssh("systemctl is-active kvmops-bridge-revert.timer", check=False).stdout.strip() != "active"
     # the peer still reaches it, and so does the controller over the link
     assert peer.ssh(f"ping -c2 -W3 {vm.addr('lan')}", check=False).returncode == 0
-    assert ssh_over_lan(fleet, vm) == name
+    assert ssh_over_link(fleet, vm) == name
     # a veth from a namespace inside the VM joins br0 and reaches the peer through it (as a VM's tap would)
     vm.ssh("ip netns add guest && ip link add vguest type veth peer name vguest-in && "
            "ip link set vguest-in netns guest && ip link set vguest master br0 up && "
