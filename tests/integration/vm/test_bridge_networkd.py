@@ -76,8 +76,8 @@ def hv(vmlab_pool, request):
 
 
 def _play(tasks: list | None) -> dict:
-    return {"gather_facts": False, **({"roles": [{"role": "kvmops.fleet.bridge"}]} if tasks is None else
-                                       {"tasks": tasks})}
+    body = {"roles": [{"role": "kvmops.fleet.bridge"}]} if tasks is None else {"tasks": tasks}
+    return {"gather_facts": False, **body}
 
 
 def _argv(fleet, extra: dict, check: bool, tasks: list | None = None) -> tuple[list, dict]:
