@@ -29,6 +29,7 @@ import tempfile
 import time
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.bridge import _ifupdown, _nm, _plan
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._files_io import write_atomic
 
 STATE_DIR = "/var/lib/kvmops-bridge"
 REVERT_UNIT = "kvmops-bridge-revert"
@@ -258,21 +259,6 @@ def pending_state():
     return manifest
 
 
-def _write_atomic(path, text, mode=0o644):
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".kvmops-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def begin(run, txn, files, host, bridges, timeout, provider="networkd", sources=None):
     """Save what is there, arm the revert, write ``files`` and start the switch. -> the manifest.
 
@@ -342,13 +328,13 @@ def begin(run, txn, files, host, bridges, timeout, provider="networkd", sources=
     elif provider == "ifupdown":
         before_file = os.path.join(pending, "before.interfaces")
         names = set(ports) | {b["name"] for b in bridges}
-        _write_atomic(before_file, _ifupdown.port_stanzas(dict(sources or {}), names), 0o600)
+        write_atomic(before_file, _ifupdown.port_stanzas(dict(sources or {}), names), 0o600)
         pre, post = _ifupdown.revert_pre_lines(manifest), _ifupdown.revert_lines(manifest)
         switch = _ifupdown.switch_lines(manifest, before_file)
-    _write_atomic(
+    write_atomic(
         os.path.join(pending, "revert.sh"), _plan.revert_script(txn, STATE_DIR, manifest, timeout, pre, post), 0o700
     )
-    _write_atomic(os.path.join(pending, "switch.sh"), _plan.switch_script(txn, STATE_DIR, ports, switch), 0o700)
+    write_atomic(os.path.join(pending, "switch.sh"), _plan.switch_script(txn, STATE_DIR, ports, switch), 0o700)
     # Arm first: from here on the host goes back by itself unless confirm() stops the timer.
     rc, out, err = run(
         [
@@ -367,7 +353,7 @@ def begin(run, txn, files, host, bridges, timeout, provider="networkd", sources=
         raise ApplyError(f"could not arm the revert timer (nothing was changed): {err.strip() or out.strip()}")
     try:
         for path, text in sorted(files.items()):
-            _write_atomic(path, text, file_mode(provider, path))
+            write_atomic(path, text, file_mode(provider, path))
         rc, out, err = run(
             [
                 "systemd-run",

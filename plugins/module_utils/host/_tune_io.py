@@ -14,8 +14,8 @@ from __future__ import annotations
 import glob
 import os
 import re
-import tempfile
 
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._files_io import write_atomic as write_file
 from ansible_collections.kvmops.fleet.plugins.module_utils.host import _tune_plan as plan
 
 TOOL_DIRS = ("usr/sbin", "usr/bin", "sbin", "bin")
@@ -162,22 +162,6 @@ def write_value(path, value):
     """One sysfs or /proc value (no temporary file: the kernel takes the write itself)."""
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(value + "\n")
-
-
-def write_file(path, text):
-    """A configuration file, atomically (temporary file in the same directory, then rename), mode 0644."""
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".kvmops-", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _link(target, link):
