@@ -25,17 +25,3 @@ def __getattr__(name):
     value = getattr(importlib.import_module("." + where, __name__), name)
     globals()[name] = value
     return value
-
-
-__all__ = [
-    "STATES",
-    "Lab",
-    "LabDomain",
-    "LabError",
-    "LabTimeout",
-    "StateSpec",
-    "bounded",
-    "leftovers",
-    "state_text",
-    "status_file_state",
-]
