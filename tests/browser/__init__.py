@@ -6,6 +6,7 @@
     res.counts           # {"paused": 3, ...} from the elements carrying data-kvmops-count
     res.vms              # {"host/name": cause} from data-kvmops-vm / data-kvmops-cause
     res.hosts            # {host: status} from data-kvmops-host / data-kvmops-status
+    res.metrics          # {"host/metric": verdict} from data-kvmops-metric / data-kvmops-verdict
     res.title            # document.title
     res.requests         # every URL the page asked for (file:// and data: are served, the rest refused)
 
@@ -37,7 +38,7 @@ WIDTH = 1280
 # what the page exposes; evaluated in the page after load
 EXTRACT = r"""
 (() => {
-  const out = {title: document.title, counts: {}, vms: {}, hosts: {}, bad: [], height: 0};
+  const out = {title: document.title, counts: {}, vms: {}, hosts: {}, metrics: {}, bad: [], height: 0};
   for (const el of document.querySelectorAll('[data-kvmops-count]')) {
     const key = el.getAttribute('data-kvmops-count'), text = el.textContent.trim();
     if (!/^[0-9]+$/.test(text) || key in out.counts) { out.bad.push('count ' + key + ': ' + JSON.stringify(text)); }
@@ -52,6 +53,11 @@ EXTRACT = r"""
     const key = el.getAttribute('data-kvmops-host');
     if (key in out.hosts) { out.bad.push('host twice: ' + key); }
     out.hosts[key] = el.getAttribute('data-kvmops-status');
+  }
+  for (const el of document.querySelectorAll('[data-kvmops-metric]')) {
+    const key = el.getAttribute('data-kvmops-metric');
+    if (key in out.metrics) { out.bad.push('metric twice: ' + key); }
+    out.metrics[key] = el.getAttribute('data-kvmops-verdict');
   }
   const body = document.body ? document.body.scrollHeight : 0;
   out.height = Math.ceil(Math.max(document.documentElement.scrollHeight, body));
@@ -72,6 +78,7 @@ class BrowserResult:
     counts: dict[str, int] = field(default_factory=dict)
     vms: dict[str, str] = field(default_factory=dict)
     hosts: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, str] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
@@ -284,6 +291,7 @@ def _drive(pipe: _Pipe, html: Path, screenshot: Path | None, screenshot_height: 
         raise pipe.fail(f"reading the page failed: {out['exceptionDetails']}")
     value = out["result"]["value"]
     res.title, res.counts, res.vms, res.hosts = value["title"], value["counts"], value["vms"], value["hosts"]
+    res.metrics = value["metrics"]
     res.duplicates, res.scripts, res.height = value["bad"], value["scripts"], value["height"]
     if screenshot is not None:
         height = max(600, min(int(value["height"]), screenshot_height or 16000))
