@@ -133,7 +133,7 @@ _value:
         versions:
           description: The versions of fio and stress-ng.
           type: dict
-          sample: {fio: fio-3.33, stress-ng: 0.15.06}
+          sample: {fio: "3.33", stress-ng: 0.15.06}
     after:
       description: The later run, without its metrics and raw output; the same keys as RV(_value.before).
       type: dict

@@ -1,4 +1,5 @@
-"""Recorded kvm_benchmark runs for the benchmark comparison tests (the keys the comparison relies on).
+"""Recorded kvm_benchmark runs for the benchmark comparison tests (the keys, units and version strings the module
+returns).
 
 ``fleet_runs()`` returns ``{host: {label: run}}``: HOST_CHANGED, whose second run follows a tuning change
 (scheduler none, deeper queue, read-ahead down, THP madvise, another kernel command line) that lifts the 4k
@@ -18,31 +19,31 @@ HOSTILE_CMDLINE = "BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro <script>alert('cmdline'
 BASE = {
     ("randread-4k-qd1", "iops"): (9100.0, "IO/s", True),
     ("randread-4k-qd1", "bw_mib_s"): (35.5, "MiB/s", True),
-    ("randread-4k-qd1", "lat_mean_us"): (106.0, "us", False),
-    ("randread-4k-qd1", "lat_p99_us"): (182.0, "us", False),
+    ("randread-4k-qd1", "lat_mean_us"): (106.0, "\u00b5s", False),
+    ("randread-4k-qd1", "lat_p99_us"): (182.0, "\u00b5s", False),
     ("randread-4k-qd32", "iops"): (84200.0, "IO/s", True),
     ("randread-4k-qd32", "bw_mib_s"): (328.9, "MiB/s", True),
-    ("randread-4k-qd32", "lat_mean_us"): (378.0, "us", False),
-    ("randread-4k-qd32", "lat_p99_us"): (742.0, "us", False),
+    ("randread-4k-qd32", "lat_mean_us"): (378.0, "\u00b5s", False),
+    ("randread-4k-qd32", "lat_p99_us"): (742.0, "\u00b5s", False),
     ("randwrite-4k-qd1", "iops"): (7050.0, "IO/s", True),
     ("randwrite-4k-qd1", "bw_mib_s"): (27.5, "MiB/s", True),
-    ("randwrite-4k-qd1", "lat_mean_us"): (138.0, "us", False),
-    ("randwrite-4k-qd1", "lat_p99_us"): (251.0, "us", False),
+    ("randwrite-4k-qd1", "lat_mean_us"): (138.0, "\u00b5s", False),
+    ("randwrite-4k-qd1", "lat_p99_us"): (251.0, "\u00b5s", False),
     ("randwrite-4k-qd32", "iops"): (61300.0, "IO/s", True),
     ("randwrite-4k-qd32", "bw_mib_s"): (239.5, "MiB/s", True),
-    ("randwrite-4k-qd32", "lat_mean_us"): (519.0, "us", False),
-    ("randwrite-4k-qd32", "lat_p99_us"): (1090.0, "us", False),
+    ("randwrite-4k-qd32", "lat_mean_us"): (519.0, "\u00b5s", False),
+    ("randwrite-4k-qd32", "lat_p99_us"): (1090.0, "\u00b5s", False),
     ("seqread-1m", "iops"): (1790.0, "IO/s", True),
     ("seqread-1m", "bw_mib_s"): (1790.0, "MiB/s", True),
-    ("seqread-1m", "lat_mean_us"): (4460.0, "us", False),
-    ("seqread-1m", "lat_p99_us"): (7960.0, "us", False),
+    ("seqread-1m", "lat_mean_us"): (4460.0, "\u00b5s", False),
+    ("seqread-1m", "lat_p99_us"): (7960.0, "\u00b5s", False),
     ("seqwrite-1m", "iops"): (1210.0, "IO/s", True),
     ("seqwrite-1m", "bw_mib_s"): (1210.0, "MiB/s", True),
-    ("seqwrite-1m", "lat_mean_us"): (6600.0, "us", False),
-    ("seqwrite-1m", "lat_p99_us"): (11900.0, "us", False),
-    ("cpu", "bogo_ops_per_s"): (11840.0, "bogo ops/s", True),
-    ("memory", "bogo_ops_per_s"): (3520.0, "bogo ops/s", True),
-    ("switch", "bogo_ops_per_s"): (452000.0, "bogo ops/s", True),
+    ("seqwrite-1m", "lat_mean_us"): (6600.0, "\u00b5s", False),
+    ("seqwrite-1m", "lat_p99_us"): (11900.0, "\u00b5s", False),
+    ("cpu", "bogo_ops_per_s"): (11840.0, "bogo-ops/s", True),
+    ("memory", "bogo_ops_per_s"): (3520.0, "bogo-ops/s", True),
+    ("switch", "bogo_ops_per_s"): (452000.0, "bogo-ops/s", True),
 }
 # HOST_CHANGED's second run: median factor per metric (everything else unchanged)
 CHANGE = {
@@ -93,7 +94,7 @@ def run(host: str, label: str, started: str, finished: str, tuning: dict, factor
         "tuning": dict(tuning),
         "metrics": metrics(factor, jitter),
         "raw": [{"job": "randread-4k-qd1", "repeat": 1, "tool": "fio", "output": "{\"jobs\": []}"}],
-        "versions": {"fio": "fio-3.33", "stress-ng": "0.15.06"},
+        "versions": {"fio": "3.33", "stress-ng": "0.15.06"},
     }
 
 

@@ -39,7 +39,7 @@ def run(label="before", host="hv1", metrics=None, **extra):
                    "tuned_profile": "virtual-host", "cmdline": "root=/dev/vda1 ro"},
         "metrics": {IOPS: metric([100, 102, 98, 101])} if metrics is None else metrics,
         "raw": [{"tool": "fio", "output": "..."}],
-        "versions": {"fio": "fio-3.33", "stress-ng": "0.15.06"},
+        "versions": {"fio": "3.33", "stress-ng": "0.15.06"},
     }
     r.update(extra)
     return r
@@ -271,7 +271,7 @@ def test_warnings_for_direct_target_versions_host_and_unknown_settings():
     after = run("after", host="hv2")
     after["settings"].update(direct=False, numjobs=2)
     after["target"]["path"] = "/dev/vdc"
-    after["versions"]["fio"] = "fio-3.35"
+    after["versions"]["fio"] = "3.35"
     c = bench_compare(run(), after)
     assert c["host"] == "hv2"
     assert c["warnings"] == [
@@ -280,7 +280,7 @@ def test_warnings_for_direct_target_versions_host_and_unknown_settings():
         "the comparison is suspect",
         "numjobs differs (None before, 2 after): the comparison is suspect",
         "the target differs (path '/dev/vdb' -> '/dev/vdc'): the runs did not measure the same storage",
-        "tool versions differ (fio 'fio-3.33' -> 'fio-3.35'): part of a change may be the tools'",
+        "tool versions differ (fio '3.33' -> '3.35'): part of a change may be the tools'",
     ]
 
 
