@@ -22,6 +22,7 @@ import ansible_collections.kvmops.fleet.plugins.modules as mods
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _libvirt_io
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _validate as v
 from ansible_collections.kvmops.fleet.plugins.modules import (
+    kvm_benchmark,
     kvm_bridge_apply,
     kvm_host_facts,
     kvm_host_tune,
@@ -68,12 +69,17 @@ BASE = {
         "ksm": {"run": "stop", "pages_to_scan": 100, "sleep_millisecs": 20, "merge_across_nodes": True},
         "thp": {"enabled": "madvise", "defrag": "defer"}, "var_prefix": None, "_root": "/nonexistent-kvmops-root",
     },
+    kvm_benchmark: {
+        "label": "before", "device": None, "directory": "/nonexistent-kvmops-dir", "file_size": "256M", "runtime": 5,
+        "repeats": 4, "jobs": ["randread-4k-qd1", "cpu"], "direct": True, "stress_workers": 0, "force": False,
+        "var_prefix": "",
+    },
 }
 # the first work each module does after its option checks: never reached with a bad option
 WORK = {kvm_tune: "read_host", kvm_resume: "collect", kvm_pause_facts: "collect", kvm_host_facts: "gather",
-        kvm_bridge_apply: "_provider", kvm_host_tune: "read_host"}
+        kvm_bridge_apply: "_provider", kvm_host_tune: "read_host", kvm_benchmark: "run"}
 # modules that touch no libvirt: their base run stops at WORK (a host's network is not this machine's to read)
-NO_LIBVIRT = (kvm_bridge_apply, kvm_host_tune)
+NO_LIBVIRT = (kvm_bridge_apply, kvm_host_tune, kvm_benchmark)
 # cpusets libvirt refuses (or would only refuse at apply time) and sizes that used to be expanded
 CPUSETS = ["0-99999999", "16384", "0-" + "9" * 5000, "1_0", "+1", "\u0661", "0x1", "3-1", "", " ", "0,,1", "^0",
            "0-3,^1-2", "1.5", "1 2", "99999999999999999999", "0-2," * 30000]
@@ -87,6 +93,9 @@ CUSTOM = {
                 {"vm.dirty_ratio": 10, "vm.dirty_bytes": 4096}, "vm.swappiness=10"],
     "io_schedulers": [[{"name": "vd*", "scheduler": "none"}, {"name": "vd*", "scheduler": "bfq"}],
                       [{"name": "vd*"}]],
+    "file_size": ["15M", "65G", "16383K", "256", "1T", "abc", "", "-1M", "256MB", "1.5G", "9" * 400 + "M", 256],
+    "jobs": [[], ["cpu", "seqread-1m", "cpu"]],
+    "var_prefix": ["Tuning_", "a-b", "x" * 33, " ", "tuning.benchmark_"],
 }
 
 
