@@ -33,6 +33,8 @@ APT_PACKAGES=(
   podman runc conmon netavark aardvark-dns fuse-overlayfs debootstrap
   # nested real-kernel VMs (tests/vmlab) and misc tools the tiers call
   openssh-client iproute2 procps git make shellcheck rsync xz-utils
+  # kvm_benchmark's integration test runs the real tools (tests/integration/modules/test_kvm_benchmark_local.py)
+  fio stress-ng
   # the fleet report's HTML is tested in headless Chromium (fonts for a readable screenshot)
   chromium fonts-dejavu-core
 )
