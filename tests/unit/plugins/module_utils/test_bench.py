@@ -634,7 +634,7 @@ def test_run_tool_timeout_kills_the_whole_group(tmp_path):
     assert time.monotonic() - start < 10
     assert str(err.value) == "did not finish within 1 s (killed)" and err.value.out == "started\n"
     child = int(pidfile.read_text())
-    for _ in range(50):  # the worker (a grandchild, as stress-ng's are) is killed with its parent
+    for _attempt in range(50):  # the worker (a grandchild, as stress-ng's are) is killed with its parent
         try:
             os.kill(child, 0)
         except ProcessLookupError:

@@ -56,8 +56,8 @@ class Host:
         name = os.path.basename(argv[0])
         if "--create_only=1" in argv:
             return self.fail.get("layout", (0, "", ""))
-        job = argv[1][len("--name="):] if name == "fio" else {"--cpu": "cpu", "--stream": "memory",
-                                                               "--switch": "switch"}[argv[1]]
+        stressors = {"--cpu": "cpu", "--stream": "memory", "--switch": "switch"}
+        job = argv[1][len("--name="):] if name == "fio" else stressors[argv[1]]
         repeat = sum(1 for a, _t in self.calls if a[:2] == argv[:2])
         failure = self.fail.get((job, repeat))
         if isinstance(failure, BaseException):
