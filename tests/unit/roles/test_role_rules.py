@@ -79,6 +79,11 @@ GOOD_TEXT = {
     "tuning_tuned_profile": ["", "virtual-host", "cpu-partitioning", "my_profile.2"],
     "tuning_libvirt_uri": ["qemu:///system", "qemu+ssh://root@hv1.example.net/system", "test:///default"],
     "tuning_tuned_isolated_cores": ["", "2-7", "2,4-7,^5", "1"],
+    "tuning_benchmark_label": ["before", "after", "run_2.1", "L" * 64],
+    "tuning_benchmark_compare_with": ["", "before", "2026-12-05"],
+    "tuning_benchmark_device": ["", "/dev/vdb", "/dev/disk/by-id/virtio-bench", "/dev/mapper/vg-bench"],
+    "tuning_benchmark_directory": ["/var/tmp", "", "/var/lib/libvirt/images"],
+    "tuning_benchmark_file_size": ["256M", "16M", "64G", "1024M"],
     # list elements, by the list's name
     "diagnostics_domains": ["db-*", "web-01", "a domain name", "vm[0-9]"],
     "hypervisor_users": ["alice", "fleetops", "svc.backup"],
@@ -107,6 +112,11 @@ BAD_TEXT = {
     "tuning_tuned_profile": ["virtual host", "a/b", "x;reboot", "p" * 65],
     "tuning_libvirt_uri": ["qemu", "/system", "qemu:///sys tem"],
     "tuning_tuned_isolated_cores": ["all", "2-7;reboot", "-1", " "],
+    "tuning_benchmark_label": ["", "a b", "../x", "x;reboot", "L" * 65],
+    "tuning_benchmark_compare_with": ["a b", "../x"],
+    "tuning_benchmark_device": ["vdb", "/dev/vd b", "/srv/x"],
+    "tuning_benchmark_directory": ["var/tmp", "/var/ tmp"],
+    "tuning_benchmark_file_size": ["", "256", "256MB", "0M", "-1G", "1T", "1.5G"],
     "diagnostics_domains": ["", "   "],
     "hypervisor_users": ["a b", "root;id", ""],
     "hypervisor_extra_packages": ["a b", "x;reboot", "$(id)", ""],
@@ -528,6 +538,7 @@ def test_every_entry_point_validates_first(tmp_path):
         "Check the variables before anything else",
         "Check the role variables against their ranges",
         "Check that TLS has its certificates and key",
+        "Check the benchmark's target",
     }, ran
     results = json.loads((tmp_path / "cases.json").read_text())
     assert [r["id"] for r in results] == list(range(len(cases)))
