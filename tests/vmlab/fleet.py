@@ -58,13 +58,15 @@ STAMP_DIR = "/var/lib/vmlab"
 
 # The state a pool reset must restore, as text per VM (see Fleet.fingerprints). Sysctls that are counters
 # or per-boot random values move by themselves and are left out; so are logs, caches, the journal, and the state
-# of timers the clock step after a revert can fire (logrotate's daily timer is Persistent=true).
+# of timers the clock step after a revert can fire (logrotate's daily timer is Persistent=true), and the
+# lifetimes of routes learnt from router advertisements (QEMU's user network advertises fec0::/64 on eth0: their
+# "expires NNNsec" counts down, and a new advertisement moves it).
 FINGERPRINT = r"""
 set -e
 {
 ip -o link show | sed -E 's/^[0-9]+: //; s/ link\/.*//'
 ip -o addr show | sed -E 's/^[0-9]+: //; s/ *valid_lft.*//'
-ip route show table all
+ip route show table all | sed -E 's/ expires [0-9]+sec//'
 lsmod | awk 'NR > 1 {print $1}' | sort
 volatile='^(fs\.(dentry-state|file-nr|inode-nr|inode-state|quota\.|aio-nr)|net\.netfilter\.nf_conntrack_count|'
 volatile="${volatile}kernel\.(ns_last_pid|random\.|pty\.nr|tainted|perf_event_max_sample_rate))"

@@ -154,7 +154,8 @@ def test_eth1_becomes_br0_keeping_its_address(hv):
     vm, peer = hv[HOST], hv[PEER]
     res = play(hv, {"bridge_bridges": [bridge()], "bridge_probe_targets": [peer.addr("lan"), "10.213.1.1"]})
     report(f"bridge: conversion of eth1 into br0 {res['seconds']:.0f} s")
-    assert res["rc"] == 0 and res["stats"]["failures"] == 0, res["results"][-1]
+    assert res["rc"] == 0 and res["stats"]["failures"] == 0, [
+        (r["task"], r.get("msg")) for r in res["results"] if r.get("failed") or r.get("msg")]
     assert task(res, "Check the bridges")["changed"] is True
     fact = task(res, "Probe from the host")["ansible_facts"]["kvm_bridge"]
     assert fact["armed"] is False and fact["provider"] == "networkd" and fact["step"] == "confirm"
