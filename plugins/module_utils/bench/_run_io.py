@@ -73,7 +73,8 @@ def run_tool(argv, timeout, cwd=None):
     """-> (rc, stdout, stderr). The tool runs in a session of its own; on the timeout, or when the module is
     interrupted while waiting, the whole group is killed (stress-ng's workers with it). Raises ToolTimeout."""
     env = dict(os.environ, LC_ALL="C", LANG="C")
-    proc = subprocess.Popen(
+    # Not AnsibleModule.run_command: it has no timeout, and a stuck tool's workers must be killed as a group.
+    proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
         argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
