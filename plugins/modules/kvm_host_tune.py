@@ -25,7 +25,10 @@ description:
     host has).
   - After the apply every knob is read back. The task fails naming the knob, the wanted and the actual value, and
     the file that overrides it when one does (a C(sysctl.d) file or C(/etc/sysctl.conf) read after the module's
-    file, a udev rule read after the module's rule).
+    file, a udev rule read after the module's rule, or the tuned profile: tuned starts after udev at boot, so
+    its C([disk]) C(readahead) and C(elevator) and its C([sysfs]) queue values win over the udev rule, and its
+    C([sysctl]) values win when C(reapply_sysctl) is off in C(/etc/tuned/tuned-main.conf)). The profile checked
+    is O(tuned_profile), or when that is not given the one tuned applies at boot if C(tuned.service) is enabled.
   - If a write fails after others were made, the task fails with V(changed=true); RV(changes) lists what was
     applied and the message says what was not.
 author:
@@ -114,8 +117,13 @@ options:
         type: int
   tuned_profile:
     description:
-      - tuned profile to activate with C(tuned-adm), such as V(virtual-host). It must be one the host has. tuned
-        keeps it across a reboot itself. Not given leaves tuned alone.
+      - tuned profile to activate with C(tuned-adm), such as V(virtual-host). It must be one the host has. Not
+        given leaves tuned alone.
+      - C(tuned.service) is enabled and started first when it is not (the daemon applies the profile at every
+        boot; RV(changes) says V(enabled and started tuned.service)), then the profile is activated, and only then
+        are the other knobs written, so the values given here win over the profile's where tuned has already
+        applied it; where tuned would apply its own value again at its next start, the task fails naming the
+        profile file (see the description).
     type: str
   tuned_isolated_cores:
     description:
@@ -275,6 +283,10 @@ from ansible_collections.kvmops.fleet.plugins.module_utils.host._tune_io import 
     read_host,
     tuned_active,
     tuned_apply,
+    tuned_enabled_profiles,
+    tuned_profiles_read,
+    tuned_service,
+    tuned_service_start,
     tuned_state,
 )
 
@@ -403,13 +415,21 @@ def run(module):
     for warning in result["warnings"]:
         module.warn(warning)
     live = list(result["live"])
+    service = tuned_service(root, runner) if tuned is not None else None
+    start_tuned = service is not None and not (service["enabled"] and service["active"])
+    if start_tuned:
+        before = "/".join(
+            ("enabled" if service["enabled"] else "disabled", "active" if service["active"] else "inactive")
+        )
+        live.insert(0, ("tuned.service", "systemctl", before, "enabled/active"))
     if tuned_change:
-        live.append(("tuned profile", "tuned-adm", tuned_change[0], tuned_change[1]))
+        live.insert(int(start_tuned), ("tuned profile", "tuned-adm", tuned_change[0], tuned_change[1]))
     changes = [f"{'removed' if result['files'][f] is None else 'wrote'} {f}" for f in result["files_changed"]]
     changes += [f"enabled {_tune_plan.UNIT_NAME}"] * result["enable"] + [f"disabled {_tune_plan.UNIT_NAME}"] * result[
         "disable"
     ]
-    changes += [f"{knob} = {after}" for knob, _p, _b, after in live]
+    changes += ["enabled and started tuned.service"] * start_tuned
+    changes += [f"{knob} = {after}" for knob, _p, _b, after in live if knob != "tuned.service"]
     out = {
         "changed": bool(changes),
         "changes": changes,
@@ -434,9 +454,16 @@ def run(module):
         after = _tune_plan.with_files(host, result["files"]) if module.check_mode else host
     else:
         try:
-            done = apply(root, result, runner)
+            done = []
+            # tuned first: starting it or switching its profile rewrites read-ahead, sysctls and more, and the
+            # knobs declared here are meant to win over the profile's
+            if start_tuned:
+                tuned_service_start(root, runner, done)
             if tuned_change:
                 tuned_apply(tuned["tool"], runner, p["tuned_profile"], done)
+            if start_tuned or tuned_change:
+                result = dict(result, live=_reassert(result, read_host(root, sorted(p["sysctls"] or {}))))
+            apply(root, result, runner, done)
         except ApplyError as exc:
             exc.not_done = [c for c in changes if c not in exc.done]
             raise
@@ -448,11 +475,47 @@ def run(module):
         active = tuned_active(tuned["tool"], runner)
         if active != p["tuned_profile"]:
             problems.append(f"tuned profile: wanted {p['tuned_profile']}, actual {active or '(none active)'}")
+        service = tuned_service(root, runner)
+        if service is not None and not (service["enabled"] and service["active"]):
+            problems.append(
+                f"tuned.service: wanted enabled and active, actual {'enabled' if service['enabled'] else 'disabled'}"
+                f" and {'active' if service['active'] else 'inactive'} (the profile would not be applied at boot)"
+            )
+    problems += _tuned_overrides(root, desired, after, result["wanted"], [p["tuned_profile"]] if tuned else None)
     out["knobs"] = {knob: _tune_plan.current_value(after, knob, path) for knob, path, _v in result["wanted"]}
     if problems:
         out["msg"] = "verify after apply: " + "; ".join(problems)
         out["failed"] = True
     return out
+
+
+def _reassert(result, host):
+    """The plan's live values, plus every wanted knob that tuned changed when it started or switched profile (in
+    the plan's order, after the planned ones), so that the declared values are what stays live."""
+    planned = {knob for knob, _p, _b, _a in result["live"]}
+    extra = []
+    for knob, path, value in result["wanted"]:
+        now = _tune_plan.current_value(host, knob, path)
+        if knob not in planned and now != value:
+            extra.append((knob, path, now, value))
+    return list(result["live"]) + extra
+
+
+def _tuned_overrides(root, desired, host, wanted, names):
+    """Knobs that the tuned profile sets otherwise when tuned applies it (it starts after udev at boot): the
+    profile set here, or (none set) the ones tuned applies at boot when it is enabled."""
+    names = names if names is not None else tuned_enabled_profiles(root)
+    if not names:
+        return []
+    settings, reapply = tuned_profiles_read(root, names)
+    per_dev = _tune_plan.device_settings(desired, host)
+    wants = {knob: value for knob, _p, value in wanted}
+    return [
+        f"{knob}: wanted {wants[knob]}, actual {_tune_plan.current_value(host, knob, '') or '(missing)'} now but "
+        f"{theirs} when tuned applies profile {' '.join(names)} (at its start and after a reboot): {path} sets {spec}"
+        for knob, theirs, path, spec in _tune_plan.tuned_overrides(settings, per_dev, wanted, reapply)
+        if knob in wants
+    ]
 
 
 def _named(module, msg):

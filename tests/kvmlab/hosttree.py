@@ -119,3 +119,25 @@ esac
 """)
     script.chmod(0o755)
     return state
+
+
+def systemctl(root, enabled=(), active=()) -> Path:
+    """A stand-in systemctl under ``root``/bin: ``is-enabled``/``is-active`` [--quiet] UNIT answer from state
+    files, ``enable --now UNIT`` sets both, anything else succeeds (argv of every call in ``systemctl.log``)."""
+    root = Path(root)
+    state = root / "var/lib/systemctl-fake"
+    _put(state / "enabled", "".join(f"{u}\n" for u in enabled))
+    _put(state / "active", "".join(f"{u}\n" for u in active))
+    script = root / "bin/systemctl"
+    _put(script, f"""#!/bin/sh
+echo "$@" >> {state}/systemctl.log
+unit=""; for a in "$@"; do case "$a" in -*) ;; *) unit="$a";; esac; done
+case "$1" in
+  is-enabled) grep -qx "$unit" {state}/enabled;;
+  is-active) grep -qx "$unit" {state}/active;;
+  enable) echo "$unit" >> {state}/enabled; [ "$2" = --now ] && echo "$unit" >> {state}/active; exit 0;;
+  *) exit 0;;
+esac
+""")
+    script.chmod(0o755)
+    return state

@@ -54,13 +54,14 @@ MASKED_UNITS = (
 
 # Services a variant's packages enable that a VM starts only when its spec asks for them: a VM chooses its
 # network provider at boot (``VMSpec.net``: systemd-networkd by default, NetworkManager or ifupdown through
-# ``systemd.wants=`` on the kernel command line), and the cluster stack is started by the role under test, as
+# ``systemd.wants=`` on the kernel command line), the cluster stack and tuned are started by the role under test, as
 # on a host where it was installed and not yet configured. Disabled, not masked, so a role can enable them.
 OPTIONAL_UNITS = (
     "networking.service",  # ifupdown (pulled in by ifenslave)
     "NetworkManager.service", "NetworkManager-wait-online.service", "NetworkManager-dispatcher.service",
     "corosync.service", "pacemaker.service", "pcsd.service", "pcsd-ruby.service", "sbd.service",
     "corosync-qdevice.service", "corosync-qnetd.service",
+    "tuned.service",  # the tuning role enables it with the profile it sets
 )
 
 

@@ -21,6 +21,9 @@ boot, so a test sees the host it asks for and nothing else:
   sbd, corosync-qdevice/qnetd, resource-agents with ocf:heartbeat:VirtualDomain, fence-agents), disabled:
   the role under test configures and starts it.
 * Benchmark tools: fio, stress-ng.
+* tuned (disabled: enabled, it would apply its recommended profile at every boot and change the sysctls, read-ahead
+  and governors every other test sees; kvmops.fleet.tuning enables it when it sets a profile), and the ``vlan``
+  package for ifupdown's VLAN stanzas (ifenslave, for its bonds, is in the base image).
 
 ``base``: the minimal image (no variant packages), for ``python -m vmlab up`` and quick experiments.
 """
@@ -30,16 +33,17 @@ from .image import ImageSpec
 
 LIBVIRT = ("libvirt-daemon-system", "qemu-system-x86", "python3-libvirt", "dnsmasq-base", "libpam-systemd")
 # bridge-utils: ifupdown's bridge_* options (its if-pre-up.d hook); kvmops.fleet.bridge renders them
-NETWORK = ("network-manager", "ifupdown", "bridge-utils")
+NETWORK = ("network-manager", "ifupdown", "bridge-utils", "vlan")
 # python3-cffi-backend: python3-cryptography (pcs, fence-agents) depends on virtual packages it provides,
 # which debootstrap does not resolve.
 CLUSTER = ("corosync", "pacemaker", "pcs", "sbd", "corosync-qdevice", "corosync-qnetd", "resource-agents",
            "fence-agents", "python3-cffi-backend")
 BENCHMARK = ("fio", "stress-ng")
+TUNING = ("tuned",)
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "base": (),
-    "hypervisor": LIBVIRT + NETWORK + CLUSTER + BENCHMARK,
+    "hypervisor": LIBVIRT + NETWORK + CLUSTER + BENCHMARK + TUNING,
 }
 
 # The variant the vm tier and the shared pool boot unless a test asks for another one.

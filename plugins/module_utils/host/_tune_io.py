@@ -177,10 +177,10 @@ def find_tool(root, name):
     return None
 
 
-def apply(root, result, runner):
+def apply(root, result, runner, done=None):
     """Files first (what a reboot keeps), then the live values in plan order. Raises ApplyError with what was
-    done before the failing step."""
-    done = []
+    done before the failing step (``done``: what the caller did before, kept at the front)."""
+    done = [] if done is None else done
 
     def step(what, func, *args):
         try:
@@ -235,6 +235,43 @@ def tuned_state(root, runner):
         if m:
             profiles.append(m.group(1))
     return {"tool": tool, "profiles": sorted(set(profiles)), "active": tuned_active(tool, runner)}
+
+
+def tuned_profiles_read(root, names):
+    """The settings of tuned profiles ``names`` (see _tune_plan.tuned_profile_settings) and whether tuned applies
+    the sysctl.d files again after its own (tuned-main.conf ``reapply_sysctl``, on unless set off)."""
+    main = {}
+    for section, opts in plan.parse_tuned_conf("[main]\n" + (_read(under(root, plan.TUNED_MAIN_CONF)) or "")):
+        if section == "main":  # the file has no section header: its keys are tuned's main options
+            main.update(opts)
+    reapply = main.get("reapply_sysctl", "1").strip().lower() not in ("0", "false", "no", "n", "off")
+    settings = plan.tuned_profile_settings(
+        names, lambda path: _read(under(root, path)), os.uname().machine, _read(under(root, "/proc/cpuinfo")) or ""
+    )
+    return settings, reapply
+
+
+def tuned_enabled_profiles(root):
+    """The profiles tuned applies at boot (its active_profile file), or [] when tuned.service is not enabled."""
+    if not os.path.lexists(under(root, plan.TUNED_WANTS_LINK)):
+        return []
+    return (_read(under(root, plan.TUNED_ACTIVE_FILE)) or "").split()
+
+
+def tuned_service(root, runner):
+    """-> {"enabled": bool, "active": bool} of tuned.service, or None when there is no systemctl (a fixture tree)."""
+    tool = find_tool(root, "systemctl")
+    if tool is None:
+        return None
+    rc_enabled, _o, _e = runner([tool, "is-enabled", "--quiet", "tuned.service"])
+    rc_active, _o, _e = runner([tool, "is-active", "--quiet", "tuned.service"])
+    return {"enabled": rc_enabled == 0, "active": rc_active == 0}
+
+
+def tuned_service_start(root, runner, done):
+    """``systemctl enable --now tuned.service``: tuned-adm talks to the daemon, and the daemon applies the
+    profile at every boot."""
+    _tool(root, runner, ["systemctl", "enable", "--now", "tuned.service"], done)
 
 
 def tuned_active(tool, runner):

@@ -681,3 +681,171 @@ def render_tuned_vars(current, cpus_text):
     if not done:
         out.append(f"isolated_cores={cpus_text}")
     return "\n".join(out) + "\n"
+
+
+# ---- tuned profiles that override a knob ------------------------------------------------------------------------
+
+# where tuned looks for a profile, the first hit wins (tuned 2.20 reads /etc/tuned and /usr/lib/tuned; 2.22 and
+# later moved them into profiles/ subdirectories)
+TUNED_PROFILE_DIRS = ("/etc/tuned/profiles", "/etc/tuned", "/usr/lib/tuned/profiles", "/usr/lib/tuned")
+TUNED_MAIN_CONF = "/etc/tuned/tuned-main.conf"
+TUNED_ACTIVE_FILE = "/etc/tuned/active_profile"
+TUNED_WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/tuned.service"
+TUNED_INCLUDE_DEPTH = 16
+# knobs only udev sets at boot: tuned starts after udev's coldplug and wins over the rule (the boot unit runs
+# after tuned.service, so hugepages, KSM and THP stay ours)
+_TUNED_QUEUE = {"read_ahead_kb": "readahead", "scheduler": "elevator"}
+
+
+def parse_tuned_conf(text):
+    """A tuned.conf -> [(section, {key: value})] in file order (configobj's subset tuned profiles use)."""
+    sections = []
+    current = None
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = (line[1:-1].strip(), {})
+            sections.append(current)
+            continue
+        key, sep, value = line.partition("=")
+        if sep and current is not None:
+            current[1][key.strip()] = value.strip()
+    return sections
+
+
+def tuned_profile_settings(names, read, machine="", cpuinfo=""):
+    """Profiles (the active ones, in order) -> {section: {"type": plugin, "options": {key: (value, file)}}}, with
+    each profile's includes resolved as tuned does (included first, the including profile's keys win).
+
+    ``read(path)`` returns a file's text or None. Sections whose ``uname_regex``/``cpuinfo_regex`` do not match
+    this host are left out, as tuned leaves them out. Values that hold a ``${...}`` variable or function are
+    left out too: this module does not evaluate them, and it names only overrides it is sure of."""
+    merged = {}
+
+    def load(name, depth, seen):
+        if depth > TUNED_INCLUDE_DEPTH or name in seen:
+            return
+        for d in TUNED_PROFILE_DIRS:
+            path = f"{d}/{name}/tuned.conf"
+            text = read(path)
+            if text is not None:
+                break
+        else:
+            return
+        sections = parse_tuned_conf(text)
+        for section, opts in sections:
+            if section == "main" and opts.get("include"):
+                for inc in (i.strip() for i in opts["include"].split(",")):
+                    if inc and "${" not in inc:
+                        load(inc, depth + 1, seen | {name})
+        for section, opts in sections:
+            if section in ("main", "variables"):
+                continue
+            if not _tuned_section_applies(opts, machine, cpuinfo):
+                merged.pop(section, None)
+                continue
+            if opts.get("replace", "").lower() in ("1", "true", "yes", "y") or section not in merged:
+                merged[section] = {"type": opts.get("type", section), "options": {}}
+            entry = merged[section]
+            entry["type"] = opts.get("type", entry["type"])
+            for key, value in opts.items():
+                if key not in ("type", "replace", "uname_regex", "cpuinfo_regex") and "${" not in value:
+                    entry["options"][key] = (value, path)
+
+    for name in names:
+        load(name, 0, frozenset())
+    return merged
+
+
+def _tuned_section_applies(opts, machine, cpuinfo):
+    for key, subject in (("uname_regex", machine), ("cpuinfo_regex", cpuinfo)):
+        pattern = opts.get(key)
+        if pattern is None or "${" in pattern:
+            continue
+        try:
+            if not re.search(pattern, subject, re.MULTILINE):
+                return False
+        except re.error:
+            return False
+    return True
+
+
+def _tuned_devices_match(spec, dev):
+    """tuned's ``devices`` option: comma-separated globs, ``!glob`` excludes; none given means every device."""
+    if not spec:
+        return True
+    globs = [g.strip() for g in spec.split(",") if g.strip()]
+    if any(g.startswith("!") and fnmatch.fnmatchcase(dev, g[1:]) for g in globs):
+        return False
+    wanted = [g for g in globs if not g.startswith("!")]
+    return not wanted or any(fnmatch.fnmatchcase(dev, g) for g in wanted)
+
+
+def _tuned_readahead_kb(value):
+    """tuned's readahead: ``[>]N`` in KiB, or ``N s`` in 512-byte sectors -> (kib, only_raise) or None."""
+    m = re.match(r"^(>)?\s*(\d+)\s*(s)?$", value.strip())
+    if not m:
+        return None
+    kib = int(m.group(2)) // 2 if m.group(3) else int(m.group(2))
+    return kib, bool(m.group(1))
+
+
+def tuned_overrides(settings, per_dev, wanted, reapply_sysctl):
+    """-> [(knob, tuned's value, file, "section key=value")] for each knob the tuned profile sets to something
+    else when tuned applies it (at its start, at a profile switch, at a reboot after udev).
+
+    Sysctls count only when tuned's ``reapply_sysctl`` is off: on (the default) it applies the sysctl.d files again
+    after its own, so ours win."""
+    out = []
+    for section, entry in sorted(settings.items()):
+        kind, opts = entry["type"], entry["options"]
+        if kind == "disk":
+            for dev, dev_settings in sorted(per_dev.items()):
+                if not _tuned_devices_match(opts.get("devices", ("", ""))[0], dev):
+                    continue
+                for attr, key in _TUNED_QUEUE.items():
+                    if attr not in dev_settings or key not in opts:
+                        continue
+                    value, path = opts[key]
+                    want = dev_settings[attr]
+                    if attr == "read_ahead_kb":
+                        parsed = _tuned_readahead_kb(value)
+                        if parsed is None:
+                            continue
+                        kib, only_raise = parsed
+                        if kib == int(want) or (only_raise and int(want) >= kib):
+                            continue
+                        theirs = str(kib)
+                    else:
+                        choices = [c.strip() for c in value.split(",") if c.strip()]
+                        if not choices or want in choices[:1]:
+                            continue
+                        theirs = choices[0]
+                    out.append((f"{dev} queue/{attr}", theirs, path, f"[{section}] {key}={value}"))
+        elif kind == "sysfs":
+            for knob, kpath, want in wanted:
+                if " queue/" not in knob:
+                    continue
+                for pattern, (value, path) in sorted(opts.items()):
+                    if fnmatch.fnmatchcase(kpath, pattern) and value != str(want):
+                        out.append((knob, value, path, f"[{section}] {pattern}={value}"))
+        elif kind == "sysctl" and not reapply_sysctl:
+            for knob, _kpath, want in wanted:
+                key = knob[7:] if knob.startswith("sysctl ") else None
+                if key not in opts:
+                    continue
+                value, path = opts[key]
+                theirs = value.lstrip(">").strip()
+                if theirs == str(want) or (value.startswith(">") and _ge(want, theirs)):
+                    continue
+                out.append((knob, theirs, path, f"[{section}] {key}={value}"))
+    return out
+
+
+def _ge(want, theirs):
+    try:
+        return int(want) >= int(theirs)
+    except ValueError:
+        return False

@@ -185,3 +185,103 @@ def test_plan_isolated_reads_the_kernel_s_isolated_cpus():
         "command line; the kernel isolates 2-3 now)"]
     with pytest.raises(plan.HostTuneError, match=r"^tuned_isolated_cores: host CPU\(s\) 4 do not exist on this host"):
         plan.plan_isolated("1,4-99", "cpu-partitioning", host)
+
+
+# ---- tuned profiles that override a knob ------------------------------------------------------------------------
+
+TUNED = os.path.join(os.path.dirname(__file__), "fixtures", "tuned")
+
+
+def _debian(path):
+    """Debian 12's own virtual-host chain (fixtures/tuned) at its installed paths."""
+    try:
+        with open(os.path.join(TUNED, path.lstrip("/")), encoding="utf-8") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def test_parse_tuned_conf():
+    text = "# c\n[main]\ninclude = a, b\n[disk]\nreadahead=>4096\n; x\n[sysctl]\nvm.swappiness = 10\norphan\n"
+    assert plan.parse_tuned_conf(text) == [("main", {"include": "a, b"}), ("disk", {"readahead": ">4096"}),
+                                           ("sysctl", {"vm.swappiness": "10"})]
+
+
+def test_debian_virtual_host_chain():
+    """virtual-host includes throughput-performance; the aarch64/ThunderX sections do not apply on x86_64."""
+    settings = plan.tuned_profile_settings(["virtual-host"], _debian, "x86_64", "model name : Intel Xeon\n")
+    tp = "/usr/lib/tuned/throughput-performance/tuned.conf"
+    vh = "/usr/lib/tuned/virtual-host/tuned.conf"
+    assert settings["disk"] == {"type": "disk", "options": {"readahead": (">4096", tp)}}
+    assert settings["sysctl"]["options"]["vm.dirty_background_ratio"] == ("5", vh)  # the including profile wins
+    assert settings["sysctl"]["options"]["vm.swappiness"] == ("10", tp)
+    assert "vm.thunderx" not in settings and "sysctl.thunderx" not in settings
+    on_arm = plan.tuned_profile_settings(["virtual-host"], _debian, "aarch64", "CPU part\t: 0x0af\n")
+    assert on_arm["vm.thunderx"]["options"] == {"transparent_hugepages": ("never", tp)}
+    assert on_arm["sysctl.thunderx"]["type"] == "sysctl"
+
+
+def test_etc_profile_hides_the_packaged_one_and_includes_stop():
+    files = {
+        "/etc/tuned/mine/tuned.conf": "[main]\ninclude=mine\n[disk]\nelevator=none\n",  # includes itself
+        "/usr/lib/tuned/mine/tuned.conf": "[disk]\nelevator=bfq\n",
+        "/etc/tuned/vars/tuned.conf": "[main]\ninclude=${f:virt_check:a:b}\n[sysctl]\nvm.swappiness=${x}\n",
+    }
+    settings = plan.tuned_profile_settings(["mine", "vars", "missing"], files.get)
+    assert settings == {"disk": {"type": "disk", "options": {"elevator": ("none", "/etc/tuned/mine/tuned.conf")}},
+                        "sysctl": {"type": "sysctl", "options": {}}}
+
+
+WANTED = [("sysctl vm.swappiness", "/proc/sys/vm/swappiness", "7"), ("vdb queue/read_ahead_kb", "", "384"),
+          ("vdb queue/scheduler", "", "none")]
+PER_DEV = {"vdb": {"read_ahead_kb": 384, "scheduler": "none"}, "sda": {"read_ahead_kb": 8192}}
+
+
+@pytest.mark.parametrize("opts, reapply, expected", [
+    ({"disk": {"readahead": ">4096"}}, True, [("vdb queue/read_ahead_kb", "4096", "[disk] readahead=>4096")]),
+    ({"disk": {"readahead": "8192 s"}}, True, [("sda queue/read_ahead_kb", "4096", "[disk] readahead=8192 s"),
+                                              ("vdb queue/read_ahead_kb", "4096", "[disk] readahead=8192 s")]),
+    ({"disk": {"readahead": "384"}}, True, [("sda queue/read_ahead_kb", "384", "[disk] readahead=384")]),
+    ({"disk": {"readahead": ">4096", "devices": "sd*"}}, True, []),
+    ({"disk": {"readahead": ">4096", "devices": "!vdb"}}, True, []),
+    ({"disk": {"elevator": "mq-deadline", "devices": "vd*,sd*"}}, True,
+     [("vdb queue/scheduler", "mq-deadline", "[disk] elevator=mq-deadline")]),
+    ({"disk": {"elevator": "none"}}, True, []),
+    ({"sysctl": {"vm.swappiness": "10"}}, True, []),  # tuned applies the sysctl.d files again after its own
+    ({"sysctl": {"vm.swappiness": "10"}}, False, [("sysctl vm.swappiness", "10", "[sysctl] vm.swappiness=10")]),
+    ({"sysctl": {"vm.swappiness": ">5"}}, False, []),
+    ({"sysctl": {"vm.swappiness": ">50"}}, False, [("sysctl vm.swappiness", "50", "[sysctl] vm.swappiness=>50")]),
+    ({"sysfs": {"/sys/block/vd*/queue/read_ahead_kb": "64"}}, True, []),  # no path in WANTED's knobs
+])
+def test_tuned_overrides(opts, reapply, expected):
+    settings = {s: {"type": s, "options": {k: (v, "/etc/tuned/p/tuned.conf") for k, v in o.items()}}
+                for s, o in opts.items()}
+    out = plan.tuned_overrides(settings, PER_DEV, WANTED, reapply)
+    assert [(k, v, spec) for k, v, path, spec in out] == expected
+    assert all(path == "/etc/tuned/p/tuned.conf" for _k, _v, path, _s in out)
+
+
+def test_tuned_sysfs_glob_over_a_queue_knob():
+    settings = {"my_sysfs": {"type": "sysfs", "options": {"/sys/block/vd*/queue/nr_requests": ("32", "/f")}}}
+    wanted = [("vdb queue/nr_requests", "/sys/block/vdb/queue/nr_requests", "64"),
+              ("ksm run", "/sys/kernel/mm/ksm/run", "0")]
+    assert plan.tuned_overrides(settings, {}, wanted, True) == [
+        ("vdb queue/nr_requests", "32", "/f", "[my_sysfs] /sys/block/vd*/queue/nr_requests=32")]
+
+
+def test_tuned_reads_reapply_and_boot_profiles(tmp_path):
+    root = tmp_path
+    assert io.tuned_enabled_profiles(str(root)) == []
+    (root / "etc/tuned").mkdir(parents=True)
+    (root / "etc/tuned/active_profile").write_text("virtual-host\n")
+    assert io.tuned_enabled_profiles(str(root)) == []  # not enabled: tuned applies nothing at boot
+    (root / "etc/systemd/system/multi-user.target.wants").mkdir(parents=True)
+    os.symlink("/lib/systemd/system/tuned.service", root / plan.TUNED_WANTS_LINK.lstrip("/"))
+    assert io.tuned_enabled_profiles(str(root)) == ["virtual-host"]
+    assert io.tuned_profiles_read(str(root), [])[1] is True  # no tuned-main.conf: tuned's default
+    with open(os.path.join(TUNED, "tuned-main.conf"), encoding="utf-8") as fh:
+        main = fh.read()
+    (root / "etc/tuned/tuned-main.conf").write_text(main)
+    assert io.tuned_profiles_read(str(root), [])[1] is True
+    (root / "etc/tuned/tuned-main.conf").write_text(main.replace("reapply_sysctl = 1", "reapply_sysctl = 0"))
+    assert io.tuned_profiles_read(str(root), [])[1] is False

@@ -388,3 +388,65 @@ def test_isolated_cores_refused(run_module, tree, args, msg):
     assert not (tree / "etc/tuned/cpu-partitioning-variables.conf").exists()
     log = state / "tuned-adm.log"  # refused before tuned-adm is asked anything
     assert not log.exists(), log.read_text()
+
+
+def _debian_tuned(tree):
+    """Debian 12's own virtual-host and throughput-performance profiles and tuned-main.conf (fixtures/tuned)."""
+    src = Path(__file__).resolve().parents[1] / "module_utils" / "fixtures" / "tuned"
+    for name in ("virtual-host", "throughput-performance"):
+        dest = tree / "usr/lib/tuned" / name
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "tuned.conf").write_text((src / "usr/lib/tuned" / name / "tuned.conf").read_text())
+    (tree / "etc/tuned").mkdir(parents=True, exist_ok=True)
+    (tree / "etc/tuned/tuned-main.conf").write_text((src / "tuned-main.conf").read_text())
+
+
+def test_tuned_is_started_first_and_the_declared_knobs_win(run_module, tree):
+    """tuned.service disabled: it is enabled and started, the profile activated, then the knobs written; a knob
+    the profile changed although it was already right is written again and not reported as a change."""
+    _debian_tuned(tree)
+    state = hosttree.tuned_adm(tree)
+    units = hosttree.systemctl(tree)
+    script = tree / "usr/sbin/tuned-adm"  # needs the daemon; the profile as tuned applies it: swappiness 10,
+    script.write_text(script.read_text().replace(  # read-ahead raised
+        'echo "$2" > ', f'grep -qx tuned.service {units}/active || exit 3; echo 10 > {tree}/proc/sys/vm/swappiness; '
+        f'echo 4096 > {tree}/sys/block/vdb/queue/read_ahead_kb; echo "$2" > '))
+    (tree / "proc/sys/vm/swappiness").write_text("7\n")
+    args = {"tuned_profile": "virtual-host", "sysctls": {"vm.swappiness": 7},
+            "io_schedulers": [{"name": "vdb", "read_ahead_kb": 8192}]}
+    check = run(run_module, tree, check=True, **args)
+    out = run(run_module, tree, **args)
+    assert not out.get("failed"), out
+    assert check["changes"] == out["changes"] == [
+        "wrote /etc/sysctl.d/90-kvmops-fleet.conf", "wrote /etc/udev/rules.d/90-kvmops-fleet-io.rules",
+        "enabled and started tuned.service", "tuned profile = virtual-host", "vdb queue/read_ahead_kb = 8192"]
+    assert read(tree, "/proc/sys/vm/swappiness") == "7" and read(tree, "/sys/block/vdb/queue/read_ahead_kb") == "8192"
+    assert "enable --now tuned.service" in (units / "systemctl.log").read_text().splitlines()
+    assert "profile virtual-host" in (state / "tuned-adm.log").read_text().splitlines()
+    again = run(run_module, tree, **args)
+    assert again["changed"] is False and not again.get("failed"), again
+
+
+def test_a_tuned_profile_that_overrides_a_knob_fails_naming_its_file(run_module, tree):
+    """Debian's virtual-host includes throughput-performance, whose [disk] readahead=>4096 raises a smaller
+    read-ahead when tuned starts (after udev at boot); its vm.swappiness=10 does not count (reapply_sysctl)."""
+    _debian_tuned(tree)
+    hosttree.tuned_adm(tree, active="virtual-host")
+    hosttree.systemctl(tree, enabled=["tuned.service"], active=["tuned.service"])
+    args = {"tuned_profile": "virtual-host", "sysctls": {"vm.swappiness": 7},
+            "io_schedulers": [{"name": "vd*", "read_ahead_kb": 384}]}
+    want = [f"{d} queue/read_ahead_kb: wanted 384, actual {now} now but 4096 when tuned applies profile virtual-host "
+            "(at its start and after a reboot): /usr/lib/tuned/throughput-performance/tuned.conf sets "
+            "[disk] readahead=>4096" for d, now in (("vda", "{}"), ("vdb", "{}"))]
+    check = run(run_module, tree, check=True, **args)
+    assert check["failed"] and check["msg"] == "verify after apply: " + "; ".join(w.format(128) for w in want)
+    out = run(run_module, tree, **args)
+    assert out["failed"] and out["msg"] == "verify after apply: " + "; ".join(w.format(384) for w in want)
+    # no profile given: the one tuned applies at boot is checked when tuned.service is enabled
+    (tree / "etc/tuned/active_profile").write_text("virtual-host\n")
+    (tree / "etc/systemd/system/multi-user.target.wants").mkdir(parents=True, exist_ok=True)
+    os.symlink("/lib/systemd/system/tuned.service", tree / "etc/systemd/system/multi-user.target.wants/tuned.service")
+    args.pop("tuned_profile")
+    assert "when tuned applies profile virtual-host" in run(run_module, tree, **args)["msg"]
+    os.unlink(tree / "etc/systemd/system/multi-user.target.wants/tuned.service")
+    assert not run(run_module, tree, **args).get("failed")
