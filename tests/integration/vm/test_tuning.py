@@ -3,11 +3,14 @@ vdb and vdc), host ``vma``. A privileged container would change this machine's o
 proven inside the VM's kernel only.
 
 One ansible-playbook run applies the role three times (check mode, real, real again): the check run predicts
-the real one and changes nothing, the real run sets hugepages on each node, scheduler, read-ahead and queue depth
-of vdb and vdc, THP, KSM, NUMA balancing and sysctls, and the second real run reports no change. The values are
-read back from the kernel itself. A conflicting ``99-*.conf`` sysctl file and a second udev rule then make the
-role's verification fail naming both files. With them gone, the VM reboots, and every value is back from the
-role's files (the boot unit, the udev rule, the sysctl.d file).
+the real one and changes nothing, the real run enables and starts the image's real tuned (Debian's 2.20, disabled
+in the image) with its virtual-host profile, then sets hugepages on each node, scheduler, read-ahead and queue
+depth of vdb and vdc, THP, KSM, NUMA balancing and sysctls over it, and the second real run reports no change. The
+values are read back from the kernel itself. A conflicting ``99-*.conf`` sysctl file and a second udev rule then
+make the role's verification fail naming both files, and a read-ahead below the 4096 KiB that the profile's
+``[disk] readahead=>4096`` raises it to at tuned's start fails naming the profile's file. With them gone, the VM
+reboots, and every value is back from the role's files (the boot unit, the udev rule, the sysctl.d file) and from
+tuned (its profile active, its own sysctl ``vm.dirty_background_ratio`` set, the role's sysctls over its others).
 
 Per-VM placement: libvirt inside the VM (the ``hypervisor`` image) has two small TCG domains; the role's
 ``tuning_domains`` with ``placement: auto`` and hugepage backing puts them into different NUMA cells, and the
@@ -36,6 +39,10 @@ HOST = "vma"
 DISKS = ("vdb", "vdc")
 SYSCTL_CONFLICT = "/etc/sysctl.d/99-zz-local.conf"
 UDEV_CONFLICT = "/etc/udev/rules.d/99-zz-scheduler.rules"
+# Debian's virtual-host includes throughput-performance, whose [disk] readahead=>4096 raises a smaller read-ahead
+# whenever tuned starts: the role's read-ahead is above it, and a smaller one is refused naming that file
+TUNED_SAFE_READ_AHEAD = 8192
+TUNED_DISK = "/usr/lib/tuned/throughput-performance/tuned.conf sets [disk] readahead=>4096"
 
 # every knob in one SSH round trip (a TCG guest is slow): kernel values, the role's files, the unit's state
 READ = r"""
@@ -55,11 +62,13 @@ for k in ("run", "pages_to_scan", "sleep_millisecs"):
     out["ksm"][k] = r("/sys/kernel/mm/ksm/" + k)
 for k in ("enabled", "defrag"):
     out["thp"][k] = r("/sys/kernel/mm/transparent_hugepage/" + k)
-for k in ("vm/swappiness", "vm/dirty_ratio", "kernel/numa_balancing"):
+for k in ("vm/swappiness", "vm/dirty_ratio", "vm/dirty_background_ratio", "kernel/numa_balancing"):
     out["sysctl"][k] = r("/proc/sys/" + k)
 out["unit"] = subprocess.run(["systemctl", "is-active", "kvmops-host-tune.service"], capture_output=True,
                              text=True).stdout.strip()
 out["tuned"] = r("/etc/tuned/active_profile")
+out["tuned_service"] = [subprocess.run(["systemctl", verb, "tuned.service"], capture_output=True,
+                                       text=True).stdout.strip() for verb in ("is-enabled", "is-active")]
 out["files"] = {p: os.path.exists(p) for p in ("/etc/sysctl.d/90-kvmops-fleet.conf",
                                                "/etc/udev/rules.d/90-kvmops-fleet-io.rules",
                                                "/etc/systemd/system/kvmops-host-tune.service")}
@@ -69,6 +78,15 @@ print(json.dumps(out))
 
 def read(vm) -> dict:
     return json.loads(vm.ssh("python3 -", input=READ, timeout=120).stdout)
+
+
+def cpuset(text: str) -> set[int]:
+    """'0-2,5' -> {0, 1, 2, 5} (libvirt and kvm_tune may write one set differently)."""
+    out = set()
+    for part in text.split(","):
+        low, _sep, high = part.partition("-")
+        out.update(range(int(low), int(high or low) + 1))
+    return out
 
 
 def active(choice: str) -> str:
@@ -146,7 +164,7 @@ def test_tuning_live_persisted_verified_and_back_after_a_reboot(fleet):
         "tuning_hugepages": [{"node": 0, "count": 24}, {"node": 1, "count": 12}],
         "tuning_numa_balancing": "disabled" if before["sysctl"]["kernel/numa_balancing"] != "0" else "enabled",
         "tuning_io_schedulers": [{"name": "vd[bc]", "transport": "virtio", "scheduler": scheduler,
-                                  "read_ahead_kb": 384, "nr_requests": 48}],
+                                  "read_ahead_kb": TUNED_SAFE_READ_AHEAD, "nr_requests": 48}],
         "tuning_ksm_pages_to_scan": 333, "tuning_ksm_sleep_millisecs": 45,
         "tuning_thp_enabled": "never", "tuning_thp_defrag": "defer",
         "tuning_sysctls": {"vm.swappiness": 7, "vm.dirty_ratio": 12},
@@ -159,7 +177,8 @@ def test_tuning_live_persisted_verified_and_back_after_a_reboot(fleet):
     assert check["changed"] is True and real["changed"] is True
     assert check["changes"] == real["changes"], (check["changes"], real["changes"])
     assert again["changed"] is False and again["changes"] == [], again["changes"]
-    assert real["not_done"] == ([] if before["tuned"] else ["tuned_profile: tuned-adm is not installed"])
+    assert real["not_done"] == [] and before["tuned_service"] == ["disabled", "inactive"], (real, before)
+    assert {"enabled and started tuned.service", "tuned profile = virtual-host"} <= set(real["changes"])
     report(f"tuning: check + apply + second run in one playbook: {res['seconds']:.1f} s")
 
     def assert_tuned(state):
@@ -167,10 +186,14 @@ def test_tuning_live_persisted_verified_and_back_after_a_reboot(fleet):
         for disk in DISKS:
             d = state["disks"][disk]
             assert active(d["scheduler"]) == scheduler, (disk, d)
-            assert d["read_ahead_kb"] == "384" and d["nr_requests"] == "48", (disk, d)
+            assert d["read_ahead_kb"] == str(TUNED_SAFE_READ_AHEAD) and d["nr_requests"] == "48", (disk, d)
         assert state["ksm"]["pages_to_scan"] == "333" and state["ksm"]["sleep_millisecs"] == "45", state["ksm"]
         assert active(state["thp"]["enabled"]) == "never" and active(state["thp"]["defrag"]) == "defer", state["thp"]
-        assert state["sysctl"] == {"vm/swappiness": "7", "vm/dirty_ratio": "12", "kernel/numa_balancing": balancing}
+        # tuned's virtual-host sets dirty_background_ratio 5 (it ran) and swappiness 10 and dirty_ratio 40 (the
+        # role's sysctl.d file wins: tuned applies the sysctl.d files again after its own, reapply_sysctl)
+        assert state["sysctl"] == {"vm/swappiness": "7", "vm/dirty_ratio": "12", "vm/dirty_background_ratio": "5",
+                                   "kernel/numa_balancing": balancing}, state["sysctl"]
+        assert state["tuned"] == "virtual-host" and state["tuned_service"] == ["enabled", "active"], state
         assert all(state["files"].values()), state["files"]
 
     after = read(vm)
@@ -191,6 +214,15 @@ def test_tuning_live_persisted_verified_and_back_after_a_reboot(fleet):
         assert (f"{disk} queue/scheduler: wanted {scheduler}, actual {scheduler} now but {other} at the next udev "
                 f"event or reboot: {UDEV_CONFLICT} sets it after /etc/udev/rules.d/90-kvmops-fleet-io.rules") in msg
     vm.ssh(f"rm {SYSCTL_CONFLICT} {UDEV_CONFLICT}")
+    # a read-ahead below what the real tuned profile raises it to at its next start: refused (check mode) naming
+    # the profile's file
+    small = dict(variables, tuning_io_schedulers=[dict(variables["tuning_io_schedulers"][0], read_ahead_kb=1024)])
+    res = play(fleet, ["check"], small)
+    assert res["rc"] == 2, res
+    (bad,) = res["results"]
+    for disk in DISKS:
+        assert (f"{disk} queue/read_ahead_kb: wanted 1024, actual {TUNED_SAFE_READ_AHEAD} now but 4096 when tuned "
+                f"applies profile virtual-host (at its start and after a reboot): {TUNED_DISK}") in bad["msg"], bad
     scenario = time.monotonic() - t_start
 
     # every persisted value is back after a reboot (the VM boots with the kernel's defaults)
@@ -231,5 +263,13 @@ def test_two_domains_are_placed_in_different_cells_on_their_cell_s_hugepages(fle
         cell = f"N{placed[name]['cell']}"
         # the guest RAM's hugetlbfs pages are all on the domain's cell
         assert maps[name] and set(maps[name]) == {cell}, (name, placed[name], maps[name])
+        # and libvirt reports the plan for the running domain: memory policy, nodeset and vCPU affinity
+        lines = vm.ssh(f"virsh numatune {name}").stdout.splitlines()
+        numatune = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)}
+        assert numatune.get("numa_mode") == "strict", numatune
+        assert numatune.get("numa_nodeset") == placed[name]["nodeset"], (numatune, placed[name])
+        rows = [line.split() for line in vm.ssh(f"virsh vcpupin {name}").stdout.splitlines()[2:] if line.strip()]
+        affinity = {vcpu: cpuset(cpus) for vcpu, cpus in rows}  # " VCPU   CPU Affinity", a rule, then a row each
+        assert affinity == {v: cpuset(c) for v, c in placed[name]["vcpupin"].items()}, (affinity, placed[name])
     report(f"tuning: two domains placed in cells {sorted(p['cell'] for p in placed.values())} on their own "
            f"hugepages in {time.monotonic() - t0:.1f} s (playbook {res['seconds']:.1f} s)")
