@@ -12,9 +12,10 @@ description:
   - One step of a commit-confirm change of the host's bridges. The P(kvmops.fleet.bridge#role) role runs
     O(step=apply), reconnects over a new connection, then O(step=confirm), and O(step=rollback) when anything
     went wrong in between.
-  - O(step=apply) checks every declared bridge against the host (ports that exist and are free, addresses that
-    overlap nothing, MTUs the ports can carry, names of at most 15 characters, uplink addresses and default
-    routes kept) before anything changes, renders the provider's files and compares them with the host's.
+  - O(step=apply) checks every declared bridge, bond and VLAN against the host (ports, bond interfaces and VLAN links
+    that exist and are used once, addresses that overlap nothing, MTUs the lower links can carry, VLAN ids, names of
+    at most 15 characters unique across all three, no loops, uplink addresses and default routes kept) before
+    anything changes, renders the provider's files and compares them with the host's.
     When they differ, or the host does not run what they declare, it saves the current files, links and
     addresses, arms a transient systemd timer C(kvmops-bridge-revert.timer) that restores them after
     O(rollback_timeout) seconds, writes the files and makes them live in a detached transient unit one second
@@ -26,7 +27,7 @@ description:
   - "Providers: systemd-networkd (C(05-kvmops-*) files in C(/etc/systemd/network)), NetworkManager
     (C(kvmops-*.nmconnection) keyfiles, mode 0600, whose port profiles take the NICs over by
     C(autoconnect-priority)) and ifupdown with bridge-utils (C(/etc/network/interfaces.d/kvmops-<bridge>); the
-    stanzas of the ports are commented out where they are)."
+    stanzas of the ports are commented out where they are; bonds need ifenslave, VLANs the vlan package)."
   - "Before anything changes, the rendered files pass the provider's own check where it has one:
     C(nmcli --offline connection modify) (NetworkManager's keyfile parser and profile verification) and
     C(ifup --no-act) on the configuration as it would be (ifupdown's parser and the commands it would run)."
@@ -76,7 +77,9 @@ options:
         type: str
         required: true
       ports:
-        description: Links that join the bridge (NICs of this host, each in one bridge only).
+        description:
+          - Links that join the bridge (NICs of this host, bonds of O(bonds) or VLANs of O(vlans)), each in one bridge
+            or bond only.
         type: list
         elements: str
         default: []
@@ -135,9 +138,75 @@ options:
         description: VLAN filtering on the bridge.
         type: bool
         default: false
+  bonds:
+    description:
+      - Bonds of NICs, unaddressed (a bridge over the bond holds the addresses). A bridge's O(bridges[].ports) and a
+        VLAN's O(vlans[].link) may name one.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Bond name, 1 to 15 characters, unique across bridges, bonds and VLANs.
+        type: str
+        required: true
+      interfaces:
+        description:
+          - NICs of this host that join the bond (at least one; each NIC in one bond or bridge only). A NIC that holds
+            an address or the default route now is refused unless O(force).
+        type: list
+        elements: str
+        default: []
+      mode:
+        description: The bonding mode. V(active-backup) needs nothing from the switch.
+        type: str
+        choices: [balance-rr, active-backup, balance-xor, broadcast, 802.3ad, balance-tlb, balance-alb]
+        default: active-backup
+      miimon:
+        description: MII link monitoring interval in milliseconds (1 to 2147483647).
+        type: int
+        default: 100
+      primary:
+        description:
+          - The interface that carries the traffic whenever its link is up; one of O(bonds[].interfaces), only for
+            the modes V(active-backup), V(balance-tlb) and V(balance-alb).
+        type: str
+      mtu:
+        description: MTU of the bond and its interfaces (68 to 65535, within what each interface can carry).
+        type: int
+  vlans:
+    description:
+      - 802.1Q VLANs, unaddressed (a bridge over the VLAN holds the addresses). A bridge's O(bridges[].ports) may name
+        one.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description:
+          - VLAN name, 1 to 15 characters, unique across bridges, bonds and VLANs. ifupdown needs V(vlan<id>) or
+            V(<link>.<id>).
+        type: str
+        required: true
+      id:
+        description: VLAN id, 1 to 4094.
+        type: int
+        required: true
+      link:
+        description:
+          - The link that carries the VLAN's tagged frames. A NIC (not a bridge port or bond member; holding no
+            address unless O(force), since systemd-networkd takes it over), or a bond or bridge of O(bonds) or
+            O(bridges).
+        type: str
+        required: true
+      mtu:
+        description: MTU of the VLAN, 68 to 65535 and at most the MTU of its link.
+        type: int
   var_name:
     description:
       - "The variable O(bridges) came from, used in error messages (V(bridge_bridges[0].ports[1]: ...))."
+      - When it ends in V(bridges), errors name O(bonds) and O(vlans) with the same prefix (V(bridge_bonds[0].mtu),
+        V(bridge_vlans[1].id)); otherwise as V(bonds) and V(vlans).
     type: str
     default: bridges
   force:
@@ -251,7 +320,7 @@ reasons:
   returned: always
   type: list
   elements: str
-  sample: ["bridge br0 does not exist"]
+  sample: ["bridge br0 does not exist", "bond bond0 does not exist"]
 transaction:
   description: The id of the pending (or last) change.
   returned: when a change is armed, confirmed or rolled back
@@ -268,12 +337,15 @@ ansible_facts:
   type: dict
   contains:
     kvm_bridge:
-      description: The declared bridges as the kernel runs them, what changed, whether a revert is armed.
+      description:
+        - The declared bridges, bonds and VLANs as the kernel runs them, what changed, whether a revert is armed.
       returned: always
       type: dict
       sample: {"provider": "networkd", "armed": false, "changed": ["/etc/systemd/network/05-kvmops-br0.netdev"],
                "step": "confirm", "rolled_back": null,
-               "bridges": [{"name": "br0", "ports": ["eth1"], "addresses": ["192.0.2.10/24"], "mtu": 1500}]}
+               "bridges": [{"name": "br0", "ports": ["vlan10"], "addresses": ["192.0.2.10/24"], "mtu": 1500}],
+               "bonds": [{"name": "bond0", "interfaces": ["eth3", "eth4"], "active": "eth3", "mtu": 1500}],
+               "vlans": [{"name": "vlan10", "id": 10, "link": "bond0", "mtu": 1500}]}
 """
 
 import time
@@ -307,10 +379,26 @@ BRIDGE_SPEC = {
     "forward_delay": {"type": "int"},
     "vlan_filtering": {"type": "bool", "default": False},
 }
+BOND_SPEC = {
+    "name": {"type": "str", "required": True},
+    "interfaces": {"type": "list", "elements": "str", "default": []},
+    "mode": {"type": "str", "choices": list(_plan.BOND_MODES), "default": "active-backup"},
+    "miimon": {"type": "int", "default": 100},
+    "primary": {"type": "str"},
+    "mtu": {"type": "int"},
+}
+VLAN_SPEC = {
+    "name": {"type": "str", "required": True},
+    "id": {"type": "int", "required": True},
+    "link": {"type": "str", "required": True},
+    "mtu": {"type": "int"},
+}
 ARGUMENT_SPEC = {
     "step": {"type": "str", "choices": ["apply", "confirm", "rollback"], "default": "apply"},
     "provider": {"type": "str", "choices": ["auto", "networkd", "nm", "ifupdown"], "default": "auto"},
     "bridges": {"type": "list", "elements": "dict", "default": [], "options": BRIDGE_SPEC},
+    "bonds": {"type": "list", "elements": "dict", "default": [], "options": BOND_SPEC},
+    "vlans": {"type": "list", "elements": "dict", "default": [], "options": VLAN_SPEC},
     "var_name": {"type": "str", "default": "bridges"},
     "force": {"type": "bool", "default": False},
     "rollback_timeout": {"type": "int", "default": 120},
@@ -345,6 +433,21 @@ RULES = {
     "bridges[].forward_delay": Int(
         _plan.FORWARD_DELAY_MIN, _plan.FORWARD_DELAY_MAX, "seconds, the kernel's range for a bridge's forward delay"
     ),
+    "bonds": Unique(("name",)),
+    "bonds[].name": NAME,
+    "bonds[].interfaces[]": NAME,
+    "bonds[].miimon": Int(
+        _plan.MIIMON_MIN,
+        _plan.MIIMON_MAX,
+        "milliseconds; the kernel takes up to INT_MAX, 0 turns the only link monitor off",
+    ),
+    "bonds[].primary": NAME,
+    "bonds[].mtu": Int(_plan.MTU_MIN, _plan.MTU_MAX, "the MTU range of an Ethernet link carrying IPv4"),
+    "vlans": Unique(("name",)),
+    "vlans[].name": NAME,
+    "vlans[].id": Int(_plan.VLAN_ID_MIN, _plan.VLAN_ID_MAX, "802.1Q: 0 and 4095 are reserved"),
+    "vlans[].link": NAME,
+    "vlans[].mtu": Int(_plan.MTU_MIN, _plan.MTU_MAX, "the MTU range of an Ethernet link carrying IPv4"),
     "var_name": Text("the name of the variable the bridges came from", max_chars=64),
     "rollback_timeout": Int(10, 3600, "seconds before the host reverts an unconfirmed change"),
     "settle_timeout": Int(1, 600, "seconds to wait for a change to show in the kernel"),
@@ -355,7 +458,7 @@ RULES = {
 PROVIDER_NAMES = {"nm": "NetworkManager", "ifupdown": "ifupdown", "networkd": "systemd-networkd"}
 
 
-def _facts(provider, bridges, host, armed, changed, step, rolled_back=None):
+def _facts(provider, bridges, host, armed, changed, step, rolled_back=None, bonds=(), vlans=()):
     links = host["links"]
     return {
         "kvm_bridge": {
@@ -373,6 +476,24 @@ def _facts(provider, bridges, host, armed, changed, step, rolled_back=None):
                 }
                 for b in bridges
             ],
+            "bonds": [
+                {
+                    "name": b["name"],
+                    "interfaces": sorted(n for n, i in links.items() if i.get("master") == b["name"]),
+                    "active": links.get(b["name"], {}).get("bond_active"),
+                    "mtu": links.get(b["name"], {}).get("mtu"),
+                }
+                for b in bonds
+            ],
+            "vlans": [
+                {
+                    "name": v["name"],
+                    "id": links.get(v["name"], {}).get("vlan_id"),
+                    "link": links.get(v["name"], {}).get("vlan_link"),
+                    "mtu": links.get(v["name"], {}).get("mtu"),
+                }
+                for v in vlans
+            ],
         }
     }
 
@@ -382,6 +503,8 @@ def _provider(module, run):
     active = _apply_io.active_providers(run)
     if wanted == "auto":
         ports = [str(p) for b in module.params["bridges"] for p in (b.get("ports") or [])]
+        ports += [str(n) for b in module.params["bonds"] for n in (b.get("interfaces") or [])]
+        ports += [str(v["link"]) for v in module.params["vlans"] if v.get("link")]
         provider = _apply_io.detect_provider(run, ports, active)
         if provider is None:
             raise _plan.BridgeError(
@@ -402,14 +525,26 @@ def _provider(module, run):
     return provider
 
 
-def _render(provider, bridges, host, var):
+def _render(provider, decl, host, var):
     """-> (desired {path: text}, ifupdown's sources or None)."""
+    bridges, bonds, vlans = decl["bridges"], decl["bonds"], decl["vlans"]
     if provider == "nm":
-        return _nm.render(bridges, host), None
+        return _nm.render(bridges, host, bonds, vlans), None
     if provider == "ifupdown":
         sources = _apply_io.read_ifupdown_sources()
-        return _ifupdown.render(bridges, host, sources, var), sources
-    return _plan.render_networkd(bridges, host), None
+        return _ifupdown.render(bridges, host, sources, var, bonds, vlans), sources
+    return _plan.render_networkd(bridges, host, bonds, vlans), None
+
+
+def _up_order(decl):
+    """Every declared link, each after what it needs (for ifupdown's checks)."""
+    bridges = [b["name"] for b in decl["bridges"]]
+    return (
+        [b["name"] for b in decl["bonds"]]
+        + [v["name"] for v in decl["vlans"] if v["link"] not in bridges]
+        + bridges
+        + [v["name"] for v in decl["vlans"] if v["link"] in bridges]
+    )
 
 
 def run_module(module):
@@ -422,7 +557,12 @@ def run_module(module):
         check(p, ARGUMENT_SPEC, RULES)
     except OptionError as exc:
         msg = str(exc)
-        raise _plan.BridgeError(p["var_name"] + msg[len("bridges") :] if msg.startswith("bridges") else msg) from None
+        for option in ("bridges", "bonds", "vlans"):
+            if msg.startswith((option + "[", option + ":")):
+                shown = p["var_name"] if option == "bridges" else _plan.sibling(p["var_name"], option)
+                msg = shown + msg[len(option) :]
+                break
+        raise _plan.BridgeError(msg) from None
     provider = _provider(module, run)
     if p["step"] == "rollback":
         if module.check_mode:
@@ -436,6 +576,8 @@ def run_module(module):
         rolled = _apply_io.rollback(run, p["reason"])
         state = _apply_io.pending_state() or {}
         bridges = [_plan.normalize(b) for b in p["bridges"]]
+        bonds = [_plan.normalize_bond(b) for b in p["bonds"]]
+        vlans = [_plan.normalize_vlan(v) for v in p["vlans"]]
         return {
             "changed": True,
             "armed": False,
@@ -444,13 +586,18 @@ def run_module(module):
             "reasons": [state.get("reason", p["reason"])],
             "rolled_back": rolled,
             "transaction": state.get("txn"),
-            "ansible_facts": _facts(provider, bridges, _apply_io.read_host(run), False, [], "rollback", rolled),
+            "ansible_facts": _facts(
+                provider, bridges, _apply_io.read_host(run), False, [], "rollback", rolled, bonds, vlans
+            ),
         }
 
     host = _apply_io.read_host(run)
     # confirm: the uplinks' addresses have moved already; apply made the checks against the state before
-    bridges = _plan.validate(p["bridges"], host, var=p["var_name"], force=p["force"] or p["step"] == "confirm")
-    desired, sources = _render(provider, bridges, host, p["var_name"])
+    decl = _plan.validate_all(
+        p["bridges"], host, p["var_name"], p["force"] or p["step"] == "confirm", p["bonds"], p["vlans"]
+    )
+    bridges, bonds, vlans = decl["bridges"], decl["bonds"], decl["vlans"]
+    desired, sources = _render(provider, decl, host, p["var_name"])
     current = _apply_io.read_files(sorted(desired))
     changed_paths = _plan.diff_files(current, desired)
     modes = _apply_io.read_modes(sorted(desired))
@@ -463,7 +610,7 @@ def run_module(module):
     out = {"changed": False, "armed": False, "provider": provider, "files": sorted(desired), "reasons": []}
 
     if p["step"] == "apply":
-        live = _plan.live_differences(bridges, host)
+        live = _plan.live_differences(bridges, host, bonds, vlans)
         out["reasons"] = (
             [f"{path} differs" for path in changed_paths if path not in wrong_mode]
             + [
@@ -474,7 +621,7 @@ def run_module(module):
         )
         if changed_paths:
             problems = _apply_io.validate_files(
-                run, provider, {path: desired[path] for path in changed_paths}, sources, [b["name"] for b in bridges]
+                run, provider, {path: desired[path] for path in changed_paths}, sources, _up_order(decl)
             )
             if problems:
                 raise _plan.BridgeError(
@@ -498,22 +645,34 @@ def run_module(module):
                 p["rollback_timeout"],
                 provider,
                 sources,
+                bonds,
+                vlans,
             )
             out.update(armed=True, transaction=txn)
-        out["ansible_facts"] = _facts(provider, bridges, host, out["armed"], changed_paths, "apply")
+        out["ansible_facts"] = _facts(provider, bridges, host, out["armed"], changed_paths, "apply", None, bonds, vlans)
         return out
 
     if module.check_mode:
-        out["ansible_facts"] = _facts(provider, bridges, host, _apply_io.timer_active(run), [], p["step"])
+        out["ansible_facts"] = _facts(
+            provider, bridges, host, _apply_io.timer_active(run), [], p["step"], None, bonds, vlans
+        )
         return out
 
     targets = list(p["probe_targets"])
     if p["probe_gateways"]:
         targets += [b[k] for b in bridges for k in ("gateway4", "gateway6") if b[k]]
-    state = _apply_io.confirm(run, bridges, targets, p["probe_names"], p["settle_timeout"])
+    state = _apply_io.confirm(run, bridges, targets, p["probe_names"], p["settle_timeout"], bonds, vlans)
     out.update(transaction=state.get("txn"))
     out["ansible_facts"] = _facts(
-        provider, bridges, _apply_io.read_host(run), False, sorted(state.get("files", {})), "confirm"
+        provider,
+        bridges,
+        _apply_io.read_host(run),
+        False,
+        sorted(state.get("files", {})),
+        "confirm",
+        None,
+        bonds,
+        vlans,
     )
     return out
 

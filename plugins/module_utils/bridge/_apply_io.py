@@ -55,10 +55,13 @@ def _json(run, argv):
 
 
 def read_host(run):
-    """The links, their addresses and the routes, in ``_plan``'s host shape."""
+    """The links, their addresses and the routes, in ``_plan``'s host shape. A link's ``mac`` is its permanent
+    address (a bond gives its members its own while they are in it); ``up``: administratively up; bonds add
+    ``bond_mode`` and ``bond_active`` (the active member), VLANs ``vlan_id`` and ``vlan_link``."""
     links = {}
     for item in _json(run, ["ip", "-j", "-d", "link", "show"]):
         info = item.get("linkinfo") or {}
+        data = info.get("info_data") or {}
         links[item["ifname"]] = {
             "kind": info.get("info_kind"),
             "master": item.get("master"),
@@ -66,9 +69,14 @@ def read_host(run):
             "min_mtu": item.get("min_mtu"),
             "max_mtu": item.get("max_mtu"),
             "operstate": item.get("operstate"),
-            "mac": item.get("address") if item.get("link_type") == "ether" else None,
+            "up": "UP" in (item.get("flags") or []),
+            "mac": (item.get("permaddr") or item.get("address")) if item.get("link_type") == "ether" else None,
             "addresses": [],
         }
+        if info.get("info_kind") == "bond":
+            links[item["ifname"]].update(bond_mode=data.get("mode"), bond_active=data.get("active_slave"))
+        if info.get("info_kind") == "vlan":
+            links[item["ifname"]].update(vlan_id=data.get("id"), vlan_link=item.get("link"))
     for item in _json(run, ["ip", "-j", "addr", "show"]):
         link = links.get(item.get("ifname"))
         if link is None:
@@ -165,7 +173,7 @@ def ifupdown_ready():
     return None
 
 
-def validate_files(run, provider, files, sources=None, bridges=()):
+def validate_files(run, provider, files, sources=None, bridges=()):  # bridges: every declared link, in up order
     """Check the rendered files with the provider's own tools before anything changes -> list of problems.
 
     NetworkManager: each keyfile through ``nmcli --offline connection modify`` (NetworkManager's keyfile parser and
@@ -194,7 +202,7 @@ def validate_files(run, provider, files, sources=None, bridges=()):
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write("\n".join(merged) + "\n")
-            for name in bridges:
+            for name in bridges:  # bonds, VLANs and bridges alike
                 rc, out, err = run(["ifup", "--no-act", "--force", "-i", tmp, name])
                 if rc != 0:
                     problems.append(f"ifup --no-act {name} refuses the new configuration: {err.strip() or out.strip()}")
@@ -259,16 +267,22 @@ def pending_state():
     return manifest
 
 
-def begin(run, txn, files, host, bridges, timeout, provider="networkd", sources=None):
+def begin(run, txn, files, host, bridges, timeout, provider="networkd", sources=None, bonds=(), vlans=()):
     """Save what is there, arm the revert, write ``files`` and start the switch. -> the manifest.
 
     ``sources``: ifupdown's configuration as it is (:func:`read_ifupdown_sources`), for the old stanzas of the
-    ports. Raises ApplyError before the timer is armed if the state directory holds another transaction."""
+    ports. ``bonds``, ``vlans``: the declared ones (``_plan.validate_all``); the revert deletes those the change
+    creates, like new bridges, and puts their members and NICs back. Raises ApplyError before the timer is armed if
+    the state directory holds another transaction."""
     if timer_active(run):
         raise ApplyError(
             f"a bridge change is already pending on this host ({REVERT_UNIT}.timer is active): "
             "let it confirm or roll back first"
         )
+    links = host["links"]
+    declared = {b["name"] for b in bonds} | {v["name"] for v in vlans}
+    named = declared | {b["name"] for b in bridges}
+    vlan_nics = sorted({v["link"] for v in vlans} - named)
     pending = _pending()
     if os.path.isdir(pending):
         shutil.rmtree(os.path.join(STATE_DIR, "last"), ignore_errors=True)
@@ -286,7 +300,13 @@ def begin(run, txn, files, host, bridges, timeout, provider="networkd", sources=
         "timeout": timeout,
         "provider": provider,
         "ports": [[b["name"], p] for b in bridges for p in b["ports"]],
-        "ports_all": [p for b in bridges for p in b["ports"]],
+        "ports_all": [p for b in bridges for p in b["ports"] if p not in declared],
+        "bonds": [[b["name"], list(b["interfaces"])] for b in bonds],
+        "vlans": [[v["name"], v["link"]] for v in vlans],
+        "members_all": [n for b in bonds for n in b["interfaces"]],
+        "vlan_nics": vlan_nics,
+        "new_links": [],
+        "down_links": [],
     }
     if provider == "ifupdown":
         manifest["addrgenmode"] = {}
@@ -298,7 +318,7 @@ def begin(run, txn, files, host, bridges, timeout, provider="networkd", sources=
                 pass  # no IPv6 on this link
     if provider == "nm":
         active = nm_active(run)
-        touched = [b["name"] for b in bridges] + manifest["ports_all"]
+        touched = [b["name"] for b in bridges] + manifest["ports_all"] + manifest["members_all"] + sorted(declared)
         manifest["nm_active"] = {k: v for k, v in active.items() if k in touched}
     for i, (path, text) in enumerate(sorted(current.items())):
         if text is None:
@@ -307,16 +327,28 @@ def begin(run, txn, files, host, bridges, timeout, provider="networkd", sources=
             backup = str(i)
             shutil.copy2(path, os.path.join(pending, "files", backup))
             manifest["files"][path] = backup
-    links = host["links"]
+    # VLANs before bonds: a VLAN goes with the bond under it anyway
+    for name in [v["name"] for v in vlans] + [b["name"] for b in bonds]:
+        if name not in links:
+            manifest["new_links"].append(name)
+        else:
+            manifest["reconfigure"].append(name)
     for b in bridges:
         if b["name"] not in links:
             manifest["new_bridges"].append(b["name"])
         else:
             manifest["reconfigure"].append(b["name"])
         for port in b["ports"]:
-            if not links[port].get("master"):
+            if port in links and not links[port].get("master"):
                 manifest["free_ports"].append(port)
-            manifest["reconfigure"].append(port)
+            if port in links and port not in manifest["reconfigure"]:
+                manifest["reconfigure"].append(port)
+    for nic in manifest["members_all"] + vlan_nics:
+        if not links[nic].get("master") and nic not in manifest["free_ports"]:
+            manifest["free_ports"].append(nic)
+        if not links[nic].get("up", True):
+            manifest["down_links"].append(nic)  # a bond member leaves its bond down; a VLAN's NIC was brought up
+        manifest["reconfigure"].append(nic)
     with open(os.path.join(pending, "before.json"), "w", encoding="utf-8") as fh:
         json.dump(host, fh)
     with open(os.path.join(pending, "manifest.json"), "w", encoding="utf-8") as fh:
@@ -327,14 +359,16 @@ def begin(run, txn, files, host, bridges, timeout, provider="networkd", sources=
         post, switch = _nm.revert_lines(manifest), _nm.switch_lines(manifest)
     elif provider == "ifupdown":
         before_file = os.path.join(pending, "before.interfaces")
-        names = set(ports) | {b["name"] for b in bridges}
+        names = set(ports) | set(manifest["members_all"]) | named
         write_atomic(before_file, _ifupdown.port_stanzas(dict(sources or {}), names), 0o600)
         pre, post = _ifupdown.revert_pre_lines(manifest), _ifupdown.revert_lines(manifest)
         switch = _ifupdown.switch_lines(manifest, before_file)
     write_atomic(
         os.path.join(pending, "revert.sh"), _plan.revert_script(txn, STATE_DIR, manifest, timeout, pre, post), 0o700
     )
-    write_atomic(os.path.join(pending, "switch.sh"), _plan.switch_script(txn, STATE_DIR, ports, switch), 0o700)
+    # networkd: the NICs that change hands are reconfigured (bond members, a VLAN's NIC), the rest comes with reload
+    again = ports + [n for n in manifest["members_all"] + vlan_nics if n not in ports]
+    write_atomic(os.path.join(pending, "switch.sh"), _plan.switch_script(txn, STATE_DIR, again, switch), 0o700)
     # Arm first: from here on the host goes back by itself unless confirm() stops the timer.
     rc, out, err = run(
         [
@@ -407,7 +441,7 @@ def wait_applied(settle):
     return pending_state() or {}
 
 
-def confirm(run, bridges, targets, names, settle):
+def confirm(run, bridges, targets, names, settle, bonds=(), vlans=()):
     """Check the switch took and the probes answer, then disarm. -> the pending manifest.
 
     On any failure the revert runs at once and ApplyError names what was rolled back and why."""
@@ -420,7 +454,7 @@ def confirm(run, bridges, targets, names, settle):
         _fail(run, f"the new configuration did not go live within {settle} s")
     deadline = time.monotonic() + settle
     while True:
-        missing = _plan.live_differences(bridges, read_host(run))
+        missing = _plan.live_differences(bridges, read_host(run), bonds, vlans)
         if not missing or time.monotonic() > deadline:
             break
         time.sleep(1)
@@ -479,6 +513,8 @@ def describe(state):
     parts = [f"files {', '.join(files)}" if files else "no files"]
     if state.get("new_bridges"):
         parts.append(f"bridges {', '.join(state['new_bridges'])} removed")
+    if state.get("new_links"):
+        parts.append(f"bonds and VLANs {', '.join(state['new_links'])} removed")
     if state.get("reconfigure"):
         parts.append(f"links {', '.join(state['reconfigure'])} reconfigured")
     return "; ".join(parts) + f" (transaction {state.get('txn')}, reason: {state.get('reason', 'unknown')})"

@@ -17,6 +17,13 @@ file take a NIC over from another, and a NIC defined twice is an error, so:
 * when no ``source``/``source-directory`` line of the configuration reads the bridge's file, one is added to
   ``/etc/network/interfaces``.
 
+Bonds (ifenslave) and VLANs (the ``vlan`` package's ``vlan-raw-device``, or ifupdown's own ``<link>.<id>`` names) get
+files that sort before every bridge's, so that ``ifup -a`` at boot brings them up first: ``kvmops--bond-<bond>``
+(``bond-slaves``, ``bond-mode``, ``bond-miimon``, ``bond-primary``; the members' own stanzas are commented out like a
+bridge's ports) and ``kvmops--vlan-<vlan>``; a VLAN on a declared bridge goes into that bridge's file, after it. A VLAN
+is named ``vlan<id>`` or ``<link>.<id>`` here, the two forms ifupdown knows the id and link of. The NIC under a VLAN
+keeps its own stanza, if any (the ``vlan`` hook brings it up).
+
 ``sources`` below is {path: text} of ``/etc/network/interfaces`` and every file it reads, in ifupdown's order.
 """
 
@@ -27,7 +34,13 @@ import ipaddress
 import os
 import re
 
-from ansible_collections.kvmops.fleet.plugins.module_utils.bridge._plan import BridgeError, _q
+from ansible_collections.kvmops.fleet.plugins.module_utils.bridge._plan import (
+    BridgeError,
+    _q,
+    delete_lines,
+    mac_of,
+    sibling,
+)
 
 MAIN = "/etc/network/interfaces"
 DIR = "/etc/network/interfaces.d"
@@ -40,6 +53,12 @@ RUN_PARTS_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")  # source-directory reads only 
 
 def path_of(bridge):
     return f"{DIR}/{PREFIX}{bridge}"
+
+
+def link_path(kind, name):
+    """The file of a bond (``kind`` bond) or of a VLAN not on a bridge (vlan): it sorts before every bridge's file
+    (an interface name cannot start with ``-``)."""
+    return f"{DIR}/{PREFIX}-{kind}-{name}"
 
 
 def _word(line):
@@ -116,16 +135,19 @@ def _owned(path):
     return os.path.dirname(path) == DIR and os.path.basename(path).startswith(PREFIX)
 
 
-def disable_ports(text, owner):
-    """``text`` with every line that configures a port commented out. ``owner``: {port: bridge}. ->
-    the new text (equal to ``text`` when no port is configured there)."""
+def disable_ports(text, owner, where=None):
+    """``text`` with every line that configures a port commented out. ``owner``: {port: bridge or bond};
+    ``where``: {bridge or bond: its file} (default :func:`path_of`). -> the new text (equal to ``text`` when no
+    port is configured there)."""
+    where = where or {}
     lines = text.splitlines()
     out = list(lines)
     notes = {}  # line index -> the note to insert before it
     for kind, names, first, last in stanzas(text):
         if kind == "iface" and names and names[0] in owner:
             port = names[0]
-            notes[first] = f"# kvmops.fleet.bridge: {port} is a port of {owner[port]} ({path_of(owner[port])})"
+            path = where.get(owner[port], path_of(owner[port]))
+            notes[first] = f"# kvmops.fleet.bridge: {port} is a port of {owner[port]} ({path})"
             for i in range(first, last + 1):
                 if lines[i].strip() and not lines[i].lstrip().startswith("#"):
                     out[i] = "#" + lines[i]
@@ -172,9 +194,27 @@ def _family(b, version, var):
     return addrs, dhcp
 
 
-def _bridge_file(b, host, var):
+def _bond_stanza(bond):
+    name = bond["name"]
+    lines = [HEAD, f"auto {name}", f"iface {name} inet manual", "    bond-slaves " + " ".join(bond["interfaces"])]
+    lines += [f"    bond-mode {bond['mode']}", f"    bond-miimon {int(bond['miimon'])}"]
+    if bond["primary"]:
+        lines.append(f"    bond-primary {bond['primary']}")
+    if bond["mtu"] is not None:
+        lines.append(f"    mtu {int(bond['mtu'])}")
+    return "\n".join(lines) + "\n"
+
+
+def _vlan_stanza(v, head=True):
+    name = v["name"]
+    lines = ([HEAD] if head else []) + [f"auto {name}", f"iface {name} inet manual", f"    vlan-raw-device {v['link']}"]
+    if v["mtu"] is not None:
+        lines.append(f"    mtu {int(v['mtu'])}")
+    return "\n".join(lines) + "\n"
+
+
+def _bridge_file(b, var, mac=None):
     name = b["name"]
-    links = host.get("links", {})
     v4, dhcp4 = _family(b, 4, var)
     v6, dhcp6 = _family(b, 6, var)
     method = "dhcp" if dhcp4 else "static" if v4 else "manual"
@@ -187,7 +227,6 @@ def _bridge_file(b, host, var):
     if b["mtu"] is not None:
         lines.append(f"    mtu {int(b['mtu'])}")
     lines.append("    bridge_ports " + (" ".join(b["ports"]) if b["ports"] else "none"))
-    mac = links.get(b["ports"][0], {}).get("mac") if b["ports"] else None
     if mac:
         lines.append(f"    bridge_hw {mac}")
     lines.append(f"    bridge_stp {'on' if b['stp'] else 'off'}")
@@ -216,27 +255,66 @@ def _bridge_file(b, host, var):
     return "\n".join(lines) + "\n"
 
 
-def render(bridges, host, sources, var="bridges"):
-    """The bridges' files, the source files with their ports' lines commented out, and a ``source`` line when the
-    configuration would not read the bridges' files -> {path: content}. Raises BridgeError (naming ``var``) when a
-    bridge is already defined in a file that is not ours."""
+def _not_defined(sources, name, where, path):
+    found = defined(sources, name)
+    if found:
+        raise BridgeError(
+            f"{where}: {name} is defined in {', '.join(found)} (iface {name}); kvmops.fleet.bridge writes it into "
+            f"its own file ({path}): remove that stanza first"
+        )
+
+
+def render(bridges, host, sources, var="bridges", bonds=(), vlans=()):
+    """The bridges', bonds' and VLANs' files, the source files with their ports' and members' lines commented out,
+    and a ``source`` line when the configuration would not read our files -> {path: content}. Raises BridgeError
+    (naming ``var`` or its siblings) when a declared link is already defined in a file that is not ours, or a VLAN
+    has a name ifupdown cannot take its id and link from."""
     files = {}
     owner = {}
-    for i, b in enumerate(bridges):
-        where = defined(sources, b["name"])
-        if where:
+    where = {}
+    bvar, vvar = sibling(var, "bonds"), sibling(var, "vlans")
+    bridge_names = {b["name"] for b in bridges}
+    vlan_names = {v["name"] for v in vlans}
+    for i, bond in enumerate(bonds):
+        path = link_path("bond", bond["name"])
+        _not_defined(sources, bond["name"], f"{bvar}[{i}].name", path)
+        files[path] = _bond_stanza(bond)
+        where[bond["name"]] = path
+        for nic in bond["interfaces"]:
+            owner[nic] = bond["name"]
+    on_bridge = {}
+    for i, v in enumerate(vlans):
+        w = f"{vvar}[{i}]"
+        if v["name"] not in (f"vlan{int(v['id'])}", f"{v['link']}.{int(v['id'])}"):
             raise BridgeError(
-                f"{var}[{i}].name: {b['name']} is defined in {', '.join(where)} (iface {b['name']}); "
-                f"kvmops.fleet.bridge writes each bridge into its own file ({path_of(b['name'])}): "
-                "remove that stanza first"
+                f"{w}.name: ifupdown takes a VLAN's id and link from its name: name it vlan{int(v['id'])} or "
+                f"{v['link']}.{int(v['id'])} (not {v['name']})"
             )
-        files[path_of(b["name"])] = _bridge_file(b, host, f"{var}[{i}]")
+        if v["link"] in bridge_names:
+            if any(v["name"] in b["ports"] for b in bridges):
+                raise BridgeError(
+                    f"{w}.link: with ifupdown, a VLAN on a bridge ({v['link']}) cannot be a port of another bridge"
+                )
+            on_bridge.setdefault(v["link"], []).append(v)
+            _not_defined(sources, v["name"], f"{w}.name", path_of(v["link"]))
+            continue
+        path = link_path("vlan", v["name"])
+        _not_defined(sources, v["name"], f"{w}.name", path)
+        files[path] = _vlan_stanza(v)
+    for i, b in enumerate(bridges):
+        _not_defined(sources, b["name"], f"{var}[{i}].name", path_of(b["name"]))
+        mac = mac_of(b["ports"][0], host, bridges, bonds, vlans) if b["ports"] else None
+        text = _bridge_file(b, f"{var}[{i}]", mac)
+        for v in on_bridge.get(b["name"], []):
+            text += "\n" + _vlan_stanza(v, head=False)
+        files[path_of(b["name"])] = text
         for port in b["ports"]:
-            owner[port] = b["name"]
+            if port not in vlan_names and port not in where:
+                owner[port] = b["name"]
     for path, text in sources.items():
         if _owned(path) or text is None:
             continue
-        new = disable_ports(text, owner)
+        new = disable_ports(text, owner, where)
         if new != text:
             files[path] = new
     unread = sorted(p for p in files if _owned(p) and not is_read(p, sources))
@@ -251,22 +329,35 @@ def render(bridges, host, sources, var="bridges"):
     return files
 
 
+def _up_order(manifest):
+    """Bonds, VLANs not on a declared bridge, bridges, VLANs on a declared bridge: each after what it needs."""
+    vlans = manifest.get("vlans", [])
+    order = [name for name, _nics in manifest.get("bonds", [])]
+    order += [name for name, link in vlans if link not in manifest["bridges"]]
+    order += list(manifest["bridges"])
+    order += [name for name, link in vlans if link in manifest["bridges"]]
+    return order
+
+
 def switch_lines(manifest, before_file):
-    """Shell lines that make the written stanzas live: take the ports (and the bridges that existed) down the way
-    their old stanzas brought them up (``before_file``), then bring the bridges up from the new files."""
+    """Shell lines that make the written stanzas live: take the ports and bond members (and the bridges, bonds and
+    VLANs that existed) down the way their old stanzas brought them up (``before_file``), then bring the bonds,
+    VLANs and bridges up from the new files, each after what it needs."""
     lines = []
-    down = list(manifest.get("ports_all", [])) + [b for b in manifest["bridges"] if b not in manifest["new_bridges"]]
+    new = set(manifest["new_bridges"]) | set(manifest.get("new_links", []))
+    down = list(manifest.get("ports_all", [])) + list(manifest.get("members_all", []))
+    down += [x for x in _up_order(manifest) if x not in new and x not in down]
     for link in down:
         lines.append(f"ifdown --force -i {_q(before_file)} {_q(link)} 2>/dev/null")
-    for name in manifest["bridges"]:
+    for name in _up_order(manifest):
         lines.append(f"ifup --force {_q(name)}")
     return lines
 
 
 def revert_pre_lines(manifest):
-    """Shell lines run before the files are put back: take the declared bridges down with the stanzas that brought
-    them up (bridge-utils deletes a bridge it created and frees its ports)."""
-    return [f"ifdown --force {_q(name)} 2>/dev/null" for name in manifest["bridges"]]
+    """Shell lines run before the files are put back: take the declared links down with the stanzas that brought
+    them up, the last up first (bridge-utils deletes a bridge it created and frees its ports, ifenslave a bond)."""
+    return [f"ifdown --force {_q(name)} 2>/dev/null" for name in reversed(_up_order(manifest))]
 
 
 # /proc/sys/net/ipv6/conf/<link>/addr_gen_mode -> the word ``ip link set addrgenmode`` takes
@@ -274,19 +365,17 @@ ADDRGENMODE = {"0": "eui64", "1": "none", "2": "stable_secret", "3": "random"}
 
 
 def revert_lines(manifest):
-    """Shell lines run after the files are put back: delete what is left of new bridges (bridge-utils only sets a
-    bridge down), give the ports back their IPv6 address generation mode (bridge-utils sets ``none`` on a port;
-    ``manifest["addrgenmode"]``: link -> the value of ``addr_gen_mode`` before), then bring the ports and the bridges
-    that existed up again from their old stanzas."""
-    lines = []
-    for name in manifest["new_bridges"]:
-        lines.append(f"ip link delete dev {_q(name)} 2>/dev/null")
-    for port in manifest["free_ports"]:
-        lines.append(f"ip link set dev {_q(port)} nomaster 2>/dev/null")
+    """Shell lines run after the files are put back: delete what is left of new bridges, bonds and VLANs
+    (bridge-utils only sets a bridge down), give the ports back their IPv6 address generation mode (bridge-utils
+    sets ``none`` on a port; ``manifest["addrgenmode"]``: link -> the value of ``addr_gen_mode`` before), then
+    bring the bridges, bonds and VLANs that existed, the ports and the bond members up again from their old
+    stanzas."""
+    lines = delete_lines(manifest)
     for port, mode in sorted(manifest.get("addrgenmode", {}).items()):
         if mode in ADDRGENMODE:
             lines.append(f"ip link set dev {_q(port)} addrgenmode {ADDRGENMODE[mode]} 2>/dev/null")
-    old = [b for b in manifest["bridges"] if b not in manifest["new_bridges"]]
-    for link in old + list(manifest.get("ports_all", [])):
+    new = set(manifest["new_bridges"]) | set(manifest.get("new_links", []))
+    old = [x for x in _up_order(manifest) if x not in new]
+    for link in old + list(manifest.get("ports_all", [])) + list(manifest.get("members_all", [])):
         lines.append(f"ifdown --force {_q(link)} 2>/dev/null; ifup {_q(link)}")
     return lines

@@ -13,6 +13,13 @@ No I/O and no ansible imports (unit-tested on literals, Python 3.9). Per declare
   NIC before (priority 0 by default). The operator's own profiles are never edited: they lose the NIC because a
   profile of higher priority takes it, and get it back when the revert deletes ours.
 
+Per declared bond: ``kvmops-<bond>.nmconnection`` (type ``bond``: ``[bond]`` mode, miimon, primary; the MAC of its
+first interface; a bridge port when a bridge lists it, else without IP) and ``kvmops-<bond>-port-<nic>.nmconnection``
+per interface (type ``ethernet``, ``master`` the bond, ``slave-type=bond``, priority 100 like a bridge port). Per
+declared VLAN: ``kvmops-<vlan>.nmconnection`` (type ``vlan``: ``[vlan]`` id and parent, the link's interface name; a
+bridge port or without IP). ``master``/``slave-type`` are the property names NetworkManager 1.42 (Debian 12) documents;
+later releases read them as well.
+
 Connection UUIDs are derived from the names (:data:`UUID_NS`), so the files are the same at every run.
 """
 
@@ -21,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 import uuid
 
-from ansible_collections.kvmops.fleet.plugins.module_utils.bridge._plan import _q
+from ansible_collections.kvmops.fleet.plugins.module_utils.bridge._plan import BridgeError, _q, delete_lines, mac_of
 
 NM_DIR = "/etc/NetworkManager/system-connections"
 NM_PREFIX = "kvmops-"
@@ -76,14 +83,76 @@ def _ip_section(b, version):
     return out
 
 
-def render(bridges, host):
-    """The keyfiles of the declared bridges -> {path: content}."""
+def _put(files, path, text):
+    if path in files:
+        raise BridgeError(f"two declared links would share the keyfile {path}: rename one of them")
+    files[path] = text
+
+
+def _head(cid, kind, name, master=None, slave_type=None, priority=None):
+    lines = [
+        HEAD.rstrip("\n"),
+        "[connection]",
+        f"id={cid}",
+        f"uuid={conn_uuid(cid)}",
+        f"type={kind}",
+        f"interface-name={name}",
+    ]
+    if master:
+        lines += [f"master={master}", f"slave-type={slave_type}"]
+    lines.append("autoconnect=true")
+    if priority is not None:
+        lines.append(f"autoconnect-priority={priority}")
+    return [*lines, ""]
+
+
+def _tail(name, port_of):
+    """A bond's or VLAN's last sections: a bridge port, or no IP at all (addresses live on bridges)."""
+    if name in port_of:
+        return ["[bridge-port]"]
+    return ["[ipv4]", "method=disabled", "", "[ipv6]", "method=disabled"]
+
+
+def render(bridges, host, bonds=(), vlans=()):
+    """The keyfiles of the declared bridges, bonds and VLANs -> {path: content}."""
     files = {}
-    links = host.get("links", {})
+    declared = {b["name"] for b in bonds} | {v["name"] for v in vlans}
+    port_of = {p: b["name"] for b in bridges for p in b["ports"]}
+    for bond in bonds:
+        name = bond["name"]
+        cid = conn_id(name)
+        master = port_of.get(name)
+        lines = _head(cid, "bond", name, master, "bridge" if master else None)
+        eth = []
+        mac = mac_of(name, host, bridges, bonds, vlans)
+        if mac:
+            eth.append(f"cloned-mac-address={mac}")
+        if bond["mtu"] is not None:
+            eth.append(f"mtu={int(bond['mtu'])}")
+        if eth:
+            lines += ["[ethernet]", *eth, ""]
+        lines += ["[bond]", f"miimon={int(bond['miimon'])}", f"mode={bond['mode']}"]
+        if bond["primary"]:
+            lines.append(f"primary={bond['primary']}")
+        lines += ["", *_tail(name, port_of)]
+        _put(files, path_of(cid), "\n".join(lines) + "\n")
+        for nic in bond["interfaces"]:
+            pid = conn_id(name, nic)
+            body = _head(pid, "ethernet", nic, name, "bond", PORT_PRIORITY)
+            _put(files, path_of(pid), "\n".join(body).rstrip("\n") + "\n")
+    for v in vlans:
+        name = v["name"]
+        cid = conn_id(name)
+        master = port_of.get(name)
+        lines = _head(cid, "vlan", name, master, "bridge" if master else None)
+        if v["mtu"] is not None:
+            lines += ["[ethernet]", f"mtu={int(v['mtu'])}", ""]
+        lines += ["[vlan]", f"id={int(v['id'])}", f"parent={v['link']}", "", *_tail(name, port_of)]
+        _put(files, path_of(cid), "\n".join(lines) + "\n")
     for b in bridges:
         name = b["name"]
         cid = conn_id(name)
-        mac = links.get(b["ports"][0], {}).get("mac") if b["ports"] else None
+        mac = mac_of(b["ports"][0], host, bridges, bonds, vlans) if b["ports"] else None
         lines = [
             HEAD.rstrip("\n"),
             "[connection]",
@@ -106,8 +175,10 @@ def render(bridges, host):
             lines.append(f"forward-delay={int(b['forward_delay'])}")
         lines += [f"stp={_tf(b['stp'])}", f"vlan-filtering={_tf(b['vlan_filtering'])}", ""]
         lines += [*_ip_section(b, 4), "", *_ip_section(b, 6)]
-        files[path_of(cid)] = "\n".join(lines) + "\n"
+        _put(files, path_of(cid), "\n".join(lines) + "\n")
         for port in b["ports"]:
+            if port in declared:
+                continue  # the bond's or VLAN's own keyfile is the port
             pid = conn_id(name, port)
             body = [
                 HEAD.rstrip("\n"),
@@ -125,8 +196,8 @@ def render(bridges, host):
             if b["mtu"] is not None:
                 body += ["[ethernet]", f"mtu={int(b['mtu'])}", ""]
             body += ["[bridge-port]"]
-            files[path_of(pid)] = "\n".join(body) + "\n"
-    return files
+            _put(files, path_of(pid), "\n".join(body) + "\n")
+    return dict(sorted(files.items()))
 
 
 def parse_keyfile(text):
@@ -167,10 +238,12 @@ def check_keyfile(text, path):
         uuid.UUID(conn.get("uuid", ""))
     except ValueError:
         problems.append(f"{path}: uuid {conn.get('uuid')!r} is not a UUID")
-    if conn.get("type") not in ("bridge", "ethernet"):
-        problems.append(f"{path}: type {conn.get('type')!r} is neither bridge nor ethernet")
-    if conn.get("slave-type") == "bridge" and not conn.get("master"):
-        problems.append(f"{path}: a bridge port without master")
+    if conn.get("type") not in ("bridge", "ethernet", "bond", "vlan"):
+        problems.append(f"{path}: type {conn.get('type')!r} is none of bridge, ethernet, bond, vlan")
+    if conn.get("slave-type") in ("bridge", "bond") and not conn.get("master"):
+        problems.append(f"{path}: a {conn['slave-type']} port without master")
+    if conn.get("type") == "vlan" and not (data.get("vlan", {}).get("id") and data.get("vlan", {}).get("parent")):
+        problems.append(f"{path}: a VLAN without id or parent")
     for family in ("ipv4", "ipv6"):
         for key, value in data.get(family, {}).items():
             if key.startswith("address"):
@@ -182,26 +255,29 @@ def check_keyfile(text, path):
 
 
 def switch_lines(manifest):
-    """Shell lines that make the written keyfiles live: reload, then activate each bridge, then its ports (the port
-    profile takes the NIC over from the profile that ran it)."""
+    """Shell lines that make the written keyfiles live: reload, then activate each bond and its interfaces, each
+    bridge, each VLAN, then the bridges' NIC ports (a port profile takes the NIC over from the profile that ran
+    it)."""
+    up = f"nmcli -w {NMCLI_WAIT} connection up id "
     lines = ["nmcli connection reload"]
-    for name in manifest["bridges"]:
-        lines.append(f"nmcli -w {NMCLI_WAIT} connection up id {_q(conn_id(name))}")
+    for name, nics in manifest.get("bonds", []):
+        lines.append(up + _q(conn_id(name)))
+        lines += [up + _q(conn_id(name, nic)) for nic in nics]
+    lines += [up + _q(conn_id(name)) for name in manifest["bridges"]]
+    lines += [up + _q(conn_id(name)) for name, _link in manifest.get("vlans", [])]
+    declared = {n for n, _x in manifest.get("bonds", [])} | {n for n, _x in manifest.get("vlans", [])}
     for name, port in manifest.get("ports", []):
-        lines.append(f"nmcli -w {NMCLI_WAIT} connection up id {_q(conn_id(name, port))}")
+        if port not in declared:
+            lines.append(up + _q(conn_id(name, port)))
     return lines
 
 
 def revert_lines(manifest):
     """Shell lines run after the keyfiles are put back: reload (our profiles are gone, so NetworkManager
-    deactivates them), delete the bridges that did not exist, and activate again the profile that each link ran
-    before (``manifest["nm_active"]``: link -> connection UUID)."""
+    deactivates them), delete the bridges, bonds and VLANs that did not exist, and activate again the profile that
+    each link ran before (``manifest["nm_active"]``: link -> connection UUID)."""
     lines = ["nmcli connection reload"]
-    for name in manifest["new_bridges"]:
-        lines.append(f"nmcli device delete {_q(name)} 2>/dev/null")
-        lines.append(f"ip link delete dev {_q(name)} 2>/dev/null")
-    for port in manifest["free_ports"]:
-        lines.append(f"ip link set dev {_q(port)} nomaster 2>/dev/null")
+    lines += delete_lines(manifest, ["nmcli device delete {q} 2>/dev/null"])
     active = manifest.get("nm_active", {})
     # bridges first: a port profile of an old bridge needs its master
     order = [x for x in manifest["reconfigure"] if x in manifest["bridges"]]

@@ -49,6 +49,14 @@ KEYS = (
     "forward_delay",
     "vlan_filtering",
 )
+BOND_KEYS = ("name", "interfaces", "mode", "miimon", "primary", "mtu")
+VLAN_KEYS = ("name", "id", "link", "mtu")
+BOND_MODES = ("balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb")
+PRIMARY_MODES = ("active-backup", "balance-tlb", "balance-alb")  # the modes that use a primary (bonding.rst)
+MIIMON_MIN, MIIMON_MAX = 1, 2**31 - 1  # ms; the kernel takes 0 to INT_MAX, and 0 turns the only monitor off
+VLAN_ID_MIN, VLAN_ID_MAX = 1, 4094  # 802.1Q: 0 and 4095 are reserved
+# kinds of links that are not NICs: a bond's interfaces and a VLAN's link (unless declared) must be none of them
+NOT_NIC = ("bridge", "bond", "vlan", "team", "macvlan", "ipvlan")
 
 
 class BridgeError(Exception):
@@ -115,16 +123,113 @@ def normalize(bridge):
     return out
 
 
-def validate(bridges, host, var="bridge_bridges", force=False):
+def sibling(var, kind):
+    """The variable name of the bonds or VLANs beside the bridges' ``var``: ``bridge_bridges`` ->
+    ``bridge_bonds``, ``bridges`` -> ``bonds``."""
+    return var[: -len("bridges")] + kind if var.endswith("bridges") else kind
+
+
+def normalize_bond(bond):
+    out = {"interfaces": [], "mode": "active-backup", "miimon": 100, "primary": None, "mtu": None}
+    out.update({k: v for k, v in bond.items() if v is not None})
+    out["interfaces"] = [str(i) for i in out["interfaces"]]
+    return out
+
+
+def normalize_vlan(vlan):
+    out = {"id": None, "link": None, "mtu": None}
+    out.update({k: v for k, v in vlan.items() if v is not None})
+    return out
+
+
+def _items(raw, var, what, keys, need=("name",)):
+    if not isinstance(raw, list):
+        raise BridgeError(f"{var}: a list of {what} is expected")
+    for i, item in enumerate(raw):
+        w = f"{var}[{i}]"
+        if not isinstance(item, dict) or any(k not in item or item[k] is None for k in need):
+            raise BridgeError(f"{w}: each of the {what} needs at least {' and '.join(need)}")
+        unknown = sorted(set(item) - set(keys))
+        if unknown:
+            raise BridgeError(f"{w}: unknown keys {', '.join(unknown)}")
+
+
+def _mtu_range(mtu, where, low=MTU_MIN):
+    mtu = int(mtu)
+    if not low <= mtu <= MTU_MAX:
+        raise BridgeError(
+            f"{where}: {mtu} is out of range {low}-{MTU_MAX}"
+            + (" (IPv6 needs at least 1280)" if low == MTU_MIN_IPV6 else "")
+        )
+    return mtu
+
+
+def _holds(host, nic):
+    """The addresses (not link-local) and default routes a link holds now -> list of text."""
+    out = [
+        a
+        for a in host.get("links", {}).get(nic, {}).get("addresses", [])
+        if not ipaddress.ip_interface(a).ip.is_link_local
+    ]
+    out += [
+        f"the default route via {r['gateway']}"
+        for r in host.get("routes", [])
+        if r.get("dev") == nic and r.get("dst") == "default" and r.get("gateway")
+    ]
+    return out
+
+
+def validate(bridges, host, var="bridge_bridges", force=False, bonds=None, vlans=None):
     """Every semantic check of the declaration against the host, before anything changes.
 
-    -> the normalized bridges. Raises BridgeError naming the variable (``bridge_bridges[1].ports[0]``)."""
+    -> the normalized bridges (:func:`validate_all` returns the bonds and VLANs too). Raises BridgeError naming the
+    variable (``bridge_bridges[1].ports[0]``)."""
+    return validate_all(bridges, host, var, force, bonds, vlans)["bridges"]
+
+
+def validate_all(bridges, host, var="bridge_bridges", force=False, bonds=None, vlans=None):
+    """:func:`validate` for bridges, bonds and VLANs -> {"bridges", "bonds", "vlans"}, normalized.
+
+    ``bonds`` and ``vlans`` are named in errors as the siblings of ``var`` (``bridge_bonds``, ``bridge_vlans``).
+    A bridge's ports are NICs, declared bonds or declared VLANs; a bond's interfaces are NICs; a VLAN's link is a
+    NIC, a declared bond or a declared bridge. Bonds and VLANs hold no addresses (a bridge over them does)."""
     links = host.get("links", {})
+    bvar, vvar = sibling(var, "bonds"), sibling(var, "vlans")
+    bonds = [] if bonds is None else bonds
+    vlans = [] if vlans is None else vlans
     if not isinstance(bridges, list):
         raise BridgeError(f"{var}: a list of bridges is expected")
+    _items(bonds, bvar, "bonds", BOND_KEYS)
+    _items(vlans, vvar, "VLANs", VLAN_KEYS, ("name", "id", "link"))
+    # every declared name, across bridges, bonds and VLANs: name -> (kind, where)
+    declared = {}
+
+    def declare(name, kind, where):
+        if name in declared:
+            other_kind, other = declared[name]
+            raise BridgeError(
+                f"{where}: {name} is also declared in {other}; names are unique across bridges, bonds and VLANs"
+                if other_kind != kind
+                else f"{where}: {kind} {name} is declared twice ({other})"
+            )
+        declared[name] = (kind, where.rsplit(".", 1)[0])
+
+    nbonds = []
+    for i, raw in enumerate(bonds):
+        w = f"{bvar}[{i}]"
+        b = normalize_bond(raw)
+        declare(_name(b["name"], f"{w}.name"), "bond", f"{w}.name")
+        nbonds.append(b)
+    nvlans = []
+    for i, raw in enumerate(vlans):
+        w = f"{vvar}[{i}]"
+        v = normalize_vlan(raw)
+        declare(_name(v["name"], f"{w}.name"), "VLAN", f"{w}.name")
+        nvlans.append(v)
+    bond_of = {b["name"]: b for b in nbonds}
+    vlan_of = {v["name"]: v for v in nvlans}
     norm = []
-    names = {}
-    port_owner = {}
+    users = {}  # link -> who uses it (a bridge's port, a bond's interface): each link has one user
     seen_addrs = []  # (interface, where)
     for i, raw in enumerate(bridges):
         w = f"{var}[{i}]"
@@ -135,9 +240,7 @@ def validate(bridges, host, var="bridge_bridges", force=False):
             raise BridgeError(f"{w}: unknown keys {', '.join(unknown)}")
         b = normalize(raw)
         name = _name(b["name"], f"{w}.name")
-        if name in names:
-            raise BridgeError(f"{w}.name: bridge {name} is declared twice ({var}[{names[name]}])")
-        names[name] = i
+        declare(name, "bridge", f"{w}.name")
         cur = links.get(name)
         if cur is not None and cur.get("kind") != "bridge":
             raise BridgeError(
@@ -146,11 +249,18 @@ def validate(bridges, host, var="bridge_bridges", force=False):
         for j, port in enumerate(b["ports"]):
             pw = f"{w}.ports[{j}]"
             _name(port, pw)
-            if port in port_owner:
-                raise BridgeError(f"{pw}: {port} is already a port of {port_owner[port]}; a NIC joins one bridge")
-            port_owner[port] = f"{w} ({name})"
+            if port in users:
+                raise BridgeError(f"{pw}: {port} is already {users[port]}; a NIC joins one bridge or bond")
+            users[port] = f"a port of {w} ({name})"
+            if port in bond_of or port in vlan_of:
+                continue  # declared here: checked with the bonds and VLANs
+            if port == name or declared.get(port, ("",))[0] == "bridge":
+                raise BridgeError(f"{pw}: {port} is a bridge; a bridge cannot be a port of another bridge")
             if port not in links:
-                raise BridgeError(f"{pw}: {port} does not exist on this host (links: {', '.join(sorted(links))})")
+                raise BridgeError(
+                    f"{pw}: {port} does not exist on this host and is no declared bond or VLAN "
+                    f"(links: {', '.join(sorted(links))})"
+                )
             kind = links[port].get("kind")
             if kind == "bridge":
                 raise BridgeError(f"{pw}: {port} is a bridge; a bridge cannot be a port of another bridge")
@@ -200,36 +310,241 @@ def validate(bridges, host, var="bridge_bridges", force=False):
         for j, dns in enumerate(b["dns"]):
             _ip(dns, f"{w}.dns[{j}]")
         if b["mtu"] is not None:
-            mtu = int(b["mtu"])
-            low = MTU_MIN_IPV6 if b["_v6"] or b["dhcp6"] else MTU_MIN
-            if not low <= mtu <= MTU_MAX:
-                raise BridgeError(
-                    f"{w}.mtu: {mtu} is out of range {low}-{MTU_MAX}"
-                    + (" (IPv6 needs at least 1280)" if low == MTU_MIN_IPV6 else "")
-                )
-            for j, port in enumerate(b["ports"]):
-                lo, hi = links[port].get("min_mtu") or MTU_MIN, links[port].get("max_mtu") or MTU_MAX
-                if not lo <= mtu <= hi:
-                    raise BridgeError(
-                        f"{w}.mtu: {mtu} is outside what port {port} ({w}.ports[{j}]) can carry ({lo}-{hi})"
-                    )
+            _mtu_range(b["mtu"], f"{w}.mtu", MTU_MIN_IPV6 if b["_v6"] or b["dhcp6"] else MTU_MIN)
         if b["forward_delay"] is not None and not FORWARD_DELAY_MIN <= int(b["forward_delay"]) <= FORWARD_DELAY_MAX:
             raise BridgeError(
                 f"{w}.forward_delay: {b['forward_delay']} is out of range "
                 f"{FORWARD_DELAY_MIN}-{FORWARD_DELAY_MAX} seconds"
             )
         norm.append(b)
-    _check_against_host(norm, host, var, force)
+    bridge_of = {b["name"]: b for b in norm}
+    _check_bonds(nbonds, links, host, bvar, force, users, declared)
+    _check_vlans(nvlans, links, host, vvar, force, users, declared, bond_of, bridge_of)
+    _check_loops(norm, nvlans, var, vvar)
+    for i, b in enumerate(norm):
+        if b["mtu"] is None:
+            continue
+        for j, port in enumerate(b["ports"]):
+            lo, hi = _carries(port, links, bond_of, vlan_of, bridge_of)
+            if not lo <= int(b["mtu"]) <= hi:
+                raise BridgeError(
+                    f"{var}[{i}].mtu: {int(b['mtu'])} is outside what port {port} ({var}[{i}].ports[{j}]) can carry "
+                    f"({lo}-{hi})"
+                )
+    _check_against_host(norm, host, var, force, nbonds, nvlans)
     for b in norm:
         b.pop("_v6", None)
-    return norm
+    return {"bridges": norm, "bonds": nbonds, "vlans": nvlans}
 
 
-def _check_against_host(norm, host, var, force):
+def _check_bonds(bonds, links, host, bvar, force, users, declared):
+    for i, b in enumerate(bonds):
+        w = f"{bvar}[{i}]"
+        name = b["name"]
+        cur = links.get(name)
+        if cur is not None and cur.get("kind") != "bond":
+            raise BridgeError(
+                f"{w}.name: {name} exists on this host and is not a bond (kind {cur.get('kind') or 'ether'})"
+            )
+        if b["mode"] not in BOND_MODES:
+            raise BridgeError(f"{w}.mode: {b['mode']!r} is not a bonding mode ({', '.join(BOND_MODES)})")
+        if cur is not None and cur.get("bond_mode") and cur["bond_mode"] != b["mode"]:
+            raise BridgeError(
+                f"{w}.mode: {name} runs {cur['bond_mode']} on this host; the kernel changes a bond's mode only "
+                "without members and down, which would cut it: delete the bond first, or keep its mode"
+            )
+        miimon = b["miimon"]
+        if isinstance(miimon, bool) or not isinstance(miimon, int) or not MIIMON_MIN <= miimon <= MIIMON_MAX:
+            raise BridgeError(
+                f"{w}.miimon: {miimon!r} is out of range {MIIMON_MIN}-{MIIMON_MAX} ms (0 would turn link monitoring "
+                "off, and with it every failover)"
+            )
+        if not b["interfaces"]:
+            raise BridgeError(f"{w}.interfaces: a bond needs at least one NIC")
+        for j, nic in enumerate(b["interfaces"]):
+            iw = f"{w}.interfaces[{j}]"
+            _name(nic, iw)
+            if nic in users:
+                raise BridgeError(f"{iw}: {nic} is already {users[nic]}; a NIC joins one bridge or bond")
+            users[nic] = f"an interface of {w} ({name})"
+            if nic in declared:
+                kind, where = declared[nic]
+                raise BridgeError(f"{iw}: {nic} is the {kind} {where}; a bond's interfaces are NICs")
+            if nic not in links:
+                raise BridgeError(f"{iw}: {nic} does not exist on this host (links: {', '.join(sorted(links))})")
+            kind = links[nic].get("kind")
+            if kind in NOT_NIC:
+                raise BridgeError(f"{iw}: {nic} is a {kind}, not a NIC; a bond's interfaces are NICs")
+            master = links[nic].get("master")
+            if master and master != name:
+                raise BridgeError(f"{iw}: {nic} is already enslaved to {master}")
+            held = _holds(host, nic)
+            if held and not force:
+                raise BridgeError(
+                    f"{iw}: {nic} holds {', '.join(held)}, which it would lose in bond {name} (bonds hold no "
+                    f"addresses here: declare them on a bridge over the bond), or set bridge_force: true to drop it"
+                )
+        if b["primary"] is not None:
+            if b["primary"] not in b["interfaces"]:
+                raise BridgeError(
+                    f"{w}.primary: {b['primary']} is not one of {w}.interfaces ({', '.join(b['interfaces'])})"
+                )
+            if b["mode"] not in PRIMARY_MODES:
+                raise BridgeError(
+                    f"{w}.primary: only {', '.join(PRIMARY_MODES)} use a primary interface (the mode is {b['mode']})"
+                )
+        if b["mtu"] is not None:
+            mtu = _mtu_range(b["mtu"], f"{w}.mtu")
+            for j, nic in enumerate(b["interfaces"]):
+                lo, hi = links[nic].get("min_mtu") or MTU_MIN, links[nic].get("max_mtu") or MTU_MAX
+                if not lo <= mtu <= hi:
+                    raise BridgeError(
+                        f"{w}.mtu: {mtu} is outside what {nic} ({w}.interfaces[{j}]) can carry ({lo}-{hi})"
+                    )
+
+
+def _check_vlans(vlans, links, host, vvar, force, users, declared, bond_of, bridge_of):
+    on_link = {}  # (link, id) -> where
+    for i, v in enumerate(vlans):
+        w = f"{vvar}[{i}]"
+        name, link = v["name"], v["link"]
+        vid = v["id"]
+        if isinstance(vid, bool) or not isinstance(vid, int) or not VLAN_ID_MIN <= vid <= VLAN_ID_MAX:
+            raise BridgeError(f"{w}.id: {vid!r} is out of range {VLAN_ID_MIN}-{VLAN_ID_MAX}")
+        _name(link, f"{w}.link")
+        cur = links.get(name)
+        if cur is not None and cur.get("kind") != "vlan":
+            raise BridgeError(
+                f"{w}.name: {name} exists on this host and is not a VLAN (kind {cur.get('kind') or 'ether'})"
+            )
+        if cur is not None and cur.get("vlan_id") is not None and cur["vlan_id"] != vid:
+            raise BridgeError(
+                f"{w}.id: {name} exists on this host with id {cur['vlan_id']}; a VLAN's id cannot change: delete it "
+                "first, or give the new VLAN another name"
+            )
+        if cur is not None and cur.get("vlan_link") and cur["vlan_link"] != link:
+            raise BridgeError(
+                f"{w}.link: {name} exists on this host on {cur['vlan_link']}; a VLAN's link cannot change: delete it "
+                "first, or give the new VLAN another name"
+            )
+        if (link, vid) in on_link:
+            raise BridgeError(f"{w}.id: VLAN {vid} on {link} is also {on_link[(link, vid)]}")
+        on_link[(link, vid)] = f"{w} ({name})"
+        if link == name:
+            raise BridgeError(f"{w}.link: a VLAN cannot be its own link ({name})")
+        kind = declared.get(link, ("",))[0]
+        if kind == "VLAN":
+            raise BridgeError(f"{w}.link: {link} is a VLAN; VLANs on VLANs (802.1ad, QinQ) are not supported here")
+        if link in users:
+            where = users[link]
+            up = where.split("(", 1)[1].rstrip(")") if "(" in where else ""
+            raise BridgeError(
+                f"{w}.link: {link} is {where}: frames of a bridge port or bond member are not its own; put the VLAN "
+                f"on {up or 'the bridge or bond'} instead"
+            )
+        if kind in ("bond", "bridge"):
+            continue
+        if link not in links:
+            raise BridgeError(
+                f"{w}.link: {link} does not exist on this host and is no declared bond or bridge "
+                f"(links: {', '.join(sorted(links))})"
+            )
+        lk = links[link].get("kind")
+        if lk in NOT_NIC:
+            raise BridgeError(
+                f"{w}.link: {link} is a {lk} this declaration does not manage; a VLAN's link is a NIC, or a bond or "
+                "bridge declared beside it"
+            )
+        master = links[link].get("master")
+        if master:
+            raise BridgeError(f"{w}.link: {link} is enslaved to {master}; put the VLAN on {master} instead")
+        held = _holds(host, link)
+        if held and not force:
+            raise BridgeError(
+                f"{w}.link: {link} holds {', '.join(held)}, which it would lose: a NIC under VLANs carries only "
+                "them here (declare the addresses on a bridge), or set bridge_force: true to drop it"
+            )
+    for i, v in enumerate(vlans):
+        if v["mtu"] is None:
+            continue
+        w = f"{vvar}[{i}]"
+        mtu = _mtu_range(v["mtu"], f"{w}.mtu")
+        lower = _lower_mtu(v["link"], links, bond_of, bridge_of)
+        if mtu > lower:
+            raise BridgeError(
+                f"{w}.mtu: {mtu} is above the MTU of its link {v['link']} ({lower}); a VLAN carries at most its "
+                "link's MTU"
+            )
+
+
+def _lower_mtu(name, links, bond_of, bridge_of):
+    """The MTU a link will have: declared, else as it is now, else the kernel's default for a new device."""
+    decl = bond_of.get(name) or bridge_of.get(name)
+    if decl is not None and decl.get("mtu") is not None:
+        return int(decl["mtu"])
+    return links.get(name, {}).get("mtu") or 1500
+
+
+def _carries(port, links, bond_of, vlan_of, bridge_of):
+    """The MTU range a bridge port can take -> (low, high)."""
+    if port in bond_of:
+        nics = [links.get(n, {}) for n in bond_of[port]["interfaces"]]
+        lo = max([n.get("min_mtu") or MTU_MIN for n in nics] or [MTU_MIN])
+        hi = min([n.get("max_mtu") or MTU_MAX for n in nics] or [MTU_MAX])
+        if bond_of[port]["mtu"] is not None:
+            hi = min(hi, int(bond_of[port]["mtu"]))
+        return lo, hi
+    if port in vlan_of:
+        v = vlan_of[port]
+        return MTU_MIN, int(v["mtu"]) if v["mtu"] is not None else _lower_mtu(v["link"], links, bond_of, bridge_of)
+    return links[port].get("min_mtu") or MTU_MIN, links[port].get("max_mtu") or MTU_MAX
+
+
+def _check_loops(bridges, vlans, var, vvar):
+    """A VLAN on a bridge that is (through other VLANs) a port of that same bridge: a loop no provider can build."""
+    below = {b["name"]: list(b["ports"]) for b in bridges}
+    where = {}
+    for i, v in enumerate(vlans):
+        below[v["name"]] = [v["link"]]
+        where[v["name"]] = f"{vvar}[{i}].link"
+
+    def walk(node, path):
+        for nxt in below.get(node, []):
+            if nxt in path:
+                loop = [*path[path.index(nxt) :], nxt]
+                first = next((n for n in loop if n in where), loop[0])
+                raise BridgeError(f"{where.get(first, var)}: the declaration loops: {' -> '.join(loop)}")
+            walk(nxt, [*path, nxt])
+
+    for start in below:
+        walk(start, [start])
+
+
+def mac_of(name, host, bridges=(), bonds=(), vlans=()):
+    """The MAC address a link has (or will have) from the NIC under it: a NIC its own (permanent) one, a bond its
+    first interface's, a VLAN its link's, a bridge its first port's. None when unknown."""
+    bond_of = {b["name"]: b for b in bonds}
+    vlan_of = {v["name"]: v for v in vlans}
+    bridge_of = {b["name"]: b for b in bridges}
+    for _hop in range(16):
+        if name in bond_of:
+            name = bond_of[name]["interfaces"][0] if bond_of[name]["interfaces"] else None
+        elif name in vlan_of:
+            name = vlan_of[name]["link"]
+        elif name in bridge_of:
+            name = bridge_of[name]["ports"][0] if bridge_of[name]["ports"] else None
+        else:
+            return host.get("links", {}).get(name, {}).get("mac") if name else None
+    return None
+
+
+def _check_against_host(norm, host, var, force, bonds=(), vlans=()):
     """Addresses that collide with links the declaration does not take over, and uplinks that would lose their
     addresses or default route (refused unless ``force``)."""
     links = host.get("links", {})
     taken = {b["name"] for b in norm} | {p for b in norm for p in b["ports"]}
+    taken |= {b["name"] for b in bonds} | {n for b in bonds for n in b["interfaces"]}
+    taken |= {v["name"] for v in vlans} | {v["link"] for v in vlans}
     for i, b in enumerate(norm):
         w = f"{var}[{i}]"
         for j, text in enumerate(b["addresses"]):
@@ -279,22 +594,39 @@ def _yn(value):
     return "yes" if value else "no"
 
 
-def render_networkd(bridges, host):
-    """The systemd-networkd files of the declared bridges -> {path: content}.
+def _put(files, path, text):
+    if path in files:
+        raise BridgeError(f"two declared links would share the file {path}: rename one of them")
+    files[path] = text
+
+
+def render_networkd(bridges, host, bonds=(), vlans=()):
+    """The systemd-networkd files of the declared bridges, bonds and VLANs -> {path: content}.
 
     Per bridge: ``05-kvmops-<br>.netdev`` (the bridge device), ``05-kvmops-<br>.network`` (its addresses,
     gateway, routes, DNS) and one ``05-kvmops-<br>-port-<nic>.network`` per port (``Bridge=``). The port files
     match by name and come before any other file, so they take the port over. The bridge takes the MAC address
     of its first port: the host keeps its identity on the wire (neighbours' ARP caches, DHCP leases, switch port
-    security), when it converts and when it reverts."""
+    security), when it converts and when it reverts.
+
+    Per bond: ``05-kvmops-<bond>.netdev`` (Kind=bond, its mode and MII monitor, the MAC of its first interface),
+    ``05-kvmops-<bond>.network`` (unaddressed; ``Bridge=`` when it is a port, ``VLAN=`` for the VLANs on it) and one
+    ``05-kvmops-<bond>-member-<nic>.network`` per interface (``Bond=``, ``PrimarySlave=``). Per VLAN:
+    ``05-kvmops-<vlan>.netdev`` (Kind=vlan, ``Id=``) and ``05-kvmops-<vlan>.network`` (unaddressed, ``Bridge=`` when
+    it is a port). A VLAN is created by the ``VLAN=`` line of its link's file: a declared bond's or bridge's, or
+    ``05-kvmops-vlanlink-<nic>.network``, which takes the NIC over (unaddressed)."""
     files = {}
-    links = host.get("links", {})
+    declared = {b["name"] for b in bonds} | {v["name"] for v in vlans}
+    vlans_on = {}
+    for v in vlans:
+        vlans_on.setdefault(v["link"], []).append(v["name"])
+    port_of = {p: b["name"] for b in bridges for p in b["ports"]}
+    head = "# Managed by kvmops.fleet.bridge: edits are replaced at the next run.\n"
     for b in bridges:
         name = b["name"]
         base = f"{NETWORKD_DIR}/{NETWORKD_PREFIX}{name}"
-        head = "# Managed by kvmops.fleet.bridge: edits are replaced at the next run.\n"
         netdev = [head, "[NetDev]", f"Name={name}", "Kind=bridge"]
-        mac = links.get(b["ports"][0], {}).get("mac") if b["ports"] else None
+        mac = mac_of(b["ports"][0], host, bridges, bonds, vlans) if b["ports"] else None
         if mac:
             netdev.append(f"MACAddress={mac}")
         if b["mtu"] is not None:
@@ -303,7 +635,7 @@ def render_networkd(bridges, host):
         if b["forward_delay"] is not None:
             netdev.append(f"ForwardDelaySec={int(b['forward_delay'])}")
         netdev.append(f"VLANFiltering={_yn(b['vlan_filtering'])}")
-        files[f"{base}.netdev"] = "\n".join(netdev) + "\n"
+        _put(files, f"{base}.netdev", "\n".join(netdev) + "\n")
 
         dhcp = {(True, True): "yes", (True, False): "ipv4", (False, True): "ipv6"}.get((b["dhcp4"], b["dhcp6"]), "no")
         has_v6 = b["dhcp6"] or any(ipaddress.ip_interface(a).version == 6 for a in b["addresses"]) or b["gateway6"]
@@ -321,29 +653,101 @@ def render_networkd(bridges, host):
         net += [f"Address={a}" for a in b["addresses"]]
         net += [f"Gateway={b[k]}" for k in ("gateway4", "gateway6") if b[k] is not None]
         net += [f"DNS={d}" for d in b["dns"]]
+        net += [f"VLAN={v}" for v in vlans_on.get(name, [])]
         for r in b["routes"]:
             net += ["", "[Route]", f"Destination={r['to']}"]
             if r["via"] is not None:
                 net.append(f"Gateway={r['via']}")
             if r["metric"] is not None:
                 net.append(f"Metric={int(r['metric'])}")
-        files[f"{base}.network"] = "\n".join(net) + "\n"
+        _put(files, f"{base}.network", "\n".join(net) + "\n")
 
         for port in b["ports"]:
+            if port in declared:
+                continue  # a bond's or VLAN's own file says Bridge=
             body = [head, "[Match]", f"Name={port}", "", "[Link]", "RequiredForOnline=no"]
             if b["mtu"] is not None:
                 body.append(f"MTUBytes={int(b['mtu'])}")
             body += ["", "[Network]", f"Bridge={name}", "LinkLocalAddressing=no", "IPv6AcceptRA=no"]
-            files[f"{base}-port-{port}.network"] = "\n".join(body) + "\n"
+            _put(files, f"{base}-port-{port}.network", "\n".join(body) + "\n")
+
+    def unaddressed(name, mtu, extra):
+        out = [head, "[Match]", f"Name={name}", "", "[Link]", "RequiredForOnline=no"]
+        if mtu is not None:
+            out.append(f"MTUBytes={int(mtu)}")
+        out += ["", "[Network]"] + ([f"Bridge={port_of[name]}"] if name in port_of else [])
+        out += ["LinkLocalAddressing=no", "IPv6AcceptRA=no", "ConfigureWithoutCarrier=yes", *extra]
+        out += [f"VLAN={v}" for v in vlans_on.get(name, [])]
+        return "\n".join(out) + "\n"
+
+    for bond in bonds:
+        name = bond["name"]
+        base = f"{NETWORKD_DIR}/{NETWORKD_PREFIX}{name}"
+        netdev = [head, "[NetDev]", f"Name={name}", "Kind=bond"]
+        mac = mac_of(name, host, bridges, bonds, vlans)
+        if mac:
+            netdev.append(f"MACAddress={mac}")
+        if bond["mtu"] is not None:
+            netdev.append(f"MTUBytes={int(bond['mtu'])}")
+        netdev += ["", "[Bond]", f"Mode={bond['mode']}", f"MIIMonitorSec={int(bond['miimon'])}ms"]
+        _put(files, f"{base}.netdev", "\n".join(netdev) + "\n")
+        _put(files, f"{base}.network", unaddressed(name, bond["mtu"], []))
+        for nic in bond["interfaces"]:
+            member = [
+                head,
+                "[Match]",
+                f"Name={nic}",
+                "",
+                "[Link]",
+                "RequiredForOnline=no",
+                "",
+                "[Network]",
+                f"Bond={name}",
+            ]
+            if bond["primary"] == nic:
+                member.append("PrimarySlave=yes")
+            member += ["LinkLocalAddressing=no", "IPv6AcceptRA=no"]
+            _put(files, f"{base}-member-{nic}.network", "\n".join(member) + "\n")
+    for v in vlans:
+        name = v["name"]
+        base = f"{NETWORKD_DIR}/{NETWORKD_PREFIX}{name}"
+        netdev = [head, "[NetDev]", f"Name={name}", "Kind=vlan"]
+        if v["mtu"] is not None:
+            netdev.append(f"MTUBytes={int(v['mtu'])}")
+        netdev += ["", "[VLAN]", f"Id={int(v['id'])}"]
+        _put(files, f"{base}.netdev", "\n".join(netdev) + "\n")
+        _put(files, f"{base}.network", unaddressed(name, v["mtu"], []))
+    named = {b["name"] for b in bridges} | declared
+    for nic in sorted({v["link"] for v in vlans} - named):
+        _put(files, f"{NETWORKD_DIR}/{NETWORKD_PREFIX}vlanlink-{nic}.network", unaddressed(nic, None, []))
     return files
 
 
-def live_differences(bridges, host):
-    """What the running kernel lacks of the declaration (a bridge missing, a port not in it, an address not on
-    it) -> list of sentences; empty when the host runs what is declared (so a run with unchanged files has
-    nothing to do)."""
+def live_differences(bridges, host, bonds=(), vlans=()):
+    """What the running kernel lacks of the declaration (a bridge, bond or VLAN missing, a port or interface not
+    in it, an address not on it, another MTU) -> list of sentences; empty when the host runs what is declared (so
+    a run with unchanged files has nothing to do)."""
     links = host.get("links", {})
     out = []
+    for bond in bonds:
+        name = bond["name"]
+        cur = links.get(name)
+        if cur is None or cur.get("kind") != "bond":
+            out.append(f"bond {name} does not exist")
+            continue
+        for nic in bond["interfaces"]:
+            if links.get(nic, {}).get("master") != name:
+                out.append(f"{nic} is not in bond {name}")
+        if bond["mtu"] is not None and cur.get("mtu") != int(bond["mtu"]):
+            out.append(f"{name} has MTU {cur.get('mtu')}, not {bond['mtu']}")
+    for v in vlans:
+        name = v["name"]
+        cur = links.get(name)
+        if cur is None or cur.get("kind") != "vlan":
+            out.append(f"VLAN {name} does not exist")
+            continue
+        if v["mtu"] is not None and cur.get("mtu") != int(v["mtu"]):
+            out.append(f"{name} has MTU {cur.get('mtu')}, not {v['mtu']}")
     for b in bridges:
         name = b["name"]
         cur = links.get(name)
@@ -372,13 +776,26 @@ def _q(text):
     return "'" + str(text).replace("'", "'\"'\"'") + "'"
 
 
-def networkd_revert_lines(manifest):
-    """systemd-networkd's lines after the files are back: reload, delete new bridges, free ports, reconfigure."""
-    lines = ["networkctl reload"]
-    for name in manifest["new_bridges"]:
+def delete_lines(manifest, before=()):
+    """Shell lines that delete the links the transaction created (bridges, then VLANs, then bonds), free the links
+    that had no master, and set down again the links that were down (a bond's member is taken down when it leaves
+    the bond; a VLAN's NIC is brought up under it). ``before``: lines per new link before its ``ip link delete``
+    (a provider's own)."""
+    lines = []
+    for name in list(manifest["new_bridges"]) + list(manifest.get("new_links", [])):
+        lines += [line.format(q=_q(name)) for line in before]
         lines.append(f"ip link delete dev {_q(name)} 2>/dev/null")
     for port in manifest["free_ports"]:
         lines.append(f"ip link set dev {_q(port)} nomaster 2>/dev/null")
+    for link in manifest.get("down_links", []):
+        lines.append(f"ip link set dev {_q(link)} down 2>/dev/null")
+    return lines
+
+
+def networkd_revert_lines(manifest):
+    """systemd-networkd's lines after the files are back: reload, delete new bridges, free ports, reconfigure."""
+    lines = ["networkctl reload"]
+    lines += delete_lines(manifest)
     if manifest["reconfigure"]:
         lines.append("networkctl reconfigure " + " ".join(_q(x) for x in manifest["reconfigure"]))
     return lines

@@ -88,3 +88,34 @@ def test_describe_names_files_bridges_links_and_reason():
                                "reconfigure": ["eth1"], "reason": "probes failed"})
     assert text == ("files /etc/a; bridges br0 removed; links eth1 reconfigured "
                     "(transaction t1, reason: probes failed)")
+
+
+def test_read_host_reads_bonds_vlans_permanent_macs_and_admin_state():
+    links = [
+        {"ifindex": 4, "ifname": "eth3", "flags": ["BROADCAST", "MULTICAST", "SLAVE", "UP", "LOWER_UP"], "mtu": 1500,
+         "master": "bond0", "link_type": "ether", "address": "52:54:00:00:03:01", "min_mtu": 68, "max_mtu": 65535,
+         "linkinfo": {"info_slave_kind": "bond", "info_slave_data": {"state": "ACTIVE"}}},
+        {"ifindex": 5, "ifname": "eth4", "flags": ["BROADCAST", "MULTICAST", "SLAVE", "UP", "LOWER_UP"], "mtu": 1500,
+         "master": "bond0", "link_type": "ether", "address": "52:54:00:00:03:01", "permaddr": "52:54:00:00:04:01",
+         "linkinfo": {"info_slave_kind": "bond", "info_slave_data": {"state": "BACKUP"}}},
+        {"ifindex": 6, "ifname": "eth5", "flags": ["BROADCAST", "MULTICAST"], "mtu": 1500, "link_type": "ether",
+         "address": "52:54:00:00:05:01"},
+        {"ifindex": 8, "ifname": "bond0", "flags": ["BROADCAST", "MULTICAST", "MASTER", "UP", "LOWER_UP"],
+         "mtu": 1500, "link_type": "ether", "address": "52:54:00:00:03:01",
+         "linkinfo": {"info_kind": "bond", "info_data": {"mode": "active-backup", "miimon": 100,
+                                                         "active_slave": "eth3"}}},
+        {"ifindex": 9, "ifname": "vlan10", "link": "bond0", "flags": ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"],
+         "mtu": 1500, "master": "brv10", "link_type": "ether", "address": "52:54:00:00:03:01",
+         "linkinfo": {"info_kind": "vlan", "info_data": {"protocol": "802.1Q", "id": 10, "flags": ["REORDER_HDR"]}}},
+    ]
+    run = Fake({("ip", "-j", "-d", "link", "show"): (0, json.dumps(links), ""),
+                ("ip", "-j", "addr", "show"): (0, "[]", ""),
+                ("ip", "-j", "-4", "route", "show"): (0, "[]", ""),
+                ("ip", "-j", "-6", "route", "show"): (0, "[]", "")})
+    host = _apply_io.read_host(run)["links"]
+    assert host["eth4"]["mac"] == "52:54:00:00:04:01" and host["eth3"]["mac"] == "52:54:00:00:03:01"
+    assert host["eth3"]["up"] is True and host["eth5"]["up"] is False and host["eth3"]["kind"] is None
+    assert (host["bond0"]["kind"], host["bond0"]["bond_mode"], host["bond0"]["bond_active"]) == \
+        ("bond", "active-backup", "eth3")
+    assert (host["vlan10"]["kind"], host["vlan10"]["vlan_id"], host["vlan10"]["vlan_link"], host["vlan10"]["master"]) \
+        == ("vlan", 10, "bond0", "brv10")

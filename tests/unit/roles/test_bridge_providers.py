@@ -101,7 +101,7 @@ def test_nm_rendered_keyfiles_pass_the_keyfile_check():
     ("[connection]\nid=a\n", "[connection] has no uuid"),
     ("[connection]\nid=a\nuuid=nope\ntype=bridge\ninterface-name=br0\n", "uuid 'nope' is not a UUID"),
     ("[connection]\nid=a\nuuid=6b1f3e0a-6c4b-5b8e-9a43-1d0c6f0b7e11\ntype=vpn\ninterface-name=x\n",
-     "type 'vpn' is neither bridge nor ethernet"),
+     "type 'vpn' is none of bridge, ethernet, bond, vlan"),
     ("id=a\n", "line 1: 'id=a' is neither a [section] nor key=value inside one"),
     ("[connection]\nid=a\n[connection]\n", "section [connection] appears twice"),
     ("[connection]\nid=a\nuuid=6b1f3e0a-6c4b-5b8e-9a43-1d0c6f0b7e11\ntype=ethernet\ninterface-name=eth1\n"
@@ -412,3 +412,212 @@ def test_begin_arms_the_provider_s_revert_before_writing(tmp_path, monkeypatch):
     assert f"rm -f -- '{target}'" in revert and "nmcli -w 30 connection up uuid 'u1'" in revert
     saved = json.loads((tmp_path / "state" / "pending" / "manifest.json").read_text())
     assert saved["ports_all"] == ["eth1"] and saved["bridges"] == ["br0"]
+
+
+# ---- bonds and VLANs ---------------------------------------------------------------------------------------------
+
+LINKS = {"links": dict(
+    HOST["links"],
+    eth3={"kind": None, "master": None, "mtu": 1500, "mac": "52:54:00:aa:03:0b", "addresses": [], "up": False},
+    eth4={"kind": None, "master": None, "mtu": 1500, "mac": "52:54:00:aa:04:0b", "addresses": [], "up": False},
+), "routes": []}
+BOND = {"name": "bond0", "interfaces": ["eth3", "eth4"], "mode": "active-backup", "miimon": 100, "primary": "eth3"}
+VLAN = {"name": "vlan10", "id": 10, "link": "bond0"}
+BRV = {"name": "brv10", "ports": ["vlan10"], "addresses": ["10.213.10.11/24"]}
+HEAD = "# Managed by kvmops.fleet.bridge: edits are replaced at the next run.\n"
+
+
+def stack(bridges=(BRV,), bonds=(BOND,), vlans=(VLAN,)):
+    d = _plan.validate_all(list(bridges), LINKS, "bridge_bridges", bonds=list(bonds), vlans=list(vlans))
+    return d["bridges"], d["bonds"], d["vlans"]
+
+
+def test_nm_keyfiles_of_a_bond_with_a_vlan_under_a_bridge_exactly():
+    bridges, bonds, vlans = stack()
+    files = _nm.render(bridges, LINKS, bonds, vlans)
+    u = _nm.conn_uuid
+    assert files == {
+        f"{NMDIR}/kvmops-bond0.nmconnection": (
+            f"{HEAD}[connection]\nid=kvmops-bond0\nuuid={u('kvmops-bond0')}\ntype=bond\ninterface-name=bond0\n"
+            "autoconnect=true\n\n[ethernet]\ncloned-mac-address=52:54:00:aa:03:0b\n\n"
+            "[bond]\nmiimon=100\nmode=active-backup\nprimary=eth3\n\n[ipv4]\nmethod=disabled\n\n[ipv6]\nmethod=disabled\n"),
+        f"{NMDIR}/kvmops-bond0-port-eth3.nmconnection": (
+            f"{HEAD}[connection]\nid=kvmops-bond0-port-eth3\nuuid={u('kvmops-bond0-port-eth3')}\ntype=ethernet\n"
+            "interface-name=eth3\nmaster=bond0\nslave-type=bond\nautoconnect=true\nautoconnect-priority=100\n"),
+        f"{NMDIR}/kvmops-bond0-port-eth4.nmconnection": (
+            f"{HEAD}[connection]\nid=kvmops-bond0-port-eth4\nuuid={u('kvmops-bond0-port-eth4')}\ntype=ethernet\n"
+            "interface-name=eth4\nmaster=bond0\nslave-type=bond\nautoconnect=true\nautoconnect-priority=100\n"),
+        f"{NMDIR}/kvmops-vlan10.nmconnection": (
+            f"{HEAD}[connection]\nid=kvmops-vlan10\nuuid={u('kvmops-vlan10')}\ntype=vlan\ninterface-name=vlan10\n"
+            "master=brv10\nslave-type=bridge\nautoconnect=true\n\n[vlan]\nid=10\nparent=bond0\n\n[bridge-port]\n"),
+        f"{NMDIR}/kvmops-brv10.nmconnection": (
+            f"{HEAD}[connection]\nid=kvmops-brv10\nuuid={u('kvmops-brv10')}\ntype=bridge\ninterface-name=brv10\n"
+            "autoconnect=true\n\n[ethernet]\ncloned-mac-address=52:54:00:aa:03:0b\n\n"
+            "[bridge]\nstp=false\nvlan-filtering=false\n\n[ipv4]\nmethod=manual\naddress1=10.213.10.11/24\n\n"
+            "[ipv6]\nmethod=disabled\n"),
+    }
+    for path, text in files.items():
+        assert _nm.check_keyfile(text, path) == []
+
+
+def test_nm_a_bond_as_a_bridge_port_and_a_vlan_with_its_own_mtu():
+    bridges, bonds, vlans = stack([{"name": "br1", "ports": ["bond0"]}], [dict(BOND, mtu=1500, mode="balance-alb")],
+                                  [{"name": "vlan20", "id": 20, "link": "eth2", "mtu": 1400}])
+    files = _nm.render(bridges, LINKS, bonds, vlans)
+    bond = files[f"{NMDIR}/kvmops-bond0.nmconnection"]
+    assert "master=br1\nslave-type=bridge\n" in bond
+    assert bond.endswith("mode=balance-alb\nprimary=eth3\n\n[bridge-port]\n")
+    assert "mtu=1500" in bond
+    assert f"{NMDIR}/kvmops-br1-port-bond0.nmconnection" not in files
+    assert files[f"{NMDIR}/kvmops-vlan20.nmconnection"].endswith(
+        "autoconnect=true\n\n[ethernet]\nmtu=1400\n\n[vlan]\nid=20\nparent=eth2\n\n[ipv4]\nmethod=disabled\n\n"
+        "[ipv6]\nmethod=disabled\n")
+
+
+def test_nm_keyfile_check_knows_bonds_and_vlans():
+    assert any("a bond port without master" in p for p in _nm.check_keyfile(
+        "[connection]\nid=a\nuuid=6b1f3e0a-6c4b-5b8e-9a43-1d0c6f0b7e11\ntype=ethernet\ninterface-name=eth3\n"
+        "slave-type=bond\n", "/x"))
+    assert any("a VLAN without id or parent" in p for p in _nm.check_keyfile(
+        "[connection]\nid=a\nuuid=6b1f3e0a-6c4b-5b8e-9a43-1d0c6f0b7e11\ntype=vlan\ninterface-name=v\n[vlan]\nid=3\n",
+        "/x"))
+
+
+def test_nm_switch_and_revert_lines_with_bonds_and_vlans():
+    manifest = {"bridges": ["brv10"], "ports": [["brv10", "vlan10"], ["brv10", "eth1"]],
+                "bonds": [["bond0", ["eth3", "eth4"]]], "vlans": [["vlan10", "bond0"]], "new_bridges": ["brv10"],
+                "new_links": ["vlan10", "bond0"], "free_ports": ["eth1", "eth3", "eth4"], "down_links": ["eth3"],
+                "reconfigure": ["eth1", "eth3", "eth4"],
+                "nm_active": {"eth1": "u1"}}
+    up = "nmcli -w 30 connection up id "
+    assert _nm.switch_lines(manifest) == [
+        "nmcli connection reload", up + "'kvmops-bond0'", up + "'kvmops-bond0-port-eth3'",
+        up + "'kvmops-bond0-port-eth4'", up + "'kvmops-brv10'", up + "'kvmops-vlan10'", up + "'kvmops-brv10-port-eth1'"]
+    assert _nm.revert_lines(manifest) == [
+        "nmcli connection reload",
+        "nmcli device delete 'brv10' 2>/dev/null", "ip link delete dev 'brv10' 2>/dev/null",
+        "nmcli device delete 'vlan10' 2>/dev/null", "ip link delete dev 'vlan10' 2>/dev/null",
+        "nmcli device delete 'bond0' 2>/dev/null", "ip link delete dev 'bond0' 2>/dev/null",
+        "ip link set dev 'eth1' nomaster 2>/dev/null", "ip link set dev 'eth3' nomaster 2>/dev/null",
+        "ip link set dev 'eth4' nomaster 2>/dev/null", "ip link set dev 'eth3' down 2>/dev/null",
+        "nmcli -w 30 connection up uuid 'u1'",
+    ]
+
+
+MEMBERS = DEBIAN + "\nauto eth3\niface eth3 inet manual\n"
+
+
+def test_ifupdown_files_of_a_bond_with_a_vlan_under_a_bridge_exactly():
+    bridges, bonds, vlans = stack()
+    files = _ifupdown.render(bridges, LINKS, {"/etc/network/interfaces": MEMBERS}, "bridge_bridges", bonds, vlans)
+    d = "/etc/network/interfaces.d/"
+    assert files == {
+        f"{d}kvmops--bond-bond0": (f"{HEAD}auto bond0\niface bond0 inet manual\n    bond-slaves eth3 eth4\n"
+                                   "    bond-mode active-backup\n    bond-miimon 100\n    bond-primary eth3\n"),
+        f"{d}kvmops--vlan-vlan10": f"{HEAD}auto vlan10\niface vlan10 inet manual\n    vlan-raw-device bond0\n",
+        f"{d}kvmops-brv10": (f"{HEAD}auto brv10\niface brv10 inet static\n    address 10.213.10.11/24\n"
+                             "    bridge_ports vlan10\n    bridge_hw 52:54:00:aa:03:0b\n    bridge_stp off\n"
+                             "    bridge_maxwait 0\n    bridge_vlan_aware no\n"),
+        "/etc/network/interfaces": DEBIAN + (
+            "\n# kvmops.fleet.bridge: eth3 is a port of bond0\n#auto eth3\n"
+            "# kvmops.fleet.bridge: eth3 is a port of bond0 (/etc/network/interfaces.d/kvmops--bond-bond0)\n"
+            "#iface eth3 inet manual\n"),
+    }
+    # bonds and VLANs sort before every bridge's file: ifup -a brings them up first
+    assert sorted(files)[1:] == [f"{d}kvmops--bond-bond0", f"{d}kvmops--vlan-vlan10", f"{d}kvmops-brv10"]
+
+
+def test_ifupdown_a_vlan_on_a_bridge_goes_into_its_file_after_it():
+    bridges, bonds, vlans = stack([{"name": "br1", "ports": ["eth3"]}], [],
+                                  [{"name": "br1.5", "id": 5, "link": "br1", "mtu": 1400}])
+    files = _ifupdown.render(bridges, LINKS, {"/etc/network/interfaces": DEBIAN}, "bridge_bridges", bonds, vlans)
+    assert files["/etc/network/interfaces.d/kvmops-br1"].endswith(
+        "    bridge_vlan_aware no\n\nauto br1.5\niface br1.5 inet manual\n    vlan-raw-device br1\n    mtu 1400\n")
+    assert not any("--vlan-" in p for p in files)
+
+
+@pytest.mark.parametrize("bridges, vlans, message", [
+    ([], [{"name": "tagged", "id": 10, "link": "eth3"}],
+     r"^bridge_vlans\[0\]\.name: ifupdown takes a VLAN's id and link from its name: name it vlan10 or eth3\.10 "
+     r"\(not tagged\)"),
+    ([{"name": "br1"}, {"name": "br2", "ports": ["br1.5"]}], [{"name": "br1.5", "id": 5, "link": "br1"}],
+     r"^bridge_vlans\[0\]\.link: with ifupdown, a VLAN on a bridge \(br1\) cannot be a port of another bridge"),
+])
+def test_ifupdown_refuses_what_it_cannot_bring_up(bridges, vlans, message):
+    b, bo, v = stack(bridges, [], vlans)
+    with pytest.raises(_plan.BridgeError, match=message):
+        _ifupdown.render(b, LINKS, {"/etc/network/interfaces": DEBIAN}, "bridge_bridges", bo, v)
+
+
+def test_ifupdown_refuses_a_bond_defined_elsewhere():
+    b, bo, v = stack()
+    sources = {"/etc/network/interfaces": DEBIAN + "\niface bond0 inet manual\n    bond-slaves eth3\n"}
+    with pytest.raises(_plan.BridgeError,
+                       match=r"^bridge_bonds\[0\]\.name: bond0 is defined in /etc/network/interfaces"):
+        _ifupdown.render(b, LINKS, sources, "bridge_bridges", bo, v)
+
+
+def test_ifupdown_switch_and_revert_lines_with_bonds_and_vlans():
+    manifest = {"bridges": ["brv10", "br1"], "new_bridges": ["brv10"], "new_links": ["vlan10", "bond0"],
+                "bonds": [["bond0", ["eth3", "eth4"]]], "vlans": [["vlan10", "bond0"], ["br1.5", "br1"]],
+                "ports_all": ["eth1"], "members_all": ["eth3", "eth4"], "free_ports": ["eth3", "eth4"],
+                "down_links": ["eth3", "eth4"], "reconfigure": ["br1", "eth1", "eth3", "eth4"]}
+    assert _ifupdown.switch_lines(manifest, "/p/b") == [
+        "ifdown --force -i '/p/b' 'eth1' 2>/dev/null", "ifdown --force -i '/p/b' 'eth3' 2>/dev/null",
+        "ifdown --force -i '/p/b' 'eth4' 2>/dev/null", "ifdown --force -i '/p/b' 'br1' 2>/dev/null",
+        "ifdown --force -i '/p/b' 'br1.5' 2>/dev/null",
+        "ifup --force 'bond0'", "ifup --force 'vlan10'", "ifup --force 'brv10'", "ifup --force 'br1'",
+        "ifup --force 'br1.5'",
+    ]
+    assert _ifupdown.revert_pre_lines(manifest) == [
+        f"ifdown --force '{x}' 2>/dev/null" for x in ("br1.5", "br1", "brv10", "vlan10", "bond0")]
+    assert _ifupdown.revert_lines(manifest) == [
+        "ip link delete dev 'brv10' 2>/dev/null", "ip link delete dev 'vlan10' 2>/dev/null",
+        "ip link delete dev 'bond0' 2>/dev/null", "ip link set dev 'eth3' nomaster 2>/dev/null",
+        "ip link set dev 'eth4' nomaster 2>/dev/null", "ip link set dev 'eth3' down 2>/dev/null",
+        "ip link set dev 'eth4' down 2>/dev/null",
+        "ifdown --force 'br1' 2>/dev/null; ifup 'br1'", "ifdown --force 'br1.5' 2>/dev/null; ifup 'br1.5'",
+        "ifdown --force 'eth1' 2>/dev/null; ifup 'eth1'", "ifdown --force 'eth3' 2>/dev/null; ifup 'eth3'",
+        "ifdown --force 'eth4' 2>/dev/null; ifup 'eth4'",
+    ]
+
+
+def test_ifupdown_checks_every_declared_link_in_up_order():
+    seen = []
+
+    def run(argv, data=None):
+        seen.append(argv[-1])
+        return (0, "", "")
+
+    assert _apply_io.validate_files(run, "ifupdown", {"/etc/network/interfaces.d/kvmops-brv10": "x\n"}, {},
+                                    ["bond0", "vlan10", "brv10"]) == []
+    assert seen == ["bond0", "vlan10", "brv10"]
+
+
+def test_begin_records_bonds_and_vlans_and_the_revert_deletes_what_it_created(tmp_path, monkeypatch):
+    """begin() with a bond and a VLAN under a new bridge (networkd, fake runner): the manifest names the new links
+    (VLANs before bonds), the members to free and to set down again; revert.sh deletes them after the bridge and
+    before networkd reconfigures the members; the switch reconfigures the members."""
+    monkeypatch.setattr(_apply_io, "STATE_DIR", str(tmp_path / "state"))
+    target = tmp_path / "05-kvmops-bond0.netdev"
+
+    def run(argv, data=None):
+        return (3, "inactive\n", "") if argv[:2] == ["systemctl", "is-active"] else (0, "", "")
+
+    bridges, bonds, vlans = stack()
+    manifest = _apply_io.begin(run, "t1", {str(target): "x\n"}, LINKS, bridges, 30, "networkd", None, bonds, vlans)
+    assert manifest["new_bridges"] == ["brv10"] and manifest["new_links"] == ["vlan10", "bond0"]
+    assert manifest["bonds"] == [["bond0", ["eth3", "eth4"]]] and manifest["vlans"] == [["vlan10", "bond0"]]
+    assert manifest["ports_all"] == [] and manifest["members_all"] == ["eth3", "eth4"]
+    assert manifest["free_ports"] == ["eth3", "eth4"] and manifest["down_links"] == ["eth3", "eth4"]
+    revert = (tmp_path / "state" / "pending" / "revert.sh").read_text()
+    assert subprocess.run(["sh", "-n"], input=revert, text=True, check=False).returncode == 0
+    order = [revert.index(x) for x in (f"rm -f -- '{target}'", "ip link delete dev 'brv10'",
+                                       "ip link delete dev 'vlan10'", "ip link delete dev 'bond0'",
+                                       "ip link set dev 'eth3' down", "networkctl reconfigure 'eth3' 'eth4'")]
+    assert order == sorted(order)
+    switch = (tmp_path / "state" / "pending" / "switch.sh").read_text()
+    assert "networkctl reconfigure 'eth3' 'eth4'" in switch
+    assert _apply_io.describe(dict(manifest, reason="probes failed")) == (
+        f"files {target}; bridges brv10 removed; bonds and VLANs vlan10, bond0 removed; links eth3, eth4 "
+        "reconfigured (transaction t1, reason: probes failed)")

@@ -59,6 +59,9 @@ BASE = {
         "bridges": [{"name": "br0", "ports": ["eth1"], "addresses": ["192.0.2.10/24"], "gateway4": "192.0.2.1",
                      "gateway6": "2001:db8::1", "routes": [{"to": "198.51.100.0/24", "via": "192.0.2.1", "metric": 10}],
                      "dns": ["192.0.2.53"], "mtu": 1500, "forward_delay": 4}],
+        "bonds": [{"name": "bond0", "interfaces": ["eth2", "eth3"], "mode": "active-backup", "miimon": 100,
+                   "primary": "eth2", "mtu": 1500}],
+        "vlans": [{"name": "vlan10", "id": 10, "link": "bond0", "mtu": 1500}],
     },
     kvm_host_tune: {
         "hugepages": [{"node": 0, "size": "2M", "count": 16}], "numa_balancing": False,
