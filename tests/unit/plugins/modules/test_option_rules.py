@@ -26,6 +26,7 @@ from ansible_collections.kvmops.fleet.plugins.modules import (
     kvm_bridge_apply,
     kvm_host_facts,
     kvm_host_tune,
+    kvm_libvirt_network,
     kvm_pause_facts,
     kvm_resume,
     kvm_tune,
@@ -77,10 +78,15 @@ BASE = {
         "repeats": 4, "jobs": ["randread-4k-qd1", "cpu"], "direct": True, "stress_workers": 0, "force": False,
         "var_prefix": "",
     },
+    kvm_libvirt_network: {
+        "networks": [{"name": "br0", "bridge": "br0", "autostart": True, "state": "present"}], "force": False,
+        "uri": "URI", "timeout": 10, "var_prefix": None,
+    },
 }
 # the first work each module does after its option checks: never reached with a bad option
 WORK = {kvm_tune: "read_host", kvm_resume: "collect", kvm_pause_facts: "collect", kvm_host_facts: "gather",
-        kvm_bridge_apply: "_provider", kvm_host_tune: "read_host", kvm_benchmark: "run"}
+        kvm_bridge_apply: "_provider", kvm_host_tune: "read_host", kvm_benchmark: "run",
+        kvm_libvirt_network: "read_networks"}
 # modules that touch no libvirt: their base run stops at WORK (a host's network is not this machine's to read)
 NO_LIBVIRT = (kvm_bridge_apply, kvm_host_tune, kvm_benchmark)
 # cpusets libvirt refuses (or would only refuse at apply time) and sizes that used to be expanded
@@ -99,7 +105,32 @@ CUSTOM = {
     "file_size": ["15M", "65G", "16383K", "256", "1T", "abc", "", "-1M", "256MB", "1.5G", "9" * 400 + "M", 256],
     "jobs": [[], ["cpu", "seqread-1m", "cpu"]],
     "var_prefix": ["Tuning_", "a-b", "x" * 33, " ", "tuning.benchmark_"],
+    "networks": [[{"name": "a", "bridge": "br0"}, {"name": "a", "bridge": "br1"}],
+                 [{"name": "a", "bridge": "br0"}, {"name": "b", "bridge": "br0"}],
+                 [{"name": "a"}]],
 }
+
+
+# libvirt's network write calls (kvm_libvirt_network), spied into the same log as conftest's LIBVIRT_WRITES
+NETWORK_WRITES = {"virConnect": ("networkDefineXML", "networkCreateXML"),
+                  "virNetwork": ("create", "destroy", "undefine", "setAutostart")}
+
+
+@pytest.fixture
+def libvirt_writes(libvirt_writes, monkeypatch, tmp_path):
+    log = tmp_path / "libvirt-writes.log"
+    for cls_name, names in NETWORK_WRITES.items():
+        cls = getattr(libvirt, cls_name)
+        for name in names:
+            real = getattr(cls, name)
+
+            def spy(self, *args, _real=real, _name=name, **kwargs):
+                with open(log, "a", encoding="utf-8") as fh:
+                    fh.write(_name + "\n")
+                return _real(self, *args, **kwargs)
+
+            monkeypatch.setattr(cls, name, spy)
+    return libvirt_writes
 
 
 def bad_values(path: str, rule) -> list:
@@ -189,7 +220,8 @@ def test_the_base_is_valid_and_the_spy_sees_writes(module, fleet_uri, run_module
         return
     out = run_module(module, base_args(module, fleet_uri))
     assert not out.get("failed"), out.get("msg")
-    expected = {kvm_tune: ["defineXML"], kvm_resume: ["resume"], kvm_pause_facts: [], kvm_host_facts: []}[module]
+    expected = {kvm_tune: ["defineXML"], kvm_resume: ["resume"], kvm_pause_facts: [], kvm_host_facts: [],
+                kvm_libvirt_network: ["networkDefineXML", "create", "setAutostart"]}[module]
     assert libvirt_writes() == expected
 
 
