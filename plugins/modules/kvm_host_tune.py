@@ -25,7 +25,7 @@ description:
     host has).
   - After the apply every knob is read back. The task fails naming the knob, the wanted and the actual value, and
     the file that overrides it when one does (a C(sysctl.d) file or C(/etc/sysctl.conf) read after the module's
-    file, a udev rule read after the module's rule, or the tuned profile: tuned starts after udev at boot, so
+    file, a udev rule read after the module's rule, or the tuned profile; tuned starts after udev at boot, so
     its C([disk]) C(readahead) and C(elevator) and its C([sysfs]) queue values win over the udev rule, and its
     C([sysctl]) values win when C(reapply_sysctl) is off in C(/etc/tuned/tuned-main.conf)). The profile checked
     is O(tuned_profile), or when that is not given the one tuned applies at boot if C(tuned.service) is enabled.
