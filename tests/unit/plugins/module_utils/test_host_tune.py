@@ -239,8 +239,10 @@ PER_DEV = {"vdb": {"read_ahead_kb": 384, "scheduler": "none"}, "sda": {"read_ahe
 
 @pytest.mark.parametrize("opts, reapply, expected", [
     ({"disk": {"readahead": ">4096"}}, True, [("vdb queue/read_ahead_kb", "4096", "[disk] readahead=>4096")]),
-    ({"disk": {"readahead": "8192 s"}}, True, [("sda queue/read_ahead_kb", "4096", "[disk] readahead=8192 s"),
-                                              ("vdb queue/read_ahead_kb", "4096", "[disk] readahead=8192 s")]),
+    ({"disk": {"readahead": "8192 s"}}, True, [
+        ("sda queue/read_ahead_kb", "4096", "[disk] readahead=8192 s"),
+        ("vdb queue/read_ahead_kb", "4096", "[disk] readahead=8192 s"),
+    ]),
     ({"disk": {"readahead": "384"}}, True, [("sda queue/read_ahead_kb", "384", "[disk] readahead=384")]),
     ({"disk": {"readahead": ">4096", "devices": "sd*"}}, True, []),
     ({"disk": {"readahead": ">4096", "devices": "!vdb"}}, True, []),
