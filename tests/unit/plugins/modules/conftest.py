@@ -22,10 +22,11 @@ def run_module(capsys):
     return run
 
 
-# libvirt calls that change a domain or its definition; the worker runs them in a forked child, so the spy
+# libvirt calls that change a domain, a network or their definitions; the worker runs them in a forked child, so the spy
 # appends to a file (the parent reads it), then calls the real method
 LIBVIRT_WRITES = {
-    "virConnect": ("defineXML", "createXML"),
+    "virConnect": ("defineXML", "createXML", "networkDefineXML", "networkCreateXML"),
+    "virNetwork": ("create", "destroy", "undefine", "setAutostart"),
     "virDomain": ("pinVcpu", "pinVcpuFlags", "pinEmulator", "pinIOThread", "addIOThread", "delIOThread",
                   "setNumaParameters", "setBlockIoTune", "setInterfaceParameters", "setMemoryParameters",
                   "setMemoryFlags", "setVcpusFlags", "resume", "suspend", "destroy", "create", "undefine",

@@ -23,8 +23,6 @@ NODE = f"""<node>
   <network><name>old</name><uuid>{OLD_UUID}</uuid><forward mode='bridge'/><bridge name='brold'/></network>
 </node>
 """
-WRITES = {"virConnect": ("networkDefineXML", "networkCreateXML"),
-          "virNetwork": ("create", "destroy", "undefine", "setAutostart")}
 
 
 @pytest.fixture
@@ -34,86 +32,67 @@ def uri(tmp_path):
     return f"test://{path}"
 
 
-@pytest.fixture
-def writes(monkeypatch, tmp_path):
-    """Spy on libvirt's network write calls, also in forked workers -> ``writes()``: the names, in order."""
-    log = tmp_path / "writes.log"
-    log.write_text("")
-    for cls_name, names in WRITES.items():
-        cls = getattr(libvirt, cls_name)
-        for name in names:
-            real = getattr(cls, name)
-
-            def spy(self, *args, _real=real, _name=name, **kwargs):
-                with open(log, "a", encoding="utf-8") as fh:
-                    fh.write(_name + "\n")
-                return _real(self, *args, **kwargs)
-
-            monkeypatch.setattr(cls, name, spy)
-    return lambda: log.read_text().split()
-
-
 def args(uri, networks, **kw):
     return dict({"uri": uri, "networks": networks, "_ansible_diff": True}, **kw)
 
 
-def test_new_network_defined_started_autostarted(uri, run_module, writes):
+def test_new_network_defined_started_autostarted(uri, run_module, libvirt_writes):
     out = run_module(mod, args(uri, [{"name": "br0", "bridge": "br0"}]))
     assert not out.get("failed"), out.get("msg")
     assert out["changed"] is True
     assert out["changes"] == ["defined network br0", "started network br0", "autostart of network br0 on"]
-    assert writes() == ["networkDefineXML", "create", "setAutostart"]
+    assert libvirt_writes() == ["networkDefineXML", "create", "setAutostart"]
     assert out["diff"] == [{"before_header": "network br0", "after_header": "network br0", "before": "",
                             "after": _plan.render("br0", "br0")}]
     assert out["networks"][0]["active"] is True and out["networks"][0]["autostart"] is True
 
 
-def test_check_mode_predicts_and_writes_nothing(uri, run_module, writes):
+def test_check_mode_predicts_and_writes_nothing(uri, run_module, libvirt_writes):
     networks = [{"name": "br0", "bridge": "br0"}, {"name": "old", "state": "absent"}]
     check = run_module(mod, args(uri, networks, _ansible_check_mode=True))
-    assert writes() == []
+    assert libvirt_writes() == []
     real = run_module(mod, args(uri, networks))
     for key in ("changed", "changes", "diff", "networks"):
         assert check[key] == real[key], key
-    assert writes() == ["networkDefineXML", "create", "setAutostart", "destroy", "undefine"]
+    assert libvirt_writes() == ["networkDefineXML", "create", "setAutostart", "destroy", "undefine"]
 
 
-def test_matching_network_is_left_alone(uri, run_module, writes):
+def test_matching_network_is_left_alone(uri, run_module, libvirt_writes):
     # the test driver's networks from a file are active, without autostart
     out = run_module(mod, args(uri, [{"name": "old", "bridge": "brold", "autostart": False}]))
     assert out["changed"] is False and out["changes"] == [] and out["diff"] == []
-    assert writes() == []
+    assert libvirt_writes() == []
 
 
-def test_mismatch_refused_then_forced(uri, run_module, writes, monkeypatch):
+def test_mismatch_refused_then_forced(uri, run_module, libvirt_writes, monkeypatch):
     # libvirt's test driver keeps an active network's old definition through destroy and create on the same
     # connection (a real libvirtd starts it with the new one: the integration test reads that back): the
     # read-back is left out here
     monkeypatch.setattr(_plan, "verify", lambda *_a: [])
     net = [{"name": "old", "bridge": "brnew", "autostart": False}]
     out = run_module(mod, args(uri, net))
-    assert out["failed"] and out["changed"] is False and writes() == []
+    assert out["failed"] and out["changed"] is False and libvirt_writes() == []
     assert out["msg"].startswith("networks[0]: network 'old' exists and its definition differs: bridge is 'brold', "
                                  "declared 'brnew'. Refusing to change it")
     out = run_module(mod, args(uri, net, force=True))
     assert not out.get("failed"), out.get("msg")
     assert out["changes"] == ["redefined network old", "stopped network old", "started network old"]
-    assert writes() == ["networkDefineXML", "destroy", "create"]
+    assert libvirt_writes() == ["networkDefineXML", "destroy", "create"]
     assert OLD_UUID in out["diff"][0]["after"] and "<bridge name='brnew'/>" in out["diff"][0]["after"]
 
 
 @pytest.mark.parametrize("force", [False, True])
-def test_nat_network_never_removed(uri, run_module, writes, force):
+def test_nat_network_never_removed(uri, run_module, libvirt_writes, force):
     absent = [{"name": "default", "state": "absent"}]
     out = run_module(mod, args(uri, absent, force=force, var_prefix="bridge_libvirt_"))
-    assert out["failed"] and out["changed"] is False and writes() == []
+    assert out["failed"] and out["changed"] is False and libvirt_writes() == []
     assert out["msg"].startswith("bridge_libvirt_networks[0]: network 'default' has forward mode nat, not bridge: "
                                  "refusing to remove it")
 
 
-def test_one_refusal_stops_every_change(uri, run_module, writes):
+def test_one_refusal_stops_every_change(uri, run_module, libvirt_writes):
     out = run_module(mod, args(uri, [{"name": "br0", "bridge": "br0"}, {"name": "default", "state": "absent"}]))
-    assert out["failed"] and out["changed"] is False and writes() == []
+    assert out["failed"] and out["changed"] is False and libvirt_writes() == []
     assert out["msg"].startswith("networks[1]: network 'default'")
 
 
@@ -124,15 +103,15 @@ def test_one_refusal_stops_every_change(uri, run_module, writes):
     ([{"name": "a/b", "bridge": "br0"}], "bridge_networks[0].name: 'a/b' is not valid"),
     ([{"name": "a"}], "bridge_networks[0].bridge: required with state present"),
 ])
-def test_bad_input_names_the_callers_variable(uri, run_module, writes, monkeypatch, networks, msg):
+def test_bad_input_names_the_callers_variable(uri, run_module, libvirt_writes, monkeypatch, networks, msg):
     monkeypatch.setattr(mod, "read_networks", lambda *_a: pytest.fail("libvirt read despite a bad option"))
     out = run_module(mod, args(uri, networks, var_prefix="bridge_"))
     assert out["failed"] and out["changed"] is False and out["changes"] == []
     assert out["msg"].startswith(msg), out["msg"]
-    assert writes() == []
+    assert libvirt_writes() == []
 
 
-def test_partial_failure_reports_what_was_applied(uri, run_module, writes, monkeypatch):
+def test_partial_failure_reports_what_was_applied(uri, run_module, libvirt_writes, monkeypatch):
     def refuse(self, *_a):
         raise libvirt.libvirtError("spy: create refused")
 

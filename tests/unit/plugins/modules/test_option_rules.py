@@ -111,28 +111,6 @@ CUSTOM = {
 }
 
 
-# libvirt's network write calls (kvm_libvirt_network), spied into the same log as conftest's LIBVIRT_WRITES
-NETWORK_WRITES = {"virConnect": ("networkDefineXML", "networkCreateXML"),
-                  "virNetwork": ("create", "destroy", "undefine", "setAutostart")}
-
-
-@pytest.fixture
-def libvirt_writes(libvirt_writes, monkeypatch, tmp_path):
-    log = tmp_path / "libvirt-writes.log"
-    for cls_name, names in NETWORK_WRITES.items():
-        cls = getattr(libvirt, cls_name)
-        for name in names:
-            real = getattr(cls, name)
-
-            def spy(self, *args, _real=real, _name=name, **kwargs):
-                with open(log, "a", encoding="utf-8") as fh:
-                    fh.write(_name + "\n")
-                return _real(self, *args, **kwargs)
-
-            monkeypatch.setattr(cls, name, spy)
-    return libvirt_writes
-
-
 def bad_values(path: str, rule) -> list:
     """Values each kind of rule must refuse; a new kind of rule fails here until it says what they are."""
     if isinstance(rule, v.Int):
