@@ -344,6 +344,7 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.bench import _plan, _run_io
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _command_io, _disk_safety_io
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import (
     Custom,
     Int,
@@ -414,16 +415,16 @@ def _target(module, s, tools):
             "device": facts.get("device"),
         }
         return target, None, None
-    facts = _run_io.device_facts(p["device"], tools)
+    facts = _disk_safety_io.device_facts(p["device"], tools)
     fd = None
     if facts.get("is_block"):
-        fd, facts["excl_error"] = _run_io.claim(facts["real"])
+        fd, facts["excl_error"] = _disk_safety_io.claim(facts["real"])
         if fd is not None:
-            facts["size_bytes"] = _run_io.fd_size(fd)
+            facts["size_bytes"] = _disk_safety_io.fd_size(fd)
     try:
         _plan.verdict(facts, s)
     except _plan.BenchError:
-        _run_io.release(fd)
+        _disk_safety_io.release(fd)
         raise
     size = _plan.device_size_used(s["file_size_bytes"], facts["size_bytes"])
     target = {"kind": "device", "path": p["device"], "size_bytes": size, "device": facts.get("name")}
@@ -436,8 +437,8 @@ def _versions(tools):
         version = None
         if tools.get(tool):
             try:
-                rc, stdout, stderr = _run_io.run_tool([tools[tool], "--version"], _plan.PROBE_TIMEOUT)
-            except _run_io.ToolTimeout:
+                rc, stdout, stderr = _command_io.run_tool([tools[tool], "--version"], _plan.PROBE_TIMEOUT)
+            except _command_io.ToolTimeout:
                 rc, stdout, stderr = -1, "", ""
             version = _plan.parse_version(tool, stdout + stderr) if rc == 0 else None
         out[tool] = version
@@ -453,8 +454,8 @@ def _fail_run(r, s, what, done, extra=""):
 def _one(r, s, bench):
     """Run one job once -> its values (and its raw entry in ``bench``); raises RunFailed."""
     try:
-        rc, out, err = _run_io.run_tool(r["argv"], r["timeout"])
-    except _run_io.ToolTimeout as exc:
+        rc, out, err = _command_io.run_tool(r["argv"], r["timeout"])
+    except _command_io.ToolTimeout as exc:
         raise _plan.RunFailed(f"{r['tool']} {exc}: {_plan.tail(exc.err or exc.out)}") from None
     if r["tool"] == _plan.FIO:
         if rc != 0:
@@ -513,8 +514,8 @@ def _execute(module, s, tools, target, fio_path, fd, bench):
             fio_path = filename
             layout = _plan.layout_argv(tools[_plan.FIO], filename, s["file_size_bytes"])
             try:
-                rc, out, err = _run_io.run_tool(layout, _plan.layout_timeout(s["file_size_bytes"]))
-            except _run_io.ToolTimeout as exc:
+                rc, out, err = _command_io.run_tool(layout, _plan.layout_timeout(s["file_size_bytes"]))
+            except _command_io.ToolTimeout as exc:
                 rc, out, err = -1, exc.out, f"{exc} {exc.err}"
             if rc != 0:
                 raise _plan.BenchError(
@@ -536,7 +537,7 @@ def _execute(module, s, tools, target, fio_path, fd, bench):
             raise RunError(f"{exc}{removed}", changed, bench) from None
         raise RunError(_fail_run(current, s, str(exc), done, removed), changed, bench) from None
     finally:
-        _run_io.release(fd)
+        _disk_safety_io.release(fd)
         _run_io.remove_file(filename)
         shutil.rmtree(tmpdir, ignore_errors=True)
     bench["metrics"], bench["finished"] = metrics, _now()
@@ -546,7 +547,7 @@ def _execute(module, s, tools, target, fio_path, fd, bench):
 def run(module):
     p = module.params
     s = _plan.settings(p)
-    tools = {t: _run_io.find_tool(t) for t in _plan.tools_needed(s)}
+    tools = {t: _command_io.find_tool(t) for t in _plan.tools_needed(s)}
     missing = _plan.missing_tools(tools)
     if missing is not None:
         raise missing
@@ -568,14 +569,14 @@ def run(module):
         }
         would_change = target["kind"] == "device" and bool(s["writes"])
         if module.check_mode:
-            _run_io.release(fd)
+            _disk_safety_io.release(fd)
             return {
                 "changed": would_change,
                 "would_run": _would_run(s, tools, target, fio_path),
                 "benchmark": dict(bench, finished=_now()),
             }
     except BaseException:
-        _run_io.release(fd)
+        _disk_safety_io.release(fd)
         raise
     changed = _execute(module, s, tools, target, fio_path, fd, bench)
     return {"changed": changed, "benchmark": bench}

@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """PURE: kvm_benchmark's planner. The fixed job set and the command line of each run, the option checks, the
-data-safety verdict on a block device from the facts ``_run_io`` reads (blkid, wipefs, sysfs, mountinfo,
-/proc/swaps, an O_EXCL open), and the parsers of fio's JSON and stress-ng's YAML into metrics.
+data-safety verdict on a block device (the collection's one verdict, ``common._disk_safety``, worded for the
+benchmark), and the parsers of fio's JSON and stress-ng's YAML into metrics.
 
 The job set (``JOBS``), one tool run per job and repeat, each ``runtime`` seconds:
 
@@ -38,6 +38,8 @@ from __future__ import annotations
 import json
 import re
 
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _disk_safety
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._disk_safety import tail
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import OptionError
 
 KIB = 1024
@@ -52,7 +54,7 @@ WORKERS_MAX = 1024
 TOTAL_MAX_SECONDS = 3600
 # a tool run gets runtime + this many seconds before it is killed (start-up, fio's file open, stress-ng's reaping)
 TOOL_GRACE_SECONDS = 120
-# a probe (blkid, wipefs, a version query) gets this long
+# a probe (a version query) gets this long; blkid and wipefs get _disk_safety_io.PROBE_TIMEOUT
 PROBE_TIMEOUT = 60
 # fio lays a file target out (writes it in full) once, before the first run: 120 s plus one per 16 MiB
 LAYOUT_RATE = 16 * MIB
@@ -322,147 +324,27 @@ def _quote(arg):
 # ---- data safety ------------------------------------------------------------------------------------------------
 
 
-def parse_blkid_export(text):
-    """``blkid -p -o export`` -> {KEY: value} (of the first device block: blkid prints one)."""
-    out = {}
-    for line in (text or "").splitlines():
-        if not line.strip():
-            if out:
-                break
-            continue
-        key, sep, value = line.partition("=")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
-
-
-def parse_wipefs_json(text):
-    """``wipefs --no-act --json`` -> [{"type", "offset", "uuid", "label"}] (no output at all: nothing found)."""
-    if not (text or "").strip():
-        return []
-    data = json.loads(text)
-    out = []
-    for sig in data.get("signatures") or []:
-        out.append({k: sig.get(k) for k in ("type", "offset", "uuid", "label")})
-    return out
-
-
-def _details(pairs):
-    shown = [f"{k}={v}" for k, v in pairs if v]
-    return f" ({', '.join(shown)})" if shown else ""
-
-
-def blkid_findings(rc, out, err):
-    """-> (types found, descriptions). blkid exits 2 when it finds nothing, 8 when the probe is ambivalent (more
-    than one signature)."""
-    if rc == 2 and not (out or "").strip():
-        return [], []
-    tags = parse_blkid_export(out)
-    found, types = [], []
-    if tags.get("PTTYPE"):
-        types.append(tags["PTTYPE"])
-        found.append(f"{tags['PTTYPE']} partition table{_details([('PTUUID', tags.get('PTUUID'))])}")
-    if tags.get("TYPE"):
-        types.append(tags["TYPE"])
-        found.append(
-            f"{tags['TYPE']} signature"
-            + _details([("UUID", tags.get("UUID")), ("LABEL", tags.get("LABEL")), ("VERSION", tags.get("VERSION"))])
-        )
-    if rc == 8:
-        found.append("more than one signature (blkid: ambivalent result)")
-    elif rc not in (0, 2):
-        found.append(f"no answer from blkid (rc {rc}: {tail(err or out, 200)})")
-    elif rc == 0 and not found:
-        found.append("a signature blkid names no type for (" + ", ".join(f"{k}={v}" for k, v in tags.items()) + ")")
-    return types, found
-
-
-def wipefs_findings(rc, out, err, known_types):
-    """wipefs' signatures that blkid did not already name (a GPT's protective MBR and backup header, a second
-    filesystem); every one when blkid saw none."""
-    if rc != 0:
-        return [f"no answer from wipefs (rc {rc}: {tail(err or out, 200)})"]
-    try:
-        sigs = parse_wipefs_json(out)
-    except ValueError:
-        return [f"wipefs output that is not JSON: {tail(out, 200)!r}"]
-    extra = [s for s in sigs if s["type"] not in known_types]
-    return [
-        f"{s['type']} signature at offset {s['offset']}{_details([('UUID', s['uuid']), ('LABEL', s['label'])])}"
-        for s in extra
-    ]
-
-
-def parse_mountinfo(text, majmin):
-    """/proc/self/mountinfo -> the mount points of the device ``major:minor``."""
-    out = []
-    for line in (text or "").splitlines():
-        fields = line.split()
-        if len(fields) >= 5 and fields[2] == majmin:
-            out.append(_unescape(fields[4]))
-    return out
-
-
-def _unescape(path):
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), path)
-
-
-def fstype_of(mountinfo, path):
-    """/proc/self/mountinfo + an absolute, resolved path -> the type of the filesystem it is on (the mount with
-    the longest mount point above it; the last one mounted there), or None."""
-    best, best_len = None, -1
-    for line in (mountinfo or "").splitlines():
-        head, sep, rest = line.partition(" - ")
-        fields = head.split()
-        if not sep or len(fields) < 5 or not rest.split():
-            continue
-        mp = _unescape(fields[4])
-        inside = path == mp or path.startswith(mp.rstrip("/") + "/")
-        if inside and len(mp) >= best_len:
-            best, best_len = rest.split()[0], len(mp)
-    return best
-
-
-def parse_swaps(text):
-    """/proc/swaps -> the swap areas' paths (the header line skipped)."""
-    out = []
-    for line in (text or "").splitlines()[1:]:
-        fields = line.split()
-        if fields:
-            out.append(_unescape(fields[0]))
-    return out
-
-
 def verdict(facts, s):
-    """Facts of a block device (``_run_io.device_facts``) + the settings -> None, or raises BenchError naming the
-    device and everything found. Refused always: not a block device, mounted, used as swap, held by another
-    device (LVM, device-mapper, md, DRBD, bcache), with partitions, open by another process, busy for an
-    exclusive open (EBUSY), read-only with write jobs. Refused without O(force): any signature blkid or wipefs
-    finds, or a probe that does not answer."""
+    """Facts of a block device (``_disk_safety_io.device_facts``) + the settings -> None, or raises BenchError
+    naming the device and everything found. The collection's one data-safety verdict (``_disk_safety.examine``)
+    decides what is in use and what the device carries; here it is worded for the benchmark. Refused always: not
+    a block device, mounted, used as swap, held by another device (LVM, device-mapper, md, DRBD, bcache), with
+    partitions, open by another process, busy for an exclusive open (EBUSY), read-only with write jobs. Refused
+    without O(force): any signature blkid or wipefs finds, or a probe that does not answer."""
     prefix = s["prefix"]
-    dev = facts["path"]
-    shown = dev if facts.get("real") in (None, dev) else f"{dev} ({facts['real']})"
-    if not facts.get("exists", True):
+    found = _disk_safety.examine(facts)
+    dev, shown = facts["path"], found["device"]
+    if not found["exists"]:
         raise BenchError(f"{_opt(prefix, 'device')}: {dev} does not exist")
-    if not facts.get("is_block"):
+    if not found["is_block"]:
         raise BenchError(
             f"{_opt(prefix, 'device')}: {shown} is not a block device (give an empty disk, partition or "
             f"volume; for a file use {_opt(prefix, 'directory')})"
         )
-    always = []
-    always += [f"mounted at {m}" for m in facts.get("mounts") or []]
-    if facts.get("swap"):
-        always.append("in use as swap (/proc/swaps)")
-    always += [f"held by {h}" for h in facts.get("holders") or []]
-    if facts.get("partitions"):
-        always.append(f"has partitions ({', '.join(facts['partitions'])})")
-    always += [f"open by {o}" for o in facts.get("openers") or []]
-    if facts.get("excl_error"):
-        always.append(f"cannot be opened exclusively ({facts['excl_error']}): something else claims it")
+    always = list(found["in_use"])
     if facts.get("read_only") and s["writes"]:
         always.append(f"read-only, and the write jobs {', '.join(s['writes'])} would fail")
-    types, signatures = blkid_findings(facts.get("blkid_rc"), facts.get("blkid_out"), facts.get("blkid_err"))
-    signatures += wipefs_findings(facts.get("wipefs_rc"), facts.get("wipefs_out"), facts.get("wipefs_err"), types)
+    signatures = found["signatures"]
     if always:
         also = f"; it also carries: {'; '.join(signatures)}" if signatures else ""
         raise BenchError(
@@ -551,13 +433,6 @@ def parse_version(tool, text):
 
 class RunFailed(ValueError):
     """A run that gives no numbers: the tool failed or was killed, or its output lacks what the job needs."""
-
-
-def tail(text, limit=600):
-    """The last lines of a tool's output, at most ``limit`` characters, on one line."""
-    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
-    out = " | ".join(lines[-6:])
-    return out if len(out) <= limit else "..." + out[-limit:]
 
 
 def parse_fio(text):

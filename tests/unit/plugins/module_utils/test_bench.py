@@ -16,6 +16,9 @@ import pytest
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.bench import _plan as plan
 from ansible_collections.kvmops.fleet.plugins.module_utils.bench import _run_io as io
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _command_io as cmd
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _disk_safety as ds
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _disk_safety_io as dsio
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import OptionError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bench"
@@ -244,9 +247,9 @@ def test_the_verdict_names_the_role_variables():
 
 def test_a_clean_device_passes():
     plan.verdict(facts("clean"), plan.settings(params(**DEVICE)))
-    assert plan.blkid_findings(2, "", "") == ([], [])
-    assert plan.parse_wipefs_json(probe("clean")["wipefs"]["stdout"]) == []
-    assert plan.parse_wipefs_json("") == []
+    assert ds.blkid_findings(2, "", "") == ([], [])
+    assert ds.parse_wipefs_json(probe("clean")["wipefs"]["stdout"]) == []
+    assert ds.parse_wipefs_json("") == []
 
 
 @pytest.mark.parametrize("kw,found", [
@@ -299,13 +302,13 @@ def test_other_refusals(kw, msg):
 
 
 def test_parse_blkid_export():
-    assert plan.parse_blkid_export(probe("ext4")["blkid"]["stdout"]) == {
+    assert ds.parse_blkid_export(probe("ext4")["blkid"]["stdout"]) == {
         "DEVNAME": DEV, "LABEL": "kvmops-data", "UUID": UUID1, "VERSION": "1.0", "BLOCK_SIZE": "1024",
         "TYPE": "ext4", "USAGE": "filesystem"}
 
 
 def test_parse_wipefs_json():
-    assert plan.parse_wipefs_json(probe("gpt")["wipefs"]["stdout"]) == [
+    assert ds.parse_wipefs_json(probe("gpt")["wipefs"]["stdout"]) == [
         {"type": "gpt", "offset": "0x200", "uuid": None, "label": None},
         {"type": "gpt", "offset": "0x3fffe00", "uuid": None, "label": None},
         {"type": "PMBR", "offset": "0x1fe", "uuid": None, "label": None},
@@ -322,22 +325,22 @@ MOUNTINFO = """\
 
 
 def test_parse_mountinfo():
-    assert plan.parse_mountinfo(MOUNTINFO, "7:7") == ["/mnt/x y", "/srv/bind"]
-    assert plan.parse_mountinfo(MOUNTINFO, "7:8") == []
-    assert plan.parse_mountinfo(None, "7:7") == []
+    assert ds.parse_mountinfo(MOUNTINFO, "7:7") == ["/mnt/x y", "/srv/bind"]
+    assert ds.parse_mountinfo(MOUNTINFO, "7:8") == []
+    assert ds.parse_mountinfo(None, "7:7") == []
 
 
 @pytest.mark.parametrize("path,fstype", [("/var/tmp", "ext4"), ("/dev/shm/kb", "tmpfs"), ("/dev/shm", "tmpfs"),
                                          ("/dev/shmx", "ext4"), ("/srv/opt x/d", "xfs"), ("/mnt/x y", "ext4")])
 def test_fstype_of(path, fstype):
-    assert plan.fstype_of(MOUNTINFO, path) == fstype
+    assert ds.fstype_of(MOUNTINFO, path) == fstype
 
 
 def test_parse_swaps():
     text = ("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/zram0                              partition\t"
             "8388604\t\t0\t\t100\n/swap\\040file file 1024 0 -2\n")
-    assert plan.parse_swaps(text) == ["/dev/zram0", "/swap file"]
-    assert plan.parse_swaps("Filename\tType\tSize\tUsed\tPriority\n") == []
+    assert ds.parse_swaps(text) == ["/dev/zram0", "/swap file"]
+    assert ds.parse_swaps("Filename\tType\tSize\tUsed\tPriority\n") == []
 
 
 # ---- directories ----------------------------------------------------------------------------------------------
@@ -428,8 +431,8 @@ def test_fio_error_output():
     data = plan.parse_fio(rec["stdout"])
     with pytest.raises(plan.RunFailed, match=r"^fio reports error 1 for the job"):
         plan.fio_metrics(data, "randwrite-4k-qd1")
-    assert plan.tail(rec["stderr"]) == ("fio: io_u error on file /dev/loop7: Operation not permitted: write "
-                                        "offset=1011712, buflen=4096")
+    assert ds.tail(rec["stderr"]) == ("fio: io_u error on file /dev/loop7: Operation not permitted: write "
+                                      "offset=1011712, buflen=4096")
 
 
 @pytest.mark.parametrize("text,msg", [
@@ -485,9 +488,9 @@ def test_metrics_shape():
 
 
 def test_tail():
-    assert plan.tail("a\n\nb\nc\nd\ne\nf\ng\n") == "b | c | d | e | f | g"
-    assert plan.tail("x" * 900, 100) == "..." + "x" * 100
-    assert plan.tail(None) == ""
+    assert ds.tail("a\n\nb\nc\nd\ne\nf\ng\n") == "b | c | d | e | f | g"
+    assert ds.tail("x" * 900, 100) == "..." + "x" * 100
+    assert ds.tail(None) == ""
 
 
 # ---- the host side on fixture trees ---------------------------------------------------------------------------
@@ -523,10 +526,10 @@ def sysfs(tmp_path):
 
 def test_holders_partitions_and_queues(sysfs):
     vdb = str(sysfs / "sys/class/block/vdb")
-    assert io.partitions(vdb) == ["vdb1"]
-    assert io.holders(str(sysfs / "sys/class/block/vdb1"), str(sysfs)) == ["dm-0 (LVM vg0-lv0)"]
-    assert io.holders(vdb, str(sysfs)) == []
-    assert io.partitions(str(sysfs / "sys/class/block/loop7")) == []
+    assert dsio.partitions(vdb) == ["vdb1"]
+    assert dsio.holders(str(sysfs / "sys/class/block/vdb1"), str(sysfs)) == ["dm-0 (LVM vg0-lv0)"]
+    assert dsio.holders(vdb, str(sysfs)) == []
+    assert dsio.partitions(str(sysfs / "sys/class/block/loop7")) == []
     assert io.queue_dir("vdb1", str(sysfs)) == str(sysfs / "sys/class/block/vdb/queue")
     assert io.queue_dir("dm-0", str(sysfs)) == str(sysfs / "sys/class/block/dm-0/queue")
 
@@ -535,7 +538,7 @@ def test_holders_partitions_and_queues(sysfs):
                                            ("bcache0", "bcache0 (bcache)"), ("dm-3", "dm-3 (device-mapper)"),
                                            ("sdz", "sdz")])
 def test_holder_kinds(tmp_path, name, expected):
-    assert io._holder(name, str(tmp_path)) == expected
+    assert dsio._holder(name, str(tmp_path)) == expected
 
 
 def test_read_tuning_on_a_tree(sysfs):
@@ -562,14 +565,14 @@ def test_openers_on_a_tree(tmp_path):
             (fd / str(i)).symlink_to(target)
     (tmp_path / "proc" / "999" / "fd").mkdir(parents=True)
     (tmp_path / "proc" / "999" / "fd").chmod(0)  # another user's process: unreadable, skipped
-    assert io.openers(DEV, str(tmp_path)) == ["qemu-system-x86 (pid 4711)"]  # this process itself is left out
+    assert dsio.openers(DEV, str(tmp_path)) == ["qemu-system-x86 (pid 4711)"]  # this process itself is left out
 
 
 def test_device_facts_of_what_is_not_a_block_device(tmp_path):
     f = tmp_path / "f"
     f.write_text("x")
-    assert io.device_facts(str(f), {}) == {"path": str(f), "exists": True, "real": str(f), "is_block": False}
-    assert io.device_facts(str(tmp_path / "nope"), {})["exists"] is False
+    assert dsio.device_facts(str(f), {}) == {"path": str(f), "exists": True, "real": str(f), "is_block": False}
+    assert dsio.device_facts(str(tmp_path / "nope"), {})["exists"] is False
 
 
 def test_directory_facts_and_the_file(tmp_path):
@@ -613,13 +616,13 @@ def test_odirect_unknown_without_o_tmpfile(monkeypatch, tmp_path):
 
 
 def test_claim_a_file_is_not_a_claim_but_reports(tmp_path):
-    fd, err = io.claim(str(tmp_path / "nope"))
+    fd, err = dsio.claim(str(tmp_path / "nope"))
     assert fd is None and err.startswith("ENOENT: ")
 
 
 def test_run_tool():
-    rc, out, err = io.run_tool([sys.executable, "-c", "import sys; print('o'); print('e', file=sys.stderr); "
-                                                      "sys.exit(3)"], 30)
+    rc, out, err = cmd.run_tool([sys.executable, "-c", "import sys; print('o'); print('e', file=sys.stderr); "
+                                                       "sys.exit(3)"], 30)
     assert (rc, out, err) == (3, "o\n", "e\n")
 
 
@@ -629,8 +632,8 @@ def test_run_tool_timeout_kills_the_whole_group(tmp_path):
               f"time.sleep(60)']); open({str(pidfile)!r}, 'w').write(str(p.pid)); print('started', flush=True); "
               "time.sleep(60)")
     start = time.monotonic()
-    with pytest.raises(io.ToolTimeout) as err:
-        io.run_tool([sys.executable, "-c", script], 1)
+    with pytest.raises(cmd.ToolTimeout) as err:
+        cmd.run_tool([sys.executable, "-c", script], 1)
     assert time.monotonic() - start < 10
     assert str(err.value) == "did not finish within 1 s (killed)" and err.value.out == "started\n"
     child = int(pidfile.read_text())
@@ -649,8 +652,8 @@ def test_run_tool_timeout_kills_the_whole_group(tmp_path):
 
 def test_find_tool_looks_in_sbin(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    assert io.find_tool("sh") in ("/usr/bin/sh", "/bin/sh")
-    assert io.find_tool("kvmops-no-such-tool") is None
+    assert cmd.find_tool("sh") in ("/usr/bin/sh", "/bin/sh")
+    assert cmd.find_tool("kvmops-no-such-tool") is None
 
 
 def test_sigterm_raises_where_the_module_runs():

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.bench import _plan, _run_io
+from ansible_collections.kvmops.fleet.plugins.module_utils.common import _command_io, _disk_safety_io
 from ansible_collections.kvmops.fleet.plugins.modules import kvm_benchmark
 
 FIXTURES = Path(__file__).parents[1] / "module_utils" / "fixtures" / "bench"
@@ -76,12 +77,12 @@ class Host:
         return {k: (None if name is None and k in queue else v) for k, v in TUNING.items()}
 
     def install(self, mp):
-        mp.setattr(_run_io, "find_tool", self.tools.get)
-        mp.setattr(_run_io, "run_tool", self.run_tool)
-        mp.setattr(_run_io, "device_facts", lambda path, tools, *a, **kw: dict(self.facts, path=path))
-        mp.setattr(_run_io, "claim", lambda real: (None, self.excl) if self.excl else (4242, None))
-        mp.setattr(_run_io, "fd_size", lambda fd: self.size)
-        mp.setattr(_run_io, "release", self.released.append)
+        mp.setattr(_command_io, "find_tool", self.tools.get)
+        mp.setattr(_command_io, "run_tool", self.run_tool)
+        mp.setattr(_disk_safety_io, "device_facts", lambda path, tools, *a, **kw: dict(self.facts, path=path))
+        mp.setattr(_disk_safety_io, "claim", lambda real: (None, self.excl) if self.excl else (4242, None))
+        mp.setattr(_disk_safety_io, "fd_size", lambda fd: self.size)
+        mp.setattr(_disk_safety_io, "release", self.released.append)
         mp.setattr(_run_io, "directory_facts", lambda d, *a: dict(self.dir, path=d))
         mp.setattr(_run_io, "read_tuning", self.read_tuning)
         mp.setattr(_run_io, "handle_sigterm", lambda: None)
@@ -335,7 +336,7 @@ def test_the_first_run_failing_changes_nothing(run_module, host):
 
 
 @pytest.mark.parametrize("failure,msg", [
-    (_run_io.ToolTimeout(121, "", "stress-ng: info: stressor hung\n"),
+    (_command_io.ToolTimeout(121, "", "stress-ng: info: stressor hung\n"),
      "cpu, repeat 1 of 2: stress-ng did not finish within 121 s (killed): stress-ng: info: stressor hung."),
     ((2, "", "stress-ng: error: [1] stream: mmap failed: Cannot allocate memory\n"),
      "cpu, repeat 1 of 2: stress-ng failed (rc 2): stress-ng: error: [1] stream: mmap failed"),
