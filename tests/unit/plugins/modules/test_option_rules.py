@@ -22,6 +22,7 @@ import ansible_collections.kvmops.fleet.plugins.modules as mods
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _libvirt_io
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _validate as v
 from ansible_collections.kvmops.fleet.plugins.modules import (
+    drbd_facts,
     kvm_benchmark,
     kvm_bridge_apply,
     kvm_host_facts,
@@ -82,13 +83,14 @@ BASE = {
         "networks": [{"name": "br0", "bridge": "br0", "autostart": True, "state": "present"}], "force": False,
         "uri": "URI", "timeout": 10, "var_prefix": None,
     },
+    drbd_facts: {"resources": ["r0"], "timeout": 10},
 }
 # the first work each module does after its option checks: never reached with a bad option
 WORK = {kvm_tune: "read_host", kvm_resume: "collect", kvm_pause_facts: "collect", kvm_host_facts: "gather",
         kvm_bridge_apply: "_provider", kvm_host_tune: "read_host", kvm_benchmark: "run",
-        kvm_libvirt_network: "read_networks"}
+        kvm_libvirt_network: "read_networks", drbd_facts: "gather"}
 # modules that touch no libvirt: their base run stops at WORK (a host's network is not this machine's to read)
-NO_LIBVIRT = (kvm_bridge_apply, kvm_host_tune, kvm_benchmark)
+NO_LIBVIRT = (kvm_bridge_apply, kvm_host_tune, kvm_benchmark, drbd_facts)
 # cpusets libvirt refuses (or would only refuse at apply time) and sizes that used to be expanded
 CPUSETS = ["0-99999999", "16384", "0-" + "9" * 5000, "1_0", "+1", "\u0661", "0x1", "3-1", "", " ", "0,,1", "^0",
            "0-3,^1-2", "1.5", "1 2", "99999999999999999999", "0-2," * 30000]
@@ -205,7 +207,7 @@ def test_the_base_is_valid_and_the_spy_sees_writes(module, fleet_uri, run_module
 
 def test_every_module_is_in_the_table():
     """A new module joins BASE (and so every test above) or this fails."""
-    names = {f.stem for d in mods.__path__ for f in Path(d).glob("kvm_*.py")}
+    names = {f.stem for d in mods.__path__ for f in Path(d).glob("*.py") if not f.stem.startswith("_")}
     assert names
     assert names == {m.__name__.rsplit(".", 1)[1] for m in BASE}
 
