@@ -35,6 +35,8 @@ APT_PACKAGES=(
   openssh-client iproute2 procps git make shellcheck rsync xz-utils
   # kvm_benchmark's integration test runs the real tools (tests/integration/modules/test_kvm_benchmark_local.py)
   fio stress-ng
+  # the dr role's DRBD configurations are rendered and checked with the real drbdadm (8.4 and 9 syntax) in unit tests
+  drbd-utils
   # the fleet report's HTML is tested in headless Chromium (fonts for a readable screenshot)
   chromium fonts-dejavu-core
 )

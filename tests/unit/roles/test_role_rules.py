@@ -33,7 +33,7 @@ from ansible_collections.kvmops.fleet.plugins.plugin_utils import _role_vars
 from kvmlab.testdriver import write_fleet
 
 ROLES_DIR = Path(__file__).resolve().parents[3] / "roles"
-ROLES = ("diagnostics", "hypervisor", "tuning")
+ROLES = ("diagnostics", "dr", "hypervisor", "tuning")
 var_problems = var_problems_plugin.FilterModule().filters()["var_problems"]
 
 
@@ -88,6 +88,7 @@ GOOD_TEXT = {
     "diagnostics_domains": ["db-*", "web-01", "a domain name", "vm[0-9]"],
     "hypervisor_users": ["alice", "fleetops", "svc.backup"],
     "hypervisor_extra_packages": ["htop", "qemu-utils=1:7.2", "libvirt-daemon-driver-storage-rbd"],
+    "dr_drbd_packages": ["drbd-utils", "drbd-dkms", "kmod-drbd9x", "drbd-utils=9.22.0-1"],
 }
 # and text each must refuse (beyond a newline, the wrong kinds and over-long text, which every rule gets)
 BAD_TEXT = {
@@ -120,8 +121,14 @@ BAD_TEXT = {
     "diagnostics_domains": ["", "   "],
     "hypervisor_users": ["a b", "root;id", ""],
     "hypervisor_extra_packages": ["a b", "x;reboot", "$(id)", ""],
+    "dr_drbd_packages": ["a b", "x;reboot", "$(id)", "", "-x"],
 }
 
+
+# a resource of the dr role's dr_drbd_resources that argument_specs accepts
+DRBD_RESOURCE = {"name": "vm1disk", "port": 7789, "secret": "0123456789abcdef", "initial_primary": "hv1",
+                 "nodes": [{"host": "hv1", "address": "192.0.2.11", "disk": "/dev/disk/by-id/a", "minor": 0},
+                           {"host": "hv2", "address": "192.0.2.12", "disk": "/dev/disk/by-id/b", "minor": 0}]}
 
 # Lists of mappings and mappings whose items argument_specs checks (suboptions, key names): realistic values the
 # rules must accept, by name (the generic ones are not of their shape)
@@ -131,9 +138,11 @@ GOOD_STRUCT = {
     "tuning_sysctls": [{}, {"vm.swappiness": 10, "vm.dirty_ratio": 15, "kernel.sched_autogroup_enabled": 0}],
     "tuning_domains": [[], [{"name": "web-1", "placement": "auto"},
                             {"name": "db", "memory_backing": {"hugepages": True}}]],
+    "dr_drbd_resources": [[], [DRBD_RESOURCE]],
 }
 # and a value argument_specs lets through that the rule refuses (the generic one is refused by argument_specs)
 FIRST_BAD = {
+    "dr_drbd_resources": [DRBD_RESOURCE] * 257,
     "tuning_hugepages": [{"count": 1}] * 4097,
     "tuning_io_schedulers": [{"scheduler": "none"}] * 65,
     "tuning_domains": [{"name": "vm"}] * 1001,

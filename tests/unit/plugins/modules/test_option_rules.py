@@ -23,6 +23,7 @@ from ansible_collections.kvmops.fleet.plugins.module_utils.common import _libvir
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _validate as v
 from ansible_collections.kvmops.fleet.plugins.modules import (
     drbd_facts,
+    drbd_resource,
     kvm_benchmark,
     kvm_bridge_apply,
     kvm_host_facts,
@@ -84,13 +85,23 @@ BASE = {
         "uri": "URI", "timeout": 10, "var_prefix": None,
     },
     drbd_facts: {"resources": ["r0"], "timeout": 10},
+    drbd_resource: {
+        "name": "r0", "host": "hva", "step": "present", "port": 7789, "protocol": "C",
+        "secret": "0123456789abcdef", "cram_hmac_alg": "sha256", "sync_rate": "100M", "net_timeout": 60,
+        "connect_int": 10, "ping_int": 10, "disk_timeout": 0, "fencing": "dont-care", "handlers": {},
+        "quorum": "off", "on_no_quorum": "suspend-io", "initial_primary": "hva", "force": False, "version": "auto",
+        "config_dir": "/nonexistent-kvmops-dir", "timeout": 120, "var_name": "dr_drbd_resources[0]",
+        # one node: the Unique rule's case appends a twin of the first (the peer is not needed before the work)
+        "nodes": [{"host": "hva", "hostname": "hva", "address": "192.0.2.1", "disk": "/dev/disk/by-id/x",
+                   "minor": 0, "node_id": 0, "diskless": False}],
+    },
 }
 # the first work each module does after its option checks: never reached with a bad option
 WORK = {kvm_tune: "read_host", kvm_resume: "collect", kvm_pause_facts: "collect", kvm_host_facts: "gather",
         kvm_bridge_apply: "_provider", kvm_host_tune: "read_host", kvm_benchmark: "run",
-        kvm_libvirt_network: "read_networks", drbd_facts: "gather"}
+        kvm_libvirt_network: "read_networks", drbd_facts: "gather", drbd_resource: "run"}
 # modules that touch no libvirt: their base run stops at WORK (a host's network is not this machine's to read)
-NO_LIBVIRT = (kvm_bridge_apply, kvm_host_tune, kvm_benchmark, drbd_facts)
+NO_LIBVIRT = (kvm_bridge_apply, kvm_host_tune, kvm_benchmark, drbd_facts, drbd_resource)
 # cpusets libvirt refuses (or would only refuse at apply time) and sizes that used to be expanded
 CPUSETS = ["0-99999999", "16384", "0-" + "9" * 5000, "1_0", "+1", "\u0661", "0x1", "3-1", "", " ", "0,,1", "^0",
            "0-3,^1-2", "1.5", "1 2", "99999999999999999999", "0-2," * 30000]
@@ -107,6 +118,10 @@ CUSTOM = {
     "file_size": ["15M", "65G", "16383K", "256", "1T", "abc", "", "-1M", "256MB", "1.5G", "9" * 400 + "M", 256],
     "jobs": [[], ["cpu", "seqread-1m", "cpu"]],
     "var_prefix": ["Tuning_", "a-b", "x" * 33, " ", "tuning.benchmark_"],
+    "secret": ["short", "x" * 65, 'has "quote" 0123456789', "blank in it 0123456789"],
+    "sync_rate": ["100MB", "5G", "0K", "", "fast", "1.5M"],
+    "handlers": [{"bogus": "/bin/true"}, {"fence-peer": 'x"y'}, {"fence-peer": ""}, {"fence-peer": "a\nb"}],
+    "config_dir": ["relative/dir", "etc/drbd.d"],
     "networks": [[{"name": "a", "bridge": "br0"}, {"name": "a", "bridge": "br1"}],
                  [{"name": "a", "bridge": "br0"}, {"name": "b", "bridge": "br0"}],
                  [{"name": "a"}]],
