@@ -12,9 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ansible.errors import AnsibleFilterError
 
-from ansible_collections.kvmops.fleet.plugins.filter import drbd_problems as plugin
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _disk_safety as ds
 from ansible_collections.kvmops.fleet.plugins.module_utils.drbd import _config as c
 
@@ -122,7 +120,7 @@ def dump(tool, text, tmp_path):
                           check=False)
 
 
-V6 = [dict(n, address=a) for n, a in zip(resource()["nodes"], ("fd00::11", "fd00::12"), strict=True)]
+V6 = [dict(resource()["nodes"][0], address="fd00::11"), dict(resource()["nodes"][1], address="fd00::12")]
 FENCED = resource(fencing="resource-only", handlers={"fence-peer": "/usr/lib/drbd/crm-fence-peer.sh"})
 
 
@@ -274,13 +272,3 @@ def test_initial_sync(local, peers, connected, action):
 def test_initial_sync_never_overwrites_a_peer_with_data():
     with pytest.raises(c.ConfigError, match="the peer's disk is UpToDate while this node's is Inconsistent"):
         c.initial_sync_action(["Inconsistent"], ["UpToDate"], True)
-
-
-def test_the_filter_is_the_same_check_and_refuses_what_is_not_a_list():
-    f = plugin.FilterModule().filters()["drbd_problems"]
-    assert f([resource()], HOSTS) == [] and f([resource()], None) == []
-    assert f([resource(secret="short")], ["hva"]) == [  # noqa: S106
-        f"{V}[0].secret: must have 16 to 64 characters (has 5; value hidden)",
-        f"{V}[0].nodes[1].host: hvb is not in the inventory"]
-    with pytest.raises(AnsibleFilterError, match="dr_drbd_resources must be a list of mappings"):
-        f({"name": "x"})
