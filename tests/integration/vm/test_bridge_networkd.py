@@ -11,7 +11,8 @@ In order, on one lease (each test builds on the state the one before left):
 check mode on the bare host (diff of every file, nothing touched); the controller SIGKILLed right after the apply:
 the host reverts by itself; the conversion (eth1 into br0 keeping its address; the peer still reaches it, a veth
 from a namespace inside the VM joins br0 and reaches the peer through it; check again and real again change
-nothing and bounce no link); a wrong address (the controller's connection is cut; the host reverts in time, the
+nothing and bounce no link; the libvirt network br0 of forward mode bridge made after the confirmation, read back
+with virsh, and removed again); a wrong address (the controller's connection is cut; the host reverts in time, the
 play fails naming the rollback); a gateway that does not answer (the probe fails, the host reverts at once); bad
 inputs, each refused naming the variable with nothing changed.
 """
@@ -64,6 +65,21 @@ def config(s: dict) -> dict:
     return {k: s[k] for k in ("links", "addrs", "routes", "files")}
 
 
+# the role hands br0 to the VM's own libvirtd (the hypervisor image's, socket-activated: its first connection starts it)
+NETWORKS = {"bridge_libvirt_networks": [{"name": "br0", "bridge": "br0"}], "bridge_libvirt_timeout": 120}
+NET_XML = "<forward mode='bridge'/>"
+
+
+def virsh_net(vm) -> dict:
+    """The VM's libvirt network br0: {"exists", "active", "autostart", "xml"} read with virsh."""
+    info = vm.ssh("virsh -c qemu:///system net-info br0", check=False, timeout=120)
+    if info.returncode != 0:
+        return {"exists": False}
+    fields = dict(line.split(":", 1) for line in info.stdout.splitlines() if ":" in line)
+    xml = vm.ssh("virsh -c qemu:///system net-dumpxml br0", timeout=60).stdout
+    return {"exists": True, "active": fields["Active"].strip(), "autostart": fields["Autostart"].strip(), "xml": xml}
+
+
 def bridge(address="10.213.1.11/24", **kw) -> dict:
     return dict({"name": "br0", "ports": ["eth1"], "addresses": [address]}, **kw)
 
@@ -102,7 +118,7 @@ def wait_reverted(vm, timeout: float) -> float:
 def test_check_mode_shows_every_file_and_touches_nothing(hv):
     vm = hv[HOST]
     before = state(vm)
-    res = play(hv, {"bridge_bridges": [bridge()]}, check=True)
+    res = play(hv, {"bridge_bridges": [bridge()], **NETWORKS}, check=True)
     assert res["rc"] == 0 and res["stats"]["failures"] == 0, res
     apply = task(res, "Check the bridges")
     assert apply["changed"] is True and apply["armed"] is False
@@ -111,6 +127,12 @@ def test_check_mode_shows_every_file_and_touches_nothing(hv):
                      "/etc/systemd/network/05-kvmops-br0.netdev", "/etc/systemd/network/05-kvmops-br0.network"]
     network = next(d["after"] for d in apply["diff"] if d["after_header"].endswith("br0.network"))
     assert "Address=10.213.1.11/24" in network
+    # the libvirt network is predicted (with its definition in the diff) and not made
+    net = task(res, "Give libvirt")
+    assert net["changed"] is True and net["changes"] == [
+        "defined network br0", "started network br0", "autostart of network br0 on"], net
+    assert NET_XML in net["diff"][0]["after"] and "<bridge name='br0'/>" in net["diff"][0]["after"], net["diff"]
+    assert virsh_net(vm) == {"exists": False}
     assert state(vm) == before  # links, addresses, routes, files, carrier counters, ifindexes
     assert vm.ssh("test -e /var/lib/kvmops-bridge", check=False).returncode != 0
 
@@ -152,8 +174,9 @@ def test_a_killed_controller_leaves_the_host_to_revert_by_itself(hv):
 
 def test_eth1_becomes_br0_keeping_its_address(hv):
     vm, peer = hv[HOST], hv[PEER]
-    res = play(hv, {"bridge_bridges": [bridge()], "bridge_probe_targets": [peer.addr("lan"), "10.213.1.1"]})
-    report(f"bridge: conversion of eth1 into br0 {res['seconds']:.0f} s")
+    res = play(hv, {"bridge_bridges": [bridge()], "bridge_probe_targets": [peer.addr("lan"), "10.213.1.1"],
+                    **NETWORKS})
+    report(f"bridge: conversion of eth1 into br0 with its libvirt network {res['seconds']:.0f} s")
     assert res["rc"] == 0 and res["stats"]["failures"] == 0, [
         (r["task"], r.get("msg")) for r in res["results"] if r.get("failed") or r.get("msg")]
     assert task(res, "Check the bridges")["changed"] is True
@@ -165,6 +188,15 @@ def test_eth1_becomes_br0_keeping_its_address(hv):
     assert after["addrs"]["br0"] == ["10.213.1.11/24"] and after["addrs"]["eth1"] == []
     assert after["links"]["br0"][4] == after["links"]["eth1"][4]  # the bridge keeps the uplink's MAC
     assert vm.ssh("systemctl is-active kvmops-bridge-revert.timer", check=False).stdout.strip() != "active"
+    # the libvirt network came after the confirmation, and libvirt holds it as declared
+    names = [r["task"].split(" : ", 1)[-1] for r in res["results"]]
+    assert names.index("Give libvirt the confirmed bridges as networks of forward mode bridge") > \
+        names.index("Probe from the host and disarm the revert")
+    net = task(res, "Give libvirt")
+    assert net["changed"] is True and net["networks"][0]["active"] is True, net
+    got = virsh_net(vm)
+    assert got["active"] == "yes" and got["autostart"] == "yes", got
+    assert NET_XML in got["xml"] and "<bridge name='br0'/>" in got["xml"] and "<ip" not in got["xml"], got["xml"]
     # the peer still reaches it, and so does the controller over the link
     assert peer.ssh(f"ping -c2 -W3 {vm.addr('lan')}", check=False).returncode == 0
     assert ssh_over_link(hv, vm) == HOST
@@ -180,10 +212,20 @@ def test_eth1_becomes_br0_keeping_its_address(hv):
     # check again, real again: nothing to do, no link bounced
     settled = state(vm)
     for check in (True, False):
-        res = play(hv, {"bridge_bridges": [bridge()], "bridge_probe_targets": [peer.addr("lan")]}, check=check)
+        res = play(hv, {"bridge_bridges": [bridge()], "bridge_probe_targets": [peer.addr("lan")], **NETWORKS},
+                   check=check)
         assert res["rc"] == 0 and res["stats"]["changed"] == 0, [r for r in res["results"] if r.get("changed")]
         assert task(res, "Check the bridges")["armed"] is False
+        assert task(res, "Give libvirt")["changes"] == []
     assert state(vm) == settled  # carrier counters and ifindexes included
+    assert virsh_net(vm) == got
+
+    # state absent removes the network and leaves the bridge alone
+    res = play(hv, {"bridge_bridges": [bridge()], "bridge_libvirt_networks": [{"name": "br0", "state": "absent"}]})
+    assert res["rc"] == 0 and task(res, "Give libvirt")["changes"] == [
+        "stopped network br0", "undefined network br0"], task(res, "Give libvirt")
+    assert virsh_net(vm) == {"exists": False}
+    assert state(vm) == settled
 
 
 def test_a_wrong_address_cuts_the_controller_and_the_host_reverts_in_time(hv):
@@ -244,4 +286,11 @@ def test_bad_input_is_refused_naming_the_variable_and_nothing_changes(hv):
     assert res["rc"] != 0 and "bridge_bridges" in res["results"][-1]["msg"] and res["stats"]["changed"] == 0
     res = play(hv, {"bridge_bridges": [dict(bridge(), ports=["eth1", "eth9"])]})
     assert res["rc"] != 0 and "bridge_bridges[0].ports[1]: eth9 does not exist" in res["results"][-1]["msg"]
-    assert state(vm) == before
+    # a libvirt network on a bridge the role does not declare: refused before the bridges are touched
+    res = play(hv, {"bridge_bridges": [bridge()], "bridge_libvirt_networks": [{"name": "br0", "bridge": "br0"},
+                                                                            {"name": "vms", "bridge": "br7"}]})
+    assert res["rc"] != 0 and res["stats"]["changed"] == 0
+    assert res["results"][-1]["msg"] == 'bridge_libvirt_networks[1].bridge: "br7" is not one of bridge_bridges (br0)'
+    assert [r["task"].split(" : ", 1)[-1] for r in res["results"]][-1] == \
+        "Check that every libvirt network names a declared bridge"
+    assert state(vm) == before and virsh_net(vm) == {"exists": False}
