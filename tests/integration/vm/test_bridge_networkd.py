@@ -290,7 +290,8 @@ def test_bad_input_is_refused_naming_the_variable_and_nothing_changes(hv):
     res = play(hv, {"bridge_bridges": [bridge()], "bridge_libvirt_networks": [{"name": "br0", "bridge": "br0"},
                                                                             {"name": "vms", "bridge": "br7"}]})
     assert res["rc"] != 0 and res["stats"]["changed"] == 0
-    assert res["results"][-1]["msg"] == 'bridge_libvirt_networks[1].bridge: "br7" is not one of bridge_bridges (br0)'
+    want = 'vma: bridge_libvirt_networks[1].bridge: "br7" is not one of bridge_bridges (br0)'
+    assert res["results"][-1]["msg"] == want
     assert [r["task"].split(" : ", 1)[-1] for r in res["results"]][-1] == \
         "Check that every libvirt network names a declared bridge"
     assert state(vm) == before and virsh_net(vm) == {"exists": False}

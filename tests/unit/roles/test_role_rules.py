@@ -33,7 +33,7 @@ from ansible_collections.kvmops.fleet.plugins.plugin_utils import _role_vars
 from kvmlab.testdriver import write_fleet
 
 ROLES_DIR = Path(__file__).resolve().parents[3] / "roles"
-ROLES = ("diagnostics", "dr", "hypervisor", "tuning")
+ROLES = ("bridge", "diagnostics", "dr", "hypervisor", "tuning")
 var_problems = var_problems_plugin.FilterModule().filters()["var_problems"]
 
 
@@ -84,7 +84,10 @@ GOOD_TEXT = {
     "tuning_benchmark_device": ["", "/dev/vdb", "/dev/disk/by-id/virtio-bench", "/dev/mapper/vg-bench"],
     "tuning_benchmark_directory": ["/var/tmp", "", "/var/lib/libvirt/images"],
     "tuning_benchmark_file_size": ["256M", "16M", "64G", "1024M"],
+    "bridge_libvirt_uri": ["qemu:///system", "qemu+ssh://root@hv1.example.net/system", "test:///default"],
     # list elements, by the list's name
+    "bridge_probe_targets": ["192.0.2.1", "2001:db8::1", "fe80::1%eth0", "10.213.1.1"],
+    "bridge_probe_names": ["mirror.example.net", "localhost", "deb.debian.org.", "hv_1"],
     "diagnostics_domains": ["db-*", "web-01", "a domain name", "vm[0-9]"],
     "hypervisor_users": ["alice", "fleetops", "svc.backup"],
     "hypervisor_extra_packages": ["htop", "qemu-utils=1:7.2", "libvirt-daemon-driver-storage-rbd"],
@@ -118,6 +121,9 @@ BAD_TEXT = {
     "tuning_benchmark_device": ["vdb", "/dev/vd b", "/srv/x"],
     "tuning_benchmark_directory": ["var/tmp", "/var/ tmp"],
     "tuning_benchmark_file_size": ["", "256", "256MB", "0M", "-1G", "1T", "1.5G"],
+    "bridge_libvirt_uri": ["qemu", "/system", "qemu:///sys tem"],
+    "bridge_probe_targets": ["", "gw.example.net", "192.0.2.1;reboot", "10.0.0.1/24", "192.0.2.1 "],
+    "bridge_probe_names": ["", "a b", "-x", "x;reboot", "$(id)"],
     "diagnostics_domains": ["", "   "],
     "hypervisor_users": ["a b", "root;id", ""],
     "hypervisor_extra_packages": ["a b", "x;reboot", "$(id)", ""],
@@ -132,7 +138,15 @@ DRBD_RESOURCE = {"name": "vm1disk", "port": 7789, "secret": "0123456789abcdef", 
 
 # Lists of mappings and mappings whose items argument_specs checks (suboptions, key names): realistic values the
 # rules must accept, by name (the generic ones are not of their shape)
+BRIDGE = {"name": "br0", "ports": ["eth1"], "addresses": ["192.0.2.10/24"]}
+BOND = {"name": "bond0", "interfaces": ["eth2", "eth3"], "mode": "active-backup"}
+VLAN = {"name": "vlan10", "id": 10, "link": "bond0"}
+LIBVIRT_NETWORK = {"name": "br0", "bridge": "br0"}
 GOOD_STRUCT = {
+    "bridge_bridges": [[], [BRIDGE]],
+    "bridge_bonds": [[], [BOND]],
+    "bridge_vlans": [[], [VLAN]],
+    "bridge_libvirt_networks": [[], [LIBVIRT_NETWORK, {"name": "old", "state": "absent"}]],
     "tuning_hugepages": [[], [{"node": 0, "count": 512}, {"size": "1G", "count": 1}]],
     "tuning_io_schedulers": [[], [{"transport": "virtio", "scheduler": "none"}, {"name": "sd*", "read_ahead_kb": 1}]],
     "tuning_sysctls": [{}, {"vm.swappiness": 10, "vm.dirty_ratio": 15, "kernel.sched_autogroup_enabled": 0}],
@@ -142,6 +156,10 @@ GOOD_STRUCT = {
 }
 # and a value argument_specs lets through that the rule refuses (the generic one is refused by argument_specs)
 FIRST_BAD = {
+    "bridge_bridges": [BRIDGE] * 257,
+    "bridge_bonds": [BOND] * 65,
+    "bridge_vlans": [VLAN] * 4095,
+    "bridge_libvirt_networks": [LIBVIRT_NETWORK] * 257,
     "dr_drbd_resources": [DRBD_RESOURCE] * 257,
     "tuning_hugepages": [{"count": 1}] * 4097,
     "tuning_io_schedulers": [{"scheduler": "none"}] * 65,
@@ -548,6 +566,7 @@ def test_every_entry_point_validates_first(tmp_path):
         "Check the role variables against their ranges",
         "Check that TLS has its certificates and key",
         "Check the benchmark's target",
+        "Check that every libvirt network names a declared bridge",
     }, ran
     results = json.loads((tmp_path / "cases.json").read_text())
     assert [r["id"] for r in results] == list(range(len(cases)))
