@@ -98,7 +98,8 @@ def test_one_disk_that_can_fill_it_alone_is_critical_and_named():
 
 def test_within_free_space_is_no_risk_and_ignore_is_silent_data_loss_only_when_over():
     f = _plan.forecast(fs_facts(20 * MiB, 20 * MiB, [("a", "ignore", 8 * MiB, 0)]))
-    assert f["risks"] == [] and f["storages"][0]["overcommitted"] is False and f["storages"][0]["headroom_bytes"] == 12 * MiB
+    s = f["storages"][0]
+    assert f["risks"] == [] and s["overcommitted"] is False and s["headroom_bytes"] == 12 * MiB
     f = _plan.forecast(fs_facts(4 * MiB, 4 * MiB, [("a", "ignore", 8 * MiB, 0)]))
     kinds = {r["kind"]: r["severity"] for r in f["risks"]}
     assert kinds == {"storage_overcommitted": "critical", "writes_dropped": "critical"}
@@ -188,7 +189,8 @@ def test_config_memory_and_hugepage_risks():
     doms = [dom("a", 1, gib=16, wd="pause"), dom("b", 2, gib=16, lock="pause"),
             dom("h", 3, gib=1, backing="<memoryBacking><hugepages/></memoryBacking>",
                 numa="<numatune><memory nodeset='1'/></numatune>")]
-    meminfo = _plan.parse_meminfo("MemTotal:       24576000 kB\nSwapTotal:       1024000 kB\nHugepagesize:       2048 kB\n")
+    meminfo = _plan.parse_meminfo("MemTotal:       24576000 kB\nSwapTotal:       1024000 kB\n"
+                                  "Hugepagesize:       2048 kB\n")
     assert meminfo == {"MemTotal": 24576000 * 1024, "SwapTotal": 1024000 * 1024, "Hugepagesize": 2048 * 1024}
     pages = {"0": {"2048": {"total": 1024, "free": 1024}}, "1": {"2048": {"total": 600, "free": 100}}}
     f = _plan.forecast({"domains": doms, "storages": {}, "meminfo": meminfo, "hugepages": pages})
@@ -260,7 +262,7 @@ def test_sparse_raw_occupies_what_du_says(tmp_path):
     assert facts["occupied_bytes"] == du_bytes(img) == st.st_blocks * 512
     assert MiB + 4096 <= facts["occupied_bytes"] < 2 * MiB        # sparse: far below its 16 MiB
     assert key == f"fs:{os.major(st.st_dev)}:{os.minor(st.st_dev)}" and storage["kind"] == "filesystem"
-    assert storage["name"] and str(img).startswith(storage["name"].rstrip("/") + "/") or storage["name"] == "/"
+    assert storage["name"] == "/" or str(img).startswith(storage["name"].rstrip("/") + "/")
 
 
 def test_qcow2_capacity_from_its_header_and_occupied_from_du(tmp_path):

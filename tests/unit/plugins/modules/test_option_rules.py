@@ -30,6 +30,7 @@ from ansible_collections.kvmops.fleet.plugins.modules import (
     kvm_host_tune,
     kvm_libvirt_network,
     kvm_pause_facts,
+    kvm_pause_risk,
     kvm_resume,
     kvm_tune,
 )
@@ -54,6 +55,7 @@ BASE = {
     kvm_resume: {"name": "vm0006", "uri": "URI", "timeout": 10, "min_free": "5%", "override": ["unknown"],
                  "settle": 0},
     kvm_pause_facts: {"uri": "URI", "timeout": 10, "domains": ["vm0006"], "include_running": False},
+    kvm_pause_risk: {"uri": "URI", "timeout": 10, "domains": ["vm0000"], "checks": ["storage", "config"]},
     kvm_host_facts: {"images_dir": "/", "min_free_gib": 0, "qemu_user": "root", "virt_host_validate": False,
                      "timeout": 60},
     kvm_bridge_apply: {
@@ -97,7 +99,8 @@ BASE = {
     },
 }
 # the first work each module does after its option checks: never reached with a bad option
-WORK = {kvm_tune: "read_host", kvm_resume: "collect", kvm_pause_facts: "collect", kvm_host_facts: "gather",
+WORK = {kvm_tune: "read_host", kvm_resume: "collect", kvm_pause_facts: "collect", kvm_pause_risk: "collect",
+        kvm_host_facts: "gather",
         kvm_bridge_apply: "_provider", kvm_host_tune: "read_host", kvm_benchmark: "run",
         kvm_libvirt_network: "read_networks", drbd_facts: "gather", drbd_resource: "run"}
 # modules that touch no libvirt: their base run stops at WORK (a host's network is not this machine's to read)
@@ -215,7 +218,8 @@ def test_the_base_is_valid_and_the_spy_sees_writes(module, fleet_uri, run_module
         return
     out = run_module(module, base_args(module, fleet_uri))
     assert not out.get("failed"), out.get("msg")
-    expected = {kvm_tune: ["defineXML"], kvm_resume: ["resume"], kvm_pause_facts: [], kvm_host_facts: [],
+    expected = {kvm_tune: ["defineXML"], kvm_resume: ["resume"], kvm_pause_facts: [], kvm_pause_risk: [],
+                kvm_host_facts: [],
                 kvm_libvirt_network: ["networkDefineXML", "create", "setAutostart"]}[module]
     assert libvirt_writes() == expected
 
