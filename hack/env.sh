@@ -12,10 +12,13 @@ KVMOPS_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${ANSIBLE_COLLECTIONS_PATH:=$KVMOPS_BUILD/collections}"
 # promtool extracted from Debian's prometheus package by setup.sh (no Prometheus server installed)
 : "${KVMOPS_PROMTOOL:=$KVMOPS_CACHE/prometheus/promtool}"
+# Debian's ifupdown2 package unpacked by setup.sh (not installed): the bridge tests run its syntax check
+: "${KVMOPS_IFUPDOWN2:=$KVMOPS_CACHE/ifupdown2}"
 # copies of the collection for ansible-test and the Python 3.9 tier: outside the checkout, because
 # ansible-test lists files with git and would see nothing under the git-ignored .build/
 : "${KVMOPS_TREES:=/tmp/kvmops-fleet-trees/$(printf '%s' "$KVMOPS_REPO" | sha256sum | cut -c1-12)}"
 export KVMOPS_REPO KVMOPS_CACHE KVMOPS_VENV KVMOPS_BUILD KVMOPS_TREES KVMOPS_PODMAN_RUNROOT KVMOPS_PROMTOOL
+export KVMOPS_IFUPDOWN2
 export CONTAINERS_CONF CONTAINERS_STORAGE_CONF ANSIBLE_COLLECTIONS_PATH
 case ":$PATH:" in
   *":$KVMOPS_VENV/bin:"*) ;;

@@ -82,6 +82,21 @@ if [ ! -x "$KVMOPS_PROMTOOL" ]; then
 fi
 "$KVMOPS_PROMTOOL" --version >/dev/null
 
+# --- ifupdown2: its syntax check on the bridge role's ifupdown files (tests/unit/roles/test_bridge_ifupdown2.py),
+# from Debian's package unpacked, not installed (it would replace nothing here, but the machine's network stays
+# untouched); the tests run it in a mount and network namespace of their own. Exported by env.sh.
+if [ ! -e "$KVMOPS_IFUPDOWN2/usr/share/ifupdown2/__main__.py" ]; then
+  log "ifupdown2: extracting Debian's package into $KVMOPS_IFUPDOWN2"
+  tmp=$(mktemp -d)
+  chown _apt "$tmp" 2>/dev/null || true
+  (cd "$tmp" && apt-get download -q ifupdown2 >/dev/null && dpkg-deb -x ifupdown2_*.deb root)
+  chmod 0755 "$tmp/root/usr/share/ifupdown2/__main__.py"  # what /sbin/ifup runs: unpacked 0644
+  rm -rf "$KVMOPS_IFUPDOWN2"
+  mkdir -p "${KVMOPS_IFUPDOWN2%/*}"
+  mv "$tmp/root" "$KVMOPS_IFUPDOWN2"
+  rm -rf "$tmp"
+fi
+
 # --- project venv ---------------------------------------------------------------------------------
 req_hash=$(cat "$KVMOPS_REPO/requirements-dev.txt" /usr/bin/python3 2>/dev/null | sha256sum | cut -c1-16)
 stamp="$KVMOPS_VENV/.kvmops-requirements-$req_hash"

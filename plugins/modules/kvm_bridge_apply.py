@@ -27,10 +27,12 @@ description:
   - "Providers: systemd-networkd (C(05-kvmops-*) files in C(/etc/systemd/network)), NetworkManager
     (C(kvmops-*.nmconnection) keyfiles, mode 0600, whose port profiles take the NICs over by
     C(autoconnect-priority)) and ifupdown with bridge-utils (C(/etc/network/interfaces.d/kvmops-<bridge>); the
-    stanzas of the ports are commented out where they are; bonds need ifenslave, VLANs the vlan package)."
+    stanzas of the ports are commented out where they are; bonds need ifenslave, VLANs the vlan package). Where
+    ifupdown2 provides C(ifup), the same files give the bridge its MAC with C(hwaddress) and need no bridge-utils."
   - "Before anything changes, the rendered files pass the provider's own check where it has one:
     C(nmcli --offline connection modify) (NetworkManager's keyfile parser and profile verification) and
-    C(ifup --no-act) on the configuration as it would be (ifupdown's parser and the commands it would run)."
+    C(ifup --no-act) on the configuration as it would be (ifupdown's parser and the commands it would run),
+    after C(ifup --syntax-check) with ifupdown2 (which checks the values of the options too)."
 author:
   - kvmops.fleet contributors (@kvmops)
 extends_documentation_fragment:
@@ -61,7 +63,7 @@ options:
       - The network provider that gets the files. V(auto) detects it from the active services (the only one
         active, else ifupdown when C(ifquery) knows one of the ports, else NetworkManager, then systemd-networkd).
       - V(networkd), V(nm) (NetworkManager) or V(ifupdown) force one; it must be active on the host (for ifupdown
-        C(networking.service) and C(/etc/network/interfaces)), and ifupdown needs bridge-utils.
+        C(networking.service) and C(/etc/network/interfaces)), and ifupdown needs bridge-utils (ifupdown2 does not).
     type: str
     choices: [auto, networkd, nm, ifupdown]
     default: auto
@@ -519,7 +521,7 @@ def _provider(module, run):
                 + (f" (active: {', '.join(PROVIDER_NAMES[a] for a in active)})" if active else "")
             )
     if provider == "ifupdown":
-        why = _apply_io.ifupdown_ready()
+        why = _apply_io.ifupdown_ready(_apply_io.ifupdown_flavour())
         if why:
             raise _plan.BridgeError(f"provider: {why}")
     return provider
@@ -532,7 +534,7 @@ def _render(provider, decl, host, var):
         return _nm.render(bridges, host, bonds, vlans), None
     if provider == "ifupdown":
         sources = _apply_io.read_ifupdown_sources()
-        return _ifupdown.render(bridges, host, sources, var, bonds, vlans), sources
+        return _ifupdown.render(bridges, host, sources, var, bonds, vlans, _apply_io.ifupdown_flavour()), sources
     return _plan.render_networkd(bridges, host, bonds, vlans), None
 
 
@@ -621,7 +623,12 @@ def run_module(module):
         )
         if changed_paths:
             problems = _apply_io.validate_files(
-                run, provider, {path: desired[path] for path in changed_paths}, sources, _up_order(decl)
+                run,
+                provider,
+                {path: desired[path] for path in changed_paths},
+                sources,
+                _up_order(decl),
+                _apply_io.ifupdown_flavour() if provider == "ifupdown" else "ifupdown",
             )
             if problems:
                 raise _plan.BridgeError(

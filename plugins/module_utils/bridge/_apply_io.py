@@ -165,22 +165,42 @@ def nm_active(run):
     return active
 
 
-def ifupdown_ready():
-    """-> None, or why ifupdown cannot run bridges here (bridge-utils' hook that reads ``bridge_ports``)."""
+IFUPDOWN2_DIR = "/usr/share/ifupdown2"
+
+
+def ifupdown_flavour(root="/"):
+    """Which ifupdown runs ``ifup`` here -> V(ifupdown2) or V(ifupdown).
+
+    ifupdown2 (Debian's and Ubuntu's package, Proxmox, Cumulus) is a Python tree in /usr/share/ifupdown2 that
+    /sbin/ifup links into; Debian's classic ifupdown is a C binary. The two cannot be installed together."""
+    base = root.rstrip("/")
+    ifup = os.path.realpath(base + "/sbin/ifup")
+    if os.path.isdir(base + IFUPDOWN2_DIR) and "/ifupdown2/" in ifup:
+        return "ifupdown2"
+    return "ifupdown"
+
+
+def ifupdown_ready(flavour="ifupdown"):
+    """-> None, or why ifupdown cannot run bridges here (bridge-utils' hook that reads ``bridge_ports``; ifupdown2
+    makes bridges itself, over netlink, and needs no hook)."""
+    if flavour == "ifupdown2":
+        return None
     hook = "/etc/network/if-pre-up.d/bridge"
     if not os.path.exists(hook):
         return f"ifupdown needs bridge-utils for bridge_ports stanzas ({hook} is missing): install bridge-utils"
     return None
 
 
-def validate_files(run, provider, files, sources=None, bridges=()):  # bridges: every declared link, in up order
+def validate_files(run, provider, files, sources=None, bridges=(), flavour="ifupdown"):  # bridges: in up order
     """Check the rendered files with the provider's own tools before anything changes -> list of problems.
 
     NetworkManager: each keyfile through ``nmcli --offline connection modify`` (NetworkManager's keyfile parser and
     its verification of the profile; NetworkManager 1.40 and later), or, where nmcli has no ``--offline``, the
     keyfile checks of ``_nm.check_keyfile``. ifupdown: the configuration as it would be (every file read, the new
     ones in place) merged into one file, and ``ifup --no-act --force -i FILE BRIDGE`` for every bridge (ifupdown's
-    parser, and the commands it would run). systemd-networkd: none here."""
+    parser, and the commands it would run). With ifupdown2 (``flavour``), ``ifup --syntax-check -i FILE BRIDGE``
+    first: its ``--no-act`` accepts values its addons refuse (a bridge_stp of V(maybe), an address of
+    V(300.1.1.1/24)), its syntax check does not. systemd-networkd: none here."""
     problems = []
     if provider == "nm":
         for path, text in sorted(files.items()):
@@ -203,6 +223,14 @@ def validate_files(run, provider, files, sources=None, bridges=()):  # bridges: 
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write("\n".join(merged) + "\n")
             for name in bridges:  # bonds, VLANs and bridges alike
+                if flavour == "ifupdown2":
+                    rc, out, err = run(["ifup", "--syntax-check", "-i", tmp, name])
+                    if rc != 0:
+                        problems.append(
+                            f"ifup --syntax-check {name} (ifupdown2) refuses the new configuration: "
+                            f"{err.strip() or out.strip()}"
+                        )
+                        continue
                 rc, out, err = run(["ifup", "--no-act", "--force", "-i", tmp, name])
                 if rc != 0:
                     problems.append(f"ifup --no-act {name} refuses the new configuration: {err.strip() or out.strip()}")

@@ -213,7 +213,7 @@ def _vlan_stanza(v, head=True):
     return "\n".join(lines) + "\n"
 
 
-def _bridge_file(b, var, mac=None):
+def _bridge_file(b, var, mac=None, flavour="ifupdown"):
     name = b["name"]
     v4, dhcp4 = _family(b, 4, var)
     v6, dhcp6 = _family(b, 6, var)
@@ -227,8 +227,8 @@ def _bridge_file(b, var, mac=None):
     if b["mtu"] is not None:
         lines.append(f"    mtu {int(b['mtu'])}")
     lines.append("    bridge_ports " + (" ".join(b["ports"]) if b["ports"] else "none"))
-    if mac:
-        lines.append(f"    bridge_hw {mac}")
+    if mac:  # ifupdown2 has no bridge_hw (it would ignore it): its address addon sets a link's MAC from hwaddress
+        lines.append(f"    {'hwaddress' if flavour == 'ifupdown2' else 'bridge_hw'} {mac}")
     lines.append(f"    bridge_stp {'on' if b['stp'] else 'off'}")
     if b["forward_delay"] is not None:
         lines.append(f"    bridge_fd {int(b['forward_delay'])}")
@@ -264,9 +264,11 @@ def _not_defined(sources, name, where, path):
         )
 
 
-def render(bridges, host, sources, var="bridges", bonds=(), vlans=()):
+def render(bridges, host, sources, var="bridges", bonds=(), vlans=(), flavour="ifupdown"):
     """The bridges', bonds' and VLANs' files, the source files with their ports' and members' lines commented out,
-    and a ``source`` line when the configuration would not read our files -> {path: content}. Raises BridgeError
+    and a ``source`` line when the configuration would not read our files -> {path: content}. ``flavour``
+    V(ifupdown2) gives a bridge its first port's MAC with ``hwaddress`` (ifupdown2 reads ``bridge_*`` options as
+    ``bridge-*`` and has no ``bridge-hw``); the rest is the same text for both. Raises BridgeError
     (naming ``var`` or its siblings) when a declared link is already defined in a file that is not ours, or a VLAN
     has a name ifupdown cannot take its id and link from."""
     files = {}
@@ -304,7 +306,7 @@ def render(bridges, host, sources, var="bridges", bonds=(), vlans=()):
     for i, b in enumerate(bridges):
         _not_defined(sources, b["name"], f"{var}[{i}].name", path_of(b["name"]))
         mac = mac_of(b["ports"][0], host, bridges, bonds, vlans) if b["ports"] else None
-        text = _bridge_file(b, f"{var}[{i}]", mac)
+        text = _bridge_file(b, f"{var}[{i}]", mac, flavour)
         for v in on_bridge.get(b["name"], []):
             text += "\n" + _vlan_stanza(v, head=False)
         files[path_of(b["name"])] = text
