@@ -235,6 +235,12 @@ _value:
               sorted by name.
           type: list
           elements: dict
+        drbd:
+          description:
+            - The host's DRBD health, where kvm_pause_facts found the DRBD module loaded, else V(null)
+              (C(kernel_version), C(resources) as in the report's RV(drbd), without C(host), C(summary) with the
+              count per verdict and the worst one, C(errors)).
+          type: dict
     causes:
       description:
         - The paused and crashed domains of the fleet grouped by cause; critical causes first, then by count and
@@ -274,6 +280,60 @@ _value:
             summary:
               description: The diagnosis in one line.
               type: str
+    drbd:
+      description:
+        - Every DRBD resource of the fleet's hosts (from kvm_pause_facts, where the DRBD module is loaded), worst
+          verdict first (V(split-brain), V(diskless), V(no-quorum), V(suspended), V(disconnected), V(degraded),
+          V(syncing), V(healthy)), then by host and name. Empty without DRBD.
+      type: list
+      elements: dict
+      contains:
+        host:
+          description: Inventory host name.
+          type: str
+        name:
+          description: The DRBD resource.
+          type: str
+        verdict:
+          description: What kvmops.fleet.drbd_facts says about it (see the DR guide).
+          type: str
+        severity:
+          description: V(critical), V(warning), V(info) or V(ok).
+          type: str
+        role:
+          description: This host's role (V(Primary), V(Secondary)).
+          type: str
+        minors:
+          description: The DRBD minors of its volumes (C(/dev/drbdN)).
+          type: list
+          elements: int
+        disk_states:
+          description: This host's disk state per volume (V(UpToDate), V(Diskless), ...).
+          type: list
+          elements: str
+        quorum:
+          description: DRBD 9, whether every volume has quorum; V(null) on DRBD 8.4.
+          type: bool
+        suspended:
+          description: Whether DRBD suspended its I/O.
+          type: bool
+        peers:
+          description: Each peer's name (or address), connection state, role and disk state per volume.
+          type: list
+          elements: dict
+        out_of_sync_bytes:
+          description: Bytes the peers lack (the most of any peer), or V(null) when DRBD does not say.
+          type: int
+        split_brain:
+          description: Whether a split brain is detected (evidence in drbd_facts).
+          type: bool
+        summary:
+          description: The verdict in one line.
+          type: str
+        remediation:
+          description: What to do, as drbd_facts says.
+          type: list
+          elements: str
 """
 
 

@@ -14,8 +14,12 @@ description:
     (disk error codes, where each disk lives and how full it is for QEMU, storage endpoints, watchdog and
     crash policies, jobs in flight, QEMU log lines, how long it has been paused) and diagnoses it.
   - Each diagnosis names a cause (for example V(storage_full), V(storage_unreachable), V(watchdog),
-    V(save_job), V(postcopy)), concrete remediation steps naming the real path, device, pool or endpoint,
-    and whether resuming is safe now, with the reason.
+    V(save_job), V(postcopy), V(drbd_diskless)), concrete remediation steps naming the real path, device, pool
+    or endpoint, and whether resuming is safe now, with the reason.
+  - A disk on a DRBD device (C(/dev/drbdN), C(/dev/drbd/by-res/...), C(/dev/drbd/by-disk/...), symlinks resolved)
+    gets its resource's state (the same readers as M(kvmops.fleet.drbd_facts), each command under the timeout);
+    where the DRBD kernel module is loaded the host's DRBD health is returned beside the pauses. A host without
+    DRBD runs no DRBD command (one failed open of C(/proc/drbd)).
   - Collection costs one libvirt round trip for all domains plus a few calls per paused domain.
   - Never hangs. All libvirt work runs in a forked worker that is killed at O(timeout). A domain blocked in a
     job (whose libvirt calls would hang) is reported from libvirtd's status file under C(/run/libvirt/qemu).
@@ -182,7 +186,12 @@ ansible_facts:
                   while it does not, and the domain is never safe to resume), V(user_paused), V(lock_failure),
                   V(watchdog), V(migration), V(postcopy), V(postcopy_failed),
                   V(save_job), V(dump_job), V(snapshot_job), V(backup_job), V(job_in_flight), V(from_snapshot),
-                  V(shutting_down), V(crashed), V(starting_up), V(api_error), V(emulation_failure), V(unknown).
+                  V(shutting_down), V(crashed), V(starting_up), V(api_error), V(emulation_failure), V(unknown),
+                  V(drbd_diskless) (a disk's DRBD device has no UpToDate data, neither its own disk nor a connected
+                  peer's), V(drbd_no_quorum) (DRBD 9 lost quorum), V(drbd_suspended) (DRBD suspended its I/O);
+                  the three DRBD causes are never safe to resume. After an I/O error on a DRBD device that serves
+                  I/O again (disk re-attached, peer back) the cause is V(storage_io_error) and resuming is safe,
+                  unless the resource is in split brain.
               returned: always
               type: str
               sample: storage_full
@@ -257,7 +266,12 @@ ansible_facts:
               type: str
               sample: status_xml_mtime
             disks:
-              description: Every disk of the domain with its storage evidence.
+              description:
+                - Every disk of the domain with its storage evidence.
+                - V(drbd) is V(null) unless the disk is a DRBD device; then resource, minor, volume, role,
+                  disk_state, quorum, suspended, peers (name, address, connection_state, role, disk_state),
+                  data_access (the device serves I/O now; V(null) when its state could not be read), verdict,
+                  summary and remediation (as M(kvmops.fleet.drbd_facts) says), split_brain, and error.
               returned: always
               type: list
               elements: dict
@@ -267,7 +281,8 @@ ansible_facts:
                         filesystem: {mount_point: /var/lib/libvirt/images, device: /dev/loop3, fstype: ext4,
                                      total_bytes: 20971520, available_bytes: 0, free_bytes: 1048576,
                                      used_percent: 100.0},
-                        block_device: null, endpoints: [], pool: null, thin_pool: null, storage_unresponsive: null}]
+                        block_device: null, endpoints: [], pool: null, thin_pool: null, storage_unresponsive: null,
+                        drbd: null}]
             job:
               description: The job in flight (kind, progress_percent, elapsed_seconds, source), or V(null).
               returned: always
@@ -350,6 +365,15 @@ ansible_facts:
           type: list
           elements: str
           sample: []
+        drbd:
+          description:
+            - The host's DRBD health, in the shape of M(kvmops.fleet.drbd_facts)' RV(ansible_facts.drbd) (loaded,
+              kernel_version, utils_version, resources with their verdict and remediation, summary, errors,
+              seconds).
+          returned: when the DRBD kernel module is loaded (C(/proc/drbd) exists)
+          type: dict
+          sample: {loaded: true, kernel_version: 8.4.11, utils_version: 9.22.0, resources: [],
+                   summary: {resources: 0, verdicts: {}, worst: null}, errors: [], seconds: 0.02}
 """
 
 import time

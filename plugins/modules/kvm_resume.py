@@ -23,8 +23,10 @@ description:
   - Never resumed, even with O(override) (the reason says so) - a domain with a job in flight (save, dump,
     snapshot, backup, migration), a domain libvirt does not answer for, a domain whose storage does not
     answer (V(storage_unresponsive), such as a dead hard NFS mount, a hung FUSE daemon or iSCSI session;
-    the guest would block on its first I/O and the resume call itself can block in libvirt), a domain
-    shutting down or starting up, and a cause the module does not know.
+    the guest would block on its first I/O and the resume call itself can block in libvirt), a domain whose
+    DRBD device cannot serve I/O (V(drbd_diskless), V(drbd_no_quorum), V(drbd_suspended); resumed once the
+    fresh diagnosis finds the disk re-attached or the peer back), a domain shutting down or starting up, and
+    a cause the module does not know.
   - Refused unless listed in O(override) - V(watchdog), V(crashed), V(postcopy), V(postcopy_failed),
     V(migration), V(lock_failure), V(unknown), V(emulation_failure), V(api_error), and the storage causes
     whose diagnosis cannot show the cause is gone. See O(override) for what each one does.

@@ -22,6 +22,8 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
+from ansible_collections.kvmops.fleet.plugins.module_utils.drbd._status import SEVERITY as DRBD_SEVERITY
+from ansible_collections.kvmops.fleet.plugins.module_utils.drbd._status import VERDICTS as DRBD_VERDICTS
 from ansible_collections.kvmops.fleet.plugins.module_utils.pause._diagnose import SEVERITY
 
 SCHEMA_VERSION = 1
@@ -119,6 +121,7 @@ def host_entry(name: str, result) -> dict:
         "summary": None,
         "paused": [],
         "unresponsive": [],
+        "drbd": None,
     }
     if result is None:
         entry["message"] = "not diagnosed: the host left the play before the diagnosis (failed or unreachable earlier)"
@@ -163,6 +166,7 @@ def host_entry(name: str, result) -> dict:
         summary=summary,
         paused=paused,
         unresponsive=sorted(facts.get("unresponsive") or [], key=lambda u: str(u.get("name"))),
+        drbd=drbd_entry(facts.get("drbd")),
     )
     counts = "{} domains: {} running, {} paused, {} crashed, {} unresponsive, {} safe to resume".format(
         summary.get("total", 0),
@@ -177,6 +181,59 @@ def host_entry(name: str, result) -> dict:
     else:
         entry["message"] = "INCOMPLETE: {} ({})".format("; ".join(entry["errors"]) or "no reason given", counts)
     return entry
+
+
+def drbd_resource(r: Mapping) -> dict:
+    """One DRBD resource of a host as the report shows it (drbd_facts' record, without per-run figures)."""
+    verdict = r.get("verdict")
+    return {
+        "name": r.get("name"),
+        "verdict": verdict,
+        "severity": r.get("severity") or DRBD_SEVERITY.get(verdict, "warning"),
+        "role": r.get("role"),
+        "minors": [v.get("minor") for v in r.get("volumes") or []],
+        "disk_states": [v.get("disk_state") for v in r.get("volumes") or []],
+        "quorum": None
+        if all(v.get("quorum") is None for v in r.get("volumes") or [])
+        else all(v.get("quorum") is not False for v in r.get("volumes") or []),
+        "suspended": bool(r.get("suspended")),
+        "peers": [
+            {
+                "name": p.get("name") or p.get("address"),
+                "connection_state": p.get("connection_state"),
+                "role": p.get("role"),
+                "disk_states": [pv.get("disk_state") for pv in p.get("volumes") or []],
+            }
+            for p in r.get("peers") or []
+        ],
+        "out_of_sync_bytes": r.get("out_of_sync_bytes"),
+        "split_brain": bool((r.get("split_brain") or {}).get("detected")),
+        "summary": r.get("summary") or "",
+        "remediation": list(r.get("remediation") or []),
+    }
+
+
+def drbd_entry(drbd) -> dict | None:
+    """A host's DRBD health (kvm_pause_facts' ``drbd``, present where the DRBD module is loaded), or None."""
+    if not isinstance(drbd, Mapping) or not drbd.get("loaded"):
+        return None
+    resources = [drbd_resource(r) for r in drbd.get("resources") or [] if isinstance(r, Mapping)]
+    return {
+        "kernel_version": drbd.get("kernel_version"),
+        "resources": sorted(resources, key=lambda r: (_drbd_rank(r["verdict"]), str(r["name"]))),
+        "summary": dict(drbd.get("summary") or {}),
+        "errors": list(drbd.get("errors") or []),
+    }
+
+
+def _drbd_rank(verdict) -> int:
+    return DRBD_VERDICTS.index(verdict) if verdict in DRBD_VERDICTS else len(DRBD_VERDICTS)
+
+
+def _drbd_rows(hosts: list) -> list:
+    """Every DRBD resource of the fleet, worst verdict first: the report's DRBD table."""
+    rows = [dict(r, host=h["name"]) for h in hosts if h.get("drbd") for r in h["drbd"]["resources"]]
+    return sorted(rows, key=lambda r: (_drbd_rank(r["verdict"]), r["host"], str(r["name"])))
 
 
 def _drop(entry: dict, keys: tuple, subkeys: dict) -> None:
@@ -307,6 +364,7 @@ def build_report(results, generated_at: str | None = None, previous=None) -> dic
         "summary": _summary(hosts),
         "hosts": hosts,
         "causes": _causes(hosts),
+        "drbd": _drbd_rows(hosts),
     }
     report["state_digest"] = state_digest(report)
     if previous:

@@ -118,6 +118,7 @@ KVM_PAUSE = {
     "storage_unresponsive?": [{"domains?": ["map"], "mount_point?": "str?", "source?": "str?", "fstype?": "str?"}],
     "errors?": ["str"],
     "warnings?": ["str"],
+    "drbd?": {"loaded": "bool", "resources?": ["map"], "errors?": ["str"]},
 }
 REPORT_HOST = {
     "name": "str",
@@ -129,6 +130,7 @@ REPORT_HOST = {
     "summary?": HOST_SUMMARY,
     "paused": [PAUSED],
     "unresponsive?": [UNRESPONSIVE],
+    "drbd?": {"?": True, "resources": ["map"], "summary?": "map", "errors?": ["str"]},
 }
 REPORT = {
     "schema_version": "int",
@@ -141,6 +143,7 @@ REPORT = {
     },
     "hosts": [REPORT_HOST],
     "causes?": ["map"],
+    "drbd?": ["map"],
 }
 
 

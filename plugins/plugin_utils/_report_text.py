@@ -112,6 +112,21 @@ def fleet_report_text(report, run_at, files: Sequence[str] = (), written: Sequen
     for c in _get(report, "causes", "the fleet report"):
         domains = ", ".join(f"{d['host']!s}/{d['name']!s}" for d in _get(c, "domains", "a cause"))
         out.append(f"  {c['severity']!s:<8} {c['cause']!s:<20} {int(c['count']):>3}  {domains}")
+    drbd = report.get("drbd") or []
+    if drbd:
+        verdicts: dict = {}
+        for r in drbd:
+            verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
+        out.append(
+            f"DRBD: {len(drbd)} resource{_plural(len(drbd))} ("
+            + ", ".join(f"{count} {verdict!s}" for verdict, count in verdicts.items())
+            + ")"
+        )
+        out.extend(
+            f"  DRBD {r['verdict']!s:<12} {r['host']!s}/{r['name']!s}: {r['summary']!s}"
+            for r in drbd
+            if r["verdict"] != "healthy"
+        )
     for h in _get(report, "hosts", "the fleet report"):
         if h["status"] == "diagnosed" and h["complete"]:
             continue

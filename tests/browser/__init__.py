@@ -7,6 +7,7 @@
     res.vms              # {"host/name": cause} from data-kvmops-vm / data-kvmops-cause
     res.hosts            # {host: status} from data-kvmops-host / data-kvmops-status
     res.metrics          # {"host/metric": verdict} from data-kvmops-metric / data-kvmops-verdict
+    res.drbd             # {"host/resource": verdict} from data-kvmops-drbd / data-kvmops-verdict
     res.title            # document.title
     res.requests         # every URL the page asked for (file:// and data: are served, the rest refused)
 
@@ -38,7 +39,7 @@ WIDTH = 1280
 # what the page exposes; evaluated in the page after load
 EXTRACT = r"""
 (() => {
-  const out = {title: document.title, counts: {}, vms: {}, hosts: {}, metrics: {}, bad: [], height: 0};
+  const out = {title: document.title, counts: {}, vms: {}, hosts: {}, metrics: {}, drbd: {}, bad: [], height: 0};
   for (const el of document.querySelectorAll('[data-kvmops-count]')) {
     const key = el.getAttribute('data-kvmops-count'), text = el.textContent.trim();
     if (!/^[0-9]+$/.test(text) || key in out.counts) { out.bad.push('count ' + key + ': ' + JSON.stringify(text)); }
@@ -58,6 +59,11 @@ EXTRACT = r"""
     const key = el.getAttribute('data-kvmops-metric');
     if (key in out.metrics) { out.bad.push('metric twice: ' + key); }
     out.metrics[key] = el.getAttribute('data-kvmops-verdict');
+  }
+  for (const el of document.querySelectorAll('[data-kvmops-drbd]')) {
+    const key = el.getAttribute('data-kvmops-drbd');
+    if (key in out.drbd) { out.bad.push('drbd twice: ' + key); }
+    out.drbd[key] = el.getAttribute('data-kvmops-verdict');
   }
   const body = document.body ? document.body.scrollHeight : 0;
   out.height = Math.ceil(Math.max(document.documentElement.scrollHeight, body));
@@ -79,6 +85,7 @@ class BrowserResult:
     vms: dict[str, str] = field(default_factory=dict)
     hosts: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, str] = field(default_factory=dict)
+    drbd: dict[str, str] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
@@ -292,6 +299,7 @@ def _drive(pipe: _Pipe, html: Path, screenshot: Path | None, screenshot_height: 
     value = out["result"]["value"]
     res.title, res.counts, res.vms, res.hosts = value["title"], value["counts"], value["vms"], value["hosts"]
     res.metrics = value["metrics"]
+    res.drbd = value["drbd"]
     res.duplicates, res.scripts, res.height = value["bad"], value["scripts"], value["height"]
     if screenshot is not None:
         height = max(600, min(int(value["height"]), screenshot_height or 16000))

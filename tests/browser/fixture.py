@@ -12,10 +12,13 @@ escaping of every renderer.
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _states
-from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _diagnose
+from ansible_collections.kvmops.fleet.plugins.module_utils.drbd import _status as _drbd_status
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _diagnose, _evidence_io
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -74,6 +77,41 @@ def dead_nfs_disk(path, mount="/srv/nfs", server="nfs1.example.net:/export/vm", 
                          "endpoints": [], "unresponsive": un}}
 
 
+DRBD_FIX = Path(__file__).resolve().parents[1] / "unit" / "plugins" / "module_utils" / "fixtures" / "drbd"
+
+
+def drbd_84_detached_and_cut() -> list:
+    """DRBD 8.4.11 as recorded on vmb after `drbdadm detach r0` (fixtures/drbd/diskless-vmb.json), with the
+    replication link then cut (the peer as 8.4 shows it then: WFConnection, DUnknown)."""
+    c = json.loads((DRBD_FIX / "diskless-vmb.json").read_text())["commands"]
+    show = c["drbdsetup show"]["stdout"]
+    proc = c["cat /proc/drbd"]["stdout"].replace("cs:Connected ro:Secondary/Primary ds:Diskless/UpToDate",
+                                                 "cs:WFConnection ro:Primary/Unknown ds:Diskless/DUnknown")
+    return _drbd_status.resources_84(proc, show, "")
+
+
+def drbd_9_host() -> list:
+    """DRBD 9: vm1disk as in fixtures/drbd/status9-no-quorum.json; vm3disk is status9-healthy.json renamed (minor
+    1003) with its I/O suspended (what fencing does while it fences)."""
+    res = _drbd_status.resources_9((DRBD_FIX / "status9-no-quorum.json").read_text(), "", "9.2.12")
+    fenced = json.loads((DRBD_FIX / "status9-healthy.json").read_text())
+    fenced[0].update(name="vm3disk", suspended=True)
+    fenced[0]["devices"][0]["minor"] = 1003
+    return res + _drbd_status.resources_9(json.dumps(fenced), "", "9.2.12")
+
+
+def drbd_facts(resources: list, version: str) -> dict:
+    return {"loaded": True, "kernel_version": version, "utils_version": "9.22.0", "resources": resources,
+            "summary": _drbd_status.summary(resources), "errors": [], "seconds": 0.031}
+
+
+def drbd_disk(path, minor, resources, target="vda", error=1, size=8 * GIB):
+    d = block_disk(path, target=target, error=error, size=size)
+    d["evidence"]["drbd"] = _evidence_io.drbd_evidence(_evidence_io.drbd_device(path, f"/dev/drbd{minor}"),
+                                                       {"loaded": True, "resources": resources})
+    return d
+
+
 def public_disk(x: dict) -> dict:
     ev = x["evidence"]
     source = x["path"] if x["type"] != "network" else "nbd://{}/{}".format(ev["endpoints"][0]["endpoint"], x["export"])
@@ -84,7 +122,8 @@ def public_disk(x: dict) -> dict:
             "filesystem": ev.get("filesystem"), "block_device": ev.get("block_device"),
             "endpoints": ev.get("endpoints") or [], "pool": None, "thin_pool": None,
             "storage_unresponsive": dict(ev["unresponsive"], since=iso(ev["unresponsive"]["since"]))
-            if ev.get("unresponsive") else None}
+            if ev.get("unresponsive") else None,
+            "drbd": ev.get("drbd")}
 
 
 def domain(name, uuid_n, *, reason="user", state=3, disks=(), job=None, responsive=True, paused_ago=600,
@@ -146,7 +185,7 @@ def dead_storage(paused: list, at_risk: dict) -> list:
 
 
 def facts(paused: list, running: int, *, shutoff=0, complete=True, errors=(), uri="qemu:///system",
-          at_risk=None) -> dict:
+          at_risk=None, drbd=None) -> dict:
     paused = sorted(paused, key=lambda p: p["name"])
     unresponsive = [
         {"name": p["name"], "uuid": p["uuid"], "state": p["state"], "reason": p["reason"],
@@ -175,12 +214,13 @@ def facts(paused: list, running: int, *, shutoff=0, complete=True, errors=(), ur
                     st["target"], st["fstype"], st["source"], st["seconds"],
                     ", ".join(d["name"] for d in st["domains"]))
                 for st in storage],
-        }},
+        } | ({"drbd": drbd} if drbd is not None else {})},
     }
 
 
 def fleet_results() -> dict:
     img = "/var/lib/libvirt/images"
+    drbd_a, drbd_b = drbd_84_detached_and_cut(), drbd_9_host()
     full = fs(mount="/srv/vm", device="/dev/sdb1", total=500 * GIB, avail=0)
     roomy = fs(mount="/srv/vm2", device="/dev/sdc1", total=500 * GIB, avail=120 * GIB)
     hv_a = [
@@ -193,6 +233,8 @@ def fleet_results() -> dict:
         domain("db-02", 5, reason="watchdog", watchdog={"model": "i6300esb", "action": "pause"}, paused_ago=5400),
         domain("kernel-ci-3", 6, reason="panicked", state=6, on_crash="preserve", paused_ago=86400 * 2),
         domain("ci-runner-9", 7, reason="from_snapshot", paused_ago=3600),
+        domain("db-drbd-1", 8, reason="ioerror", disks=[drbd_disk("/dev/drbd/by-res/r0/0", 0, drbd_a)],
+               paused_ago=1200),
     ]
     hv_b = [
         domain("db-01", 11, reason="ioerror", disks=[
@@ -209,6 +251,10 @@ def fleet_results() -> dict:
         domain("boot-3", 17, reason="starting_up", paused_ago=5),
         domain("api-fail-1", 18, reason="api_error", paused_ago=200),
         domain("nfs-app-5", 19, reason="user", disks=[dead_nfs_disk("/srv/nfs/nfs-app-5.qcow2")], paused_ago=250),
+        domain("quorum-app-1", 20, reason="ioerror", disks=[drbd_disk("/dev/drbd/by-res/vm1disk/0", 1000, drbd_b)],
+               paused_ago=600),
+        domain("fenced-app-3", 29, reason="user", disks=[drbd_disk("/dev/drbd/by-res/vm3disk/0", 1003, drbd_b,
+                                                                     error=0)], paused_ago=150),
     ]
     hv_c = [
         domain("save-me", 21, reason="save", job="save", responsive=False, paused_ago=1500),
@@ -221,8 +267,9 @@ def fleet_results() -> dict:
         domain("mig-pcf", 28, reason="postcopy_failed", paused_ago=4000),
     ]
     return {
-        "hv-a.example.net": facts(hv_a, running=21, shutoff=2),
-        "hv-b.example.net": facts(hv_b, running=9, at_risk={"nfs-web-6": "/srv/nfs"}),
+        "hv-a.example.net": facts(hv_a, running=21, shutoff=2, drbd=drbd_facts(drbd_a, "8.4.11")),
+        "hv-b.example.net": facts(hv_b, running=9, at_risk={"nfs-web-6": "/srv/nfs"},
+                                  drbd=drbd_facts(drbd_b, "9.2.12")),
         "hv-c.example.net": facts(hv_c, running=3, complete=False, errors=[
             "libvirt did not list the domains within 10.0s: a domain is probably blocked in a job "
             "(domains known from status files are under unresponsive)"]),

@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """PURE: evidence about one paused or crashed domain -> diagnosis (cause, remediation, safe_to_resume).
 
-A crashed domain, then storage that does not answer, then a job in flight, then the pause reason decide
+A crashed domain, then a disk whose DRBD device cannot serve I/O, then storage that does not answer, then a job
+in flight, then the pause reason decide
 which rule runs: ``RULES`` maps each
 reason by name (``_states.PAUSED_REASON_KEYS``) to its default cause and the function of its cause family,
 which reads the disk error codes and host evidence. A new cause is one function and one entry. No I/O, no
@@ -15,6 +16,9 @@ ansible.
     disks [{target, type, path, protocol, export, hosts, pool, volume, error_policy, rerror_policy,
             capacity, allocation, physical,              # from getAllDomainStats block.* (may be None)
             evidence: {filesystem, block_device, endpoints, pool, thin_pool, errors,
+                       drbd: {resource, minor, volume, role, disk_state, quorum, suspended, peers,
+                              data_access, verdict, summary, remediation, split_brain, error}
+                             when the disk is a DRBD device (_evidence_io.drbd_evidence),
                        unresponsive: {kind, target, mount_point, fstype, source, options, since, seconds,
                                       probe_pid} when the storage under the disk did not answer}}],
     job {active, kind, progress_percent, elapsed_seconds, source} or None,
@@ -71,6 +75,9 @@ SEVERITY = {
     "postcopy_failed": "critical",
     "api_error": "critical",
     "emulation_failure": "critical",
+    "drbd_diskless": "critical",
+    "drbd_no_quorum": "critical",
+    "drbd_suspended": "critical",
 }
 CAUSES = tuple(sorted(SEVERITY))
 
@@ -367,6 +374,127 @@ def _storage_unresponsive(d: Diagnosis, ev: dict, dead: list, reason: str) -> No
     )
 
 
+# ---- DRBD: a disk on a DRBD device that cannot serve I/O (lost its disk, its quorum, or I/O suspended) -----
+
+
+def _drbd_of(disk: dict):
+    return (disk.get("evidence") or {}).get("drbd")
+
+
+def drbd_lost(ev: dict) -> list:
+    """[(disk, drbd evidence)] of the domain's disks on a DRBD device that cannot serve I/O now."""
+    return [(x, _drbd_of(x)) for x in ev.get("disks") or [] if _drbd_of(x) and _drbd_of(x).get("data_access") is False]
+
+
+def _drbd_label(drbd: dict) -> str:
+    vol = f" volume {drbd.get('volume')}" if drbd.get("volume") is not None else ""
+    return f"DRBD resource {drbd.get('resource') or '?'}{vol} (/dev/drbd{drbd.get('minor')})"
+
+
+def _drbd_state(drbd: dict) -> str:
+    peers = "; ".join(
+        f"peer {p.get('name') or p.get('address') or '?'} {p.get('connection_state')}, {p.get('role')}, "
+        f"disk {p.get('disk_state')}"
+        for p in drbd.get("peers") or []
+    )
+    quorum = "" if drbd.get("quorum") is None else (", quorum" if drbd["quorum"] else ", NO quorum")
+    return (
+        f"role {drbd.get('role')}, disk {drbd.get('disk_state')}{quorum}"
+        + (", I/O suspended" if drbd.get("suspended") else "")
+        + (f"; {peers}" if peers else "; no peer")
+    )
+
+
+def _drbd_cause(drbd: dict) -> str:
+    if drbd.get("quorum") is False:
+        return "drbd_no_quorum"
+    local = drbd.get("disk_state") == "UpToDate"
+    peer = any(p.get("connection_state") == "Connected" and p.get("disk_state") == "UpToDate" for p in drbd["peers"])
+    if not (local or peer):
+        return "drbd_diskless"
+    return "drbd_suspended"
+
+
+def _drbd_lost(d: Diagnosis, ev: dict, lost: list, reason: str) -> None:
+    """A disk's DRBD device cannot serve I/O: no UpToDate data here nor on a connected peer (drbd_diskless), DRBD 9
+    lost quorum (drbd_no_quorum), or its I/O is suspended by fencing or on-no-quorum (drbd_suspended). Whatever the
+    pause reason, that is what stops the guest's I/O: resuming runs it into the same wall."""
+    name = ev.get("name")
+    disk, drbd = lost[0]
+    d.cause = _drbd_cause(drbd)
+    what = {
+        "drbd_no_quorum": "lost quorum",
+        "drbd_diskless": "has no up-to-date data: its own disk is {} and no connected peer has UpToDate data".format(
+            drbd.get("disk_state")
+        ),
+        "drbd_suspended": "has its I/O suspended (fencing or on-no-quorum suspend-io)",
+    }[d.cause]
+    d.summary = f"disk {disk.get('target')} is {_drbd_label(drbd)}, which {what}"
+    for x, dr in lost:
+        d.findings.append(f"disk {x.get('target')} ({x.get('path')}) is {_drbd_label(dr)}: {_drbd_state(dr)}")
+        if dr.get("summary"):
+            d.findings.append(f"DRBD says: {dr.get('verdict')}: {dr['summary']}")
+    d.findings.append(f"libvirt's pause reason: {reason}")
+    for t, c in sorted((ev.get("disk_errors") or {}).items()):
+        d.findings.append(f"libvirt disk error on {t}: {DISK_ERRORS.get(c, c)} ({c})")
+    seen = set()
+    for _x, dr in lost:
+        if dr.get("resource") in seen:
+            continue
+        seen.add(dr.get("resource"))
+        res = dr.get("resource") or "RESOURCE"
+        if dr.get("quorum") is False:
+            d.remediation.append(
+                f"Bring back the peers or the tiebreaker of {res} (drbdadm status {res} shows which are missing); "
+                "I/O continues when quorum returns"
+            )
+        if dr.get("disk_state") != "UpToDate" and not any(
+            p.get("connection_state") == "Connected" and p.get("disk_state") == "UpToDate" for p in dr["peers"]
+        ):
+            d.remediation.append(
+                f"Give {res} up-to-date data again: re-attach the backing disk once it is repaired (drbdadm attach "
+                f"{res}) or reconnect the peer that holds the UpToDate copy (drbdadm connect {res} on both sides)"
+            )
+        if dr.get("suspended"):
+            d.remediation.append(
+                f"Once the peer is known to be outdated or down (or quorum is back), drbdadm resume-io {res}"
+            )
+        d.remediation.extend(step for step in dr.get("remediation") or [] if step not in d.remediation)
+    d.remediation.append(
+        f"Then run the diagnosis again: it says safe to resume once the DRBD device serves I/O (virsh resume {name})."
+    )
+    d.safe = False
+    d.why = (
+        f"the DRBD device under disk {disk.get('target')} cannot serve I/O ({_drbd_state(drbd)}): the guest "
+        "would fail or block on its next write"
+    )
+
+
+def _drbd_back(d: Diagnosis, ev: dict, disks: list) -> bool:
+    """After an I/O error on disks that are all DRBD devices serving I/O again (the disk re-attached, the peer
+    back, quorum back): safe to resume, unless the resource is in split brain. True when it decided."""
+    drbds = [_drbd_of(x) for x in disks]
+    if not disks or not all(x and x.get("data_access") for x in drbds):
+        return False
+    for x, dr in zip(disks, drbds):
+        d.findings.append(f"disk {x.get('target')} is {_drbd_label(dr)}, which serves I/O again: {_drbd_state(dr)}")
+    split = [dr for dr in drbds if dr.get("split_brain")]
+    if split:
+        d.safe = False
+        d.why = f"{_drbd_label(split[0])} is in split brain: resolve it first (which node's data survives)"
+        d.remediation = list(split[0].get("remediation") or [])
+        return True
+    d.safe = True
+    d.why = "the DRBD device{} behind the failed disk{} serve{} up-to-date data again".format(
+        *(("s", "s", "") if len(disks) > 1 else ("", "", "s"))
+    )
+    d.remediation = [f"Resume the domain (virsh resume {ev.get('name')}) and watch for a new pause."]
+    for dr in drbds:
+        if dr.get("verdict") not in (None, "healthy"):
+            d.remediation.append(f"{_drbd_label(dr)} is {dr['verdict']}: " + "; ".join(dr.get("remediation") or []))
+    return True
+
+
 # ---- the rules: one function per cause family, called with (diagnosis, evidence, reason name) ---------
 
 
@@ -392,6 +520,11 @@ def _io_error(d: Diagnosis, ev: dict, _reason: str) -> None:
         if full:
             _storage_full(d, ev, full, inferred=True)
             return
+    if _drbd_back(d, ev, suspects):
+        d.summary = "disk{} {} got an I/O error from DRBD, which serves I/O again".format(
+            "s" if len(suspects) > 1 else "", ", ".join(str(x.get("target")) for x in suspects)
+        )
+        return
     network = [x for x in suspects if x.get("type") == "network"]
     unreachable = [x for x in network if _endpoint_state(x)[1]]
     if unreachable:
@@ -613,8 +746,13 @@ def diagnose(ev: dict) -> dict:
     d = Diagnosis("unknown")
     job = ev.get("job") or None
     dead = _unanswered(ev)
+    lost = drbd_lost(ev)
     if state == CRASHED:
         _crashed_domain(d, ev, reason)
+        for un, ts in dead:
+            d.findings.append(f"{storage_label(un)} does not answer; disks on it: {', '.join(map(str, ts))}")
+    elif lost and not (job and job.get("active")):
+        _drbd_lost(d, ev, lost, reason)
         for un, ts in dead:
             d.findings.append(f"{storage_label(un)} does not answer; disks on it: {', '.join(map(str, ts))}")
     elif dead:

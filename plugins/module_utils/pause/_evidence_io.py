@@ -35,6 +35,8 @@ import sys
 import tempfile
 import time
 
+from ansible_collections.kvmops.fleet.plugins.module_utils.drbd import _facts_io as _drbd_facts_io
+
 LOG_DIR = "/var/log/libvirt/qemu"
 LOG_TAIL_BYTES = 64 * 1024
 LOG_LINES = 8
@@ -229,6 +231,11 @@ class Host:
     def now(self):
         return time.time()
 
+    def drbd(self, timeout: float) -> dict:
+        """What DRBD says on this host (drbd/_facts_io.gather: /proc/drbd, then drbdsetup and dmesg, each under
+        ``timeout``); without the DRBD module only the failed open of /proc/drbd, no command."""
+        return _drbd_facts_io.gather(timeout)
+
     def connect(self, host: dict, timeout: float):
         """Bounded connect to the endpoint the domain XML names; returns None or an error text."""
         if host.get("transport") == "unix":
@@ -270,6 +277,112 @@ class Host:
         except (OSError, subprocess.SubprocessError):
             return []
         return parse_lvs(proc.stdout.decode("utf-8", "replace")) if proc.returncode == 0 else []
+
+
+# a DRBD device: /dev/drbdN (what /dev/drbd/by-res/RES/VOL and /dev/drbd/by-disk/... link to), or the by-res
+# name itself when it does not resolve
+_DRBD_MINOR = re.compile(r"^/dev/drbd(\d+)$")
+_DRBD_BY_RES = re.compile(r"^/dev/drbd/by-res/([^/]+)(?:/(\d+))?$")
+# local disk states whose data a volume can use
+_DRBD_DATA = ("UpToDate",)
+
+
+def drbd_device(path, real):
+    """(minor, resource, volume) of a block disk source that is a DRBD device (each None when its path does not
+    say), or None when it is not one. ``real`` is the path with its symlinks resolved."""
+    minor = name = volume = None
+    for p in (real, path):
+        m = _DRBD_MINOR.match(p or "")
+        if m:
+            minor = int(m.group(1))
+            break
+    m = _DRBD_BY_RES.match(path or "")
+    if m:
+        name, volume = m.group(1), int(m.group(2)) if m.group(2) is not None else None
+    if minor is None and name is None:
+        return None
+    return minor, name, volume
+
+
+def drbd_evidence(device, facts: dict) -> dict:
+    """PURE: the DRBD state of one disk's device from the host's DRBD facts (drbd/_facts_io.gather).
+
+    -> {resource, minor, volume, role, disk_state, quorum, suspended, peers [{name, address, connection_state,
+    role, disk_state}], data_access, verdict, summary, remediation, split_brain, error}. ``data_access``: the
+    device can serve I/O now (its own disk UpToDate or a connected peer's, quorum not lost, I/O not
+    suspended). A device the facts do not know (DRBD not loaded, a command that failed) gets ``error`` and
+    ``data_access`` None."""
+    minor, name, volume = device
+    for r in (facts or {}).get("resources") or []:
+        for v in r.get("volumes") or []:
+            if minor is not None:
+                hit = v.get("minor") == minor
+            else:
+                hit = r.get("name") == name and (volume is None or v.get("volume") == volume)
+            if hit:
+                return _drbd_view(r, v)
+    errors = list((facts or {}).get("errors") or [])
+    if facts is None or not facts.get("loaded"):
+        why = "the DRBD kernel module is not loaded (no /proc/drbd)"
+    else:
+        why = "DRBD does not list it" + (f" ({'; '.join(errors)})" if errors else "")
+    return {
+        "resource": name,
+        "minor": minor,
+        "volume": volume,
+        "data_access": None,
+        "verdict": None,
+        "error": f"the state of DRBD device {_drbd_label(name, minor)} is unknown: {why}",
+    }
+
+
+def _drbd_label(name, minor):
+    return " ".join(x for x in (name and f"resource {name}", minor is not None and f"minor {minor}") if x) or "?"
+
+
+def _drbd_view(r: dict, v: dict) -> dict:
+    peers = []
+    for p in r.get("peers") or []:
+        pv = next((x for x in p.get("volumes") or [] if x.get("volume") == v.get("volume")), {})
+        peers.append(
+            {
+                "name": p.get("name"),
+                "address": p.get("address"),
+                "connection_state": p.get("connection_state"),
+                "role": p.get("role"),
+                "disk_state": pv.get("disk_state"),
+            }
+        )
+    local = v.get("disk_state")
+    served_by = [p for p in peers if p["connection_state"] == "Connected" and p["disk_state"] in _DRBD_DATA]
+    data = local in _DRBD_DATA or bool(served_by)
+    return {
+        "resource": r.get("name"),
+        "minor": v.get("minor"),
+        "volume": v.get("volume"),
+        "role": r.get("role"),
+        "disk_state": local,
+        "quorum": v.get("quorum"),
+        "suspended": bool(r.get("suspended")),
+        "peers": peers,
+        "data_access": bool(data and v.get("quorum") is not False and not r.get("suspended")),
+        "verdict": r.get("verdict"),
+        "summary": r.get("summary"),
+        "remediation": list(r.get("remediation") or []),
+        "split_brain": bool((r.get("split_brain") or {}).get("detected")),
+        "error": None,
+    }
+
+
+def _drbd_for(path, real, host, cache: dict, timeout: float):
+    """The DRBD evidence of a block disk, or None when it is not a DRBD device; the host's DRBD state is read
+    once per run (``cache``), and only when a disk is a DRBD device."""
+    device = drbd_device(path, real)
+    if device is None:
+        return None
+    if "drbd" not in cache:
+        cache["drbd"] = host.drbd(timeout)
+    return drbd_evidence(device, cache["drbd"])
 
 
 def probe_direct(host: Host, path: str) -> dict:
@@ -314,6 +427,12 @@ def gather_disk(
         ev["unresponsive"] = found["unresponsive"]
         if disk.get("type") == "block":
             ev["block_device"] = {"path": path, "device": path, "total_bytes": host.block_size(path)}
+            # a DRBD device whose I/O is frozen (suspended, no quorum) does not answer either; which one it is
+            # comes from /dev's links (devtmpfs, never the device) and DRBD's own status
+            if path.startswith("/dev/drbd"):
+                drbd = _drbd_for(path, host.realpath(path), host, lvs_cache, timeout)
+                if drbd is not None:
+                    ev["drbd"] = drbd
         else:
             # the same keys as a filesystem that answered; its fill is unknown
             ev["filesystem"] = dict(
@@ -342,6 +461,9 @@ def gather_disk(
         ev["block_device"] = {"path": path, "device": real, "total_bytes": host.block_size(real)}
         if found is not None:
             ev["block_device"]["responsive"] = True
+        drbd = _drbd_for(path, real, host, lvs_cache, timeout)
+        if drbd is not None:
+            ev["drbd"] = drbd
         if "/dev/mapper/" in path or real.startswith("/dev/dm-"):
             if "lvs" not in lvs_cache:
                 lvs_cache["lvs"] = host.lvs(timeout)

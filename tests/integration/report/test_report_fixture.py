@@ -67,7 +67,7 @@ def test_files_and_json(rendered):
         assert task_status(out, task) == ["changed"], task
     lines = summary_lines(out)
     assert lines[0].endswith("6 hosts (3 diagnosed, 1 unreachable, 1 libvirt failed, 1 not diagnosed, 1 incomplete)")
-    assert lines[1] == "59 domains: 23 paused, 1 crashed, 1 unresponsive, 4 safe to resume"
+    assert lines[1] == "62 domains: 26 paused, 1 crashed, 1 unresponsive, 4 safe to resume"
     assert lines[-4] == "Report written:"
     assert lines[-3:] == [f"  {out_dir / FILES[f]}" for f in ("json", "markdown", "html")]
     assert any(line.startswith("  hv-d.example.net unreachable: Failed to connect") for line in lines)
@@ -84,15 +84,18 @@ def test_html_in_chromium(rendered):
     assert res.console_errors == [] and top.console_errors == []
     assert res.requests == [page.as_uri()] and res.blocked == []
     assert res.scripts == 0 and res.duplicates == []
-    assert res.title.startswith("KVM pause report: 23 paused, 1 crashed on 6 hosts")
+    assert res.title.startswith("KVM pause report: 26 paused, 1 crashed on 6 hosts")
     assert res.counts == {k: data["summary"][k] for k in COUNT_KEYS}
-    assert res.counts["paused"] == 23 and res.counts["hosts_unreachable"] == 1
+    assert res.counts["paused"] == 26 and res.counts["hosts_unreachable"] == 1
     expected_vms = {f"{h}/{p['name']}": p["cause"]
                     for h, r in fleet_results().items() if r and "ansible_facts" in r
                     for p in r["ansible_facts"]["kvm_pause"]["paused"]}
     assert res.vms == expected_vms
     assert set(res.vms.values()) == set(_diagnose.CAUSES)
     assert f"hv-a.example.net/{HOSTILE}" in res.vms
+    # DRBD beside the pauses: every resource of the hosts' drbd facts, with drbd_facts' verdict
+    assert res.drbd == {"hv-a.example.net/r0": "diskless", "hv-b.example.net/vm1disk": "no-quorum",
+                        "hv-b.example.net/vm3disk": "suspended"}
     assert res.hosts == {"hv-a.example.net": "diagnosed", "hv-b.example.net": "diagnosed",
                          "hv-c.example.net": "diagnosed", "hv-d.example.net": "unreachable",
                          "hv-e.example.net": "libvirt_failed", "hv-f.example.net": "not_diagnosed"}
@@ -121,8 +124,8 @@ def test_markdown_renders(rendered):
     page = parse_html(html)
     assert_safe_html(page, "markdown")
     # summary, by cause, hosts not fully diagnosed, one per diagnosed host
-    assert page.tags.count("table") == 6
-    assert page.tags.count("details") == 24
+    assert page.tags.count("table") == 7
+    assert page.tags.count("details") == 27
     text = "".join(page.text)
     for cause in _diagnose.CAUSES:
         assert cause in text
@@ -130,6 +133,7 @@ def test_markdown_renders(rendered):
         assert host in text
     assert HOSTILE in text and "<b>bold?</b>" in text
     assert "INCOMPLETE" in text
+    assert "DRBD replication" in text and "drbdadm attach r0" in text
     # each table row has as many cells as its header
     for table in html.split("<table>")[1:]:
         head = len(re.findall(r"<th[ >]", table.split("</thead>")[0]))

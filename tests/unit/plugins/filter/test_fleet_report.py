@@ -14,6 +14,7 @@ from browser.fixture import HOSTILE, fleet_results
 
 from ansible_collections.kvmops.fleet.plugins.filter import fleet_report as report_plugin
 from ansible_collections.kvmops.fleet.plugins.filter import fleet_summary as summary_plugin
+from ansible_collections.kvmops.fleet.plugins.module_utils.drbd import _facts_io as _drbd_facts_io
 from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _collect_io, _diagnose
 from ansible_collections.kvmops.fleet.plugins.plugin_utils import _fleet_report
 from kvmlab.testdriver import write_fleet
@@ -77,7 +78,7 @@ def test_incomplete_host_is_flagged(report):
     assert report["summary"]["hosts_incomplete"] == 1
     assert [u["name"] for u in h["unresponsive"]] == ["save-me"]
     assert host(report, "hv-a.example.net")["message"] == (
-        "30 domains: 21 running, 6 paused, 1 crashed, 0 unresponsive, 4 safe to resume"
+        "31 domains: 21 running, 7 paused, 1 crashed, 0 unresponsive, 4 safe to resume"
     )
 
 
@@ -94,7 +95,7 @@ def test_summary_counts(report):
                             ("crashed", "crashed"), ("unresponsive", "unresponsive"),
                             ("safe_to_resume", "safe_to_resume")):
         assert s[key] == sum(f["summary"][module_key] for f in facts), key
-    assert (s["paused"], s["crashed"], s["unresponsive"], s["safe_to_resume"]) == (23, 1, 1, 4)
+    assert (s["paused"], s["crashed"], s["unresponsive"], s["safe_to_resume"]) == (26, 1, 1, 4)
     assert sum(s["by_cause"].values()) == s["paused"] + s["crashed"]
     assert sum(s["by_severity"].values()) == s["paused"] + s["crashed"]
     assert list(s["by_cause"]) == sorted(s["by_cause"])
@@ -271,7 +272,7 @@ def test_fleet_summary_contract(report):
         {"host": "hv-a.example.net", "name": "ci-runner-9", "cause": "from_snapshot"},
         {"host": "hv-a.example.net", "name": "web-02", "cause": "storage_full"},
     ]
-    assert s["paused"] == 23 and s["by_cause"] == report["summary"]["by_cause"]
+    assert s["paused"] == 26 and s["by_cause"] == report["summary"]["by_cause"]
     json.dumps(s)  # plain data only
 
 
@@ -321,7 +322,9 @@ def test_fixture_entries_have_the_module_shape(tmp_path):
                                 log_dir=str(tmp_path))
     real = facts["paused"][0]
     fixture = fleet_results()["hv-a.example.net"]["ansible_facts"]["kvm_pause"]
-    assert set(fixture) == set(facts)
+    # drbd: only where the DRBD module is loaded (not on this machine); its shape is drbd_facts' gather
+    assert set(fixture) - {"drbd"} == set(facts)
+    assert set(fixture["drbd"]) == set(_drbd_facts_io.gather(1, root=str(tmp_path)))
     assert set(fixture["summary"]) == set(facts["summary"])
     for entry in fixture["paused"]:
         assert set(entry) == set(real), entry["name"]

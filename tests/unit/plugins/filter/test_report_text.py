@@ -129,7 +129,7 @@ def test_fleet_text_of_the_fixture(report):
     assert lines[:4] == [
         "Fleet at 2026-11-18T12:00:00Z: 6 hosts (3 diagnosed, 1 unreachable, 1 libvirt failed, 1 not diagnosed,"
         " 1 incomplete)",
-        "59 domains: 23 paused, 1 crashed, 1 unresponsive, 4 safe to resume",
+        "62 domains: 26 paused, 1 crashed, 1 unresponsive, 4 safe to resume",
         "  critical storage_full           2  hv-a.example.net/web-01, hv-a.example.net/web-02",
         "  critical api_error              1  hv-b.example.net/api-fail-1",
     ]
