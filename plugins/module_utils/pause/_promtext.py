@@ -120,6 +120,31 @@ METRICS = (
         "counter",
         "Pauses of a domain seen by the collector, by diagnosed cause (a pause is counted once, when first seen).",
     ),
+    # DRBD, only on hosts where the DRBD module is loaded (the report's "drbd", drbd_facts' shape)
+    (
+        "kvmops_drbd_resource_verdict",
+        "gauge",
+        "1 for the DRBD resource's current verdict (split-brain, diskless, no-quorum, suspended, disconnected, "
+        "degraded, syncing, healthy), 0 for the others.",
+    ),
+    ("kvmops_drbd_resource_role", "gauge", "1 per DRBD resource with its role on this host as a label."),
+    (
+        "kvmops_drbd_volume_disk_state",
+        "gauge",
+        "1 per DRBD volume with this host's disk state as a label (UpToDate, Diskless, Inconsistent, ...).",
+    ),
+    (
+        "kvmops_drbd_peer_connection_state",
+        "gauge",
+        "1 per DRBD resource and peer with the connection state, the peer's role and disk state as labels.",
+    ),
+    ("kvmops_drbd_out_of_sync_bytes", "gauge", "Bytes of the DRBD resource its peers lack (the most of any peer)."),
+    (
+        "kvmops_drbd_split_brain",
+        "gauge",
+        "1 when the DRBD resource is in split brain (seen in the kernel log, connection dropped), else 0.",
+    ),
+    ("kvmops_drbd_errors", "gauge", "DRBD state this run could not read (a drbdsetup or dmesg that failed)."),
 )
 METRIC_NAMES = tuple(m[0] for m in METRICS)
 
@@ -265,6 +290,50 @@ def update_state(report, state, now: float, retention: float = DEFAULT_RETENTION
     return new
 
 
+# every verdict drbd/_status can give, worst first (kept here: this module imports nothing)
+DRBD_VERDICTS = ("split-brain", "diskless", "no-quorum", "suspended", "disconnected", "degraded", "syncing", "healthy")
+
+
+def drbd_samples(drbd, fams: dict) -> None:
+    """The DRBD families from the report's ``drbd`` (absent where the DRBD module is not loaded: no sample)."""
+    if not drbd or not drbd.get("loaded"):
+        return
+    fams["kvmops_drbd_errors"].append((None, len(drbd.get("errors") or [])))
+    for r in sorted(drbd.get("resources") or [], key=lambda r: str(r.get("name"))):
+        res = {"resource": str(r.get("name") or "")}
+        for verdict in DRBD_VERDICTS:
+            fams["kvmops_drbd_resource_verdict"].append((dict(res, verdict=verdict), r.get("verdict") == verdict))
+        fams["kvmops_drbd_resource_role"].append((dict(res, role=r.get("role") or "Unknown"), 1))
+        for v in r.get("volumes") or []:
+            fams["kvmops_drbd_volume_disk_state"].append(
+                (
+                    dict(
+                        res,
+                        volume=str(v.get("volume")),
+                        minor=str(v.get("minor")),
+                        disk_state=v.get("disk_state") or "Unknown",
+                    ),
+                    1,
+                )
+            )
+        for p in r.get("peers") or []:
+            fams["kvmops_drbd_peer_connection_state"].append(
+                (
+                    dict(
+                        res,
+                        peer=str(p.get("name") or p.get("address") or ""),
+                        connection_state=p.get("connection_state") or "Unknown",
+                        peer_role=p.get("role") or "Unknown",
+                        peer_disk_state="/".join(str(pv.get("disk_state")) for pv in p.get("volumes") or []),
+                    ),
+                    1,
+                )
+            )
+        if r.get("out_of_sync_bytes") is not None:
+            fams["kvmops_drbd_out_of_sync_bytes"].append((res, int(r["out_of_sync_bytes"])))
+        fams["kvmops_drbd_split_brain"].append((res, bool((r.get("split_brain") or {}).get("detected"))))
+
+
 def render(
     report,
     state,
@@ -353,6 +422,7 @@ def render(
                 )
         for (st, reason, cause), count in sorted(groups.items()):
             fams["kvmops_paused_domains"].append(({"state": st, "reason": reason, "cause": cause}, count))
+        drbd_samples(report.get("drbd"), fams)
     for counter in new_state["pauses"]:
         fams["kvmops_domain_pauses_total"].append(
             ({"domain": counter["domain"], "cause": counter["cause"]}, counter["count"])

@@ -32,7 +32,8 @@ def test_check_rules():
     alerts = [r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
     assert f"SUCCESS: {len(alerts)} rules found" in res.stdout
     assert set(alerts) == {"KvmopsDomainPausedTooLong", "KvmopsDomainStorageFull", "KvmopsDiskIOError",
-                           "KvmopsCollectorStale", "KvmopsCollectorFailing", "KvmopsStorageUnresponsive"}
+                           "KvmopsCollectorStale", "KvmopsCollectorFailing", "KvmopsStorageUnresponsive",
+                           "KvmopsDrbdSplitBrain", "KvmopsDrbdDegraded"}
 
 
 def test_rule_unit_tests():
