@@ -253,8 +253,8 @@ def fleet_results() -> dict:
         domain("nfs-app-5", 19, reason="user", disks=[dead_nfs_disk("/srv/nfs/nfs-app-5.qcow2")], paused_ago=250),
         domain("quorum-app-1", 20, reason="ioerror", disks=[drbd_disk("/dev/drbd/by-res/vm1disk/0", 1000, drbd_b)],
                paused_ago=600),
-        domain("fenced-app-3", 29, reason="user", disks=[drbd_disk("/dev/drbd/by-res/vm3disk/0", 1003, drbd_b,
-                                                                     error=0)], paused_ago=150),
+        domain("fenced-app-3", 29, reason="user",
+               disks=[drbd_disk("/dev/drbd/by-res/vm3disk/0", 1003, drbd_b, error=0)], paused_ago=150),
     ]
     hv_c = [
         domain("save-me", 21, reason="save", job="save", responsive=False, paused_ago=1500),

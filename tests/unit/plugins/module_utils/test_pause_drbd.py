@@ -283,8 +283,8 @@ def test_collect_reads_drbd_once_and_diagnoses_the_domain_on_it(tmp_path):
     host = FleetDrbdHost(without_peer(facts84(tmp_path, "diskless", "vmb")), tmp_path / "drbd-reads")
     f = run_collect(tmp_path, host)
     assert len(host.calls()) == 1
-    assert f["drbd"]["loaded"] is True and f["drbd"]["summary"] == {"resources": 1, "verdicts": {"diskless": 1},
-                                                                     "worst": "diskless"}
+    assert f["drbd"]["loaded"] is True
+    assert f["drbd"]["summary"] == {"resources": 1, "verdicts": {"diskless": 1}, "worst": "diskless"}
     vm = next(p for p in f["paused"] if p["name"] == "vm0006")
     assert (vm["cause"], vm["safe_to_resume"]) == ("drbd_diskless", False)
     vdb = next(d for d in vm["disks"] if d["target"] == "vdb")
