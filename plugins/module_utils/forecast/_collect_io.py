@@ -213,6 +213,8 @@ def disk_facts(disk: dict, host, mounts: list, view, lvm: dict, tool_timeout) ->
             )
             lvm["config"] = _plan.parse_lvmconfig(conf or "")
         lv = _plan.find_lv(lvm["lvs"], path, real)
+        if lv is None:  # another name of the same device (/dev/disk/by-id/dm-name-..., /dev/dm-N)
+            lv = next((x for x in lvm["lvs"] if x.get("lv_dm_path") and host.realpath(x["lv_dm_path"]) == real), None)
         if lv is not None and lv["thin"] and lv.get("pool_lv"):
             return _plan.thin_disk(out, lv, lvm["lvs"], lvm["config"])
         out.update(

@@ -3,8 +3,10 @@ read from real sparse raw and qcow2 files, checked against du."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -285,3 +287,59 @@ def test_a_raw_file_that_is_not_qcow2_is_named(tmp_path):
     img.write_bytes(b"\0" * 4096)
     facts, storage = facts_of(img, "qcow2")
     assert storage is None and facts["note"] == f"{img} has no qcow2 header"
+
+
+class FakeHost:
+    """A host with thin LVs: /dev/vg0/vm1 -> /dev/dm-3 (/dev/mapper/vg0-vm1); records every tool's argv."""
+
+    def __init__(self, lvs_text, config_text="thin_pool_autoextend_threshold=80\nthin_pool_autoextend_percent=20\n"):
+        self.lvs_text, self.config_text, self.argv = lvs_text, config_text, []
+
+    links = {"/dev/vg0/vm1": "/dev/dm-3", "/dev/mapper/vg0-vm1": "/dev/dm-3", "/dev/disk/by-id/dm-name-vg0-vm1":
+             "/dev/dm-3", "/dev/mapper/vg0-vm2": "/dev/dm-4", "/dev/mapper/vg0-plain": "/dev/dm-1",
+             "/dev/mapper/vg0-pool0": "/dev/dm-2"}
+
+    def realpath(self, path):
+        return self.links.get(path, path)
+
+    def stat(self, path):
+        return SimpleNamespace(st_mode=stat.S_IFBLK | 0o660, st_blocks=0, st_size=0, st_dev=5)
+
+    def block_size(self, device):
+        return {"/dev/dm-3": 2 * GiB, "/dev/dm-1": 256 * MiB}[device]
+
+    def tool(self, argv, timeout):
+        self.argv.append(list(argv))
+        return self.lvs_text if argv[0] == "lvs" else self.config_text
+
+
+@pytest.mark.parametrize("path", ["/dev/vg0/vm1", "/dev/disk/by-id/dm-name-vg0-vm1"])
+def test_thin_lv_disk_read_through_lvs_and_lvmconfig(path):
+    host = FakeHost((FIXTURES / "lvs-thin.json").read_text())
+    disk = {"target": "vdb", "type": "block", "device": "disk", "path": path, "error_policy": "stop"}
+    lvm = {}
+    facts, (key, pool) = _collect_io.disk_facts(disk, host, [], NoProbe(), lvm, lambda: 4.5)
+    assert host.argv == [
+        ["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
+         "lv_name,vg_name,lv_path,lv_dm_path,pool_lv,lv_size,data_percent,metadata_percent,lv_attr,segtype,vg_free"],
+        ["lvmconfig", "--type", "full", "activation/thin_pool_autoextend_threshold",
+         "activation/thin_pool_autoextend_percent"]]
+    assert (facts["capacity_bytes"], facts["occupied_bytes"], facts["occupied_source"]) == (
+        2 * GiB, 512 * MiB, "thin_lv_data_percent")
+    assert key == "thin:vg0/pool0"
+    assert pool == {"kind": "thin_pool", "name": "vg0/pool0", "device": "/dev/mapper/vg0-pool0", "fstype": None,
+                    "size_bytes": GiB, "data_percent": 62.5, "metadata_percent": 10.35, "vg": "vg0",
+                    "vg_free_bytes": 512 * MiB, "autoextend_threshold": 80, "autoextend_percent": 20}
+    # a second disk reuses what lvs said: no second run
+    plain = dict(disk, path="/dev/mapper/vg0-plain")
+    facts, storage = _collect_io.disk_facts(plain, host, [], NoProbe(), lvm, lambda: 4.5)
+    assert len(host.argv) == 2 and storage is None
+    assert (facts["capacity_bytes"], facts["occupied_bytes"]) == (256 * MiB, 256 * MiB)
+    assert facts["note"] == "block device: all of it is provisioned, it cannot grow"
+
+
+def test_without_lvm_tools_a_thin_lv_is_a_plain_block_device():
+    host = FakeHost(None, None)
+    disk = {"target": "vdb", "type": "block", "device": "disk", "path": "/dev/vg0/vm1"}
+    facts, storage = _collect_io.disk_facts(disk, host, [], NoProbe(), {}, lambda: 1.0)
+    assert storage is None and facts["occupied_source"] == "device_size"
