@@ -168,6 +168,57 @@ ansible_facts:
               returned: always
               type: str
               sample: /var/lib/libvirt/images
+            device:
+              description: The filesystem's source device (from mountinfo), or the thin pool's device-mapper path.
+              returned: always
+              type: str
+              sample: /dev/loop3
+            fstype:
+              description: The filesystem type; V(null) for a thin pool.
+              returned: always
+              type: str
+              sample: ext4
+            total_bytes:
+              description: The filesystem's size (f_blocks) or the thin pool's size.
+              returned: always
+              type: int
+              sample: 19980288
+            data_percent:
+              description: A thin pool's data fill.
+              returned: for thin pools
+              type: float
+              sample: 62.5
+            metadata_percent:
+              description: A thin pool's metadata fill.
+              returned: for thin pools
+              type: float
+              sample: 10.35
+            vg:
+              description: A thin pool's volume group.
+              returned: for thin pools
+              type: str
+              sample: vg0
+            vg_free_bytes:
+              description: Free space of that volume group, which autoextend can add to the pool.
+              returned: for thin pools
+              type: int
+              sample: 536870912
+            autoextend_threshold:
+              description: C(activation/thin_pool_autoextend_threshold) from C(lvmconfig) (V(100) means off).
+              returned: for thin pools
+              type: int
+              sample: 80
+            autoextend_percent:
+              description: C(activation/thin_pool_autoextend_percent) from C(lvmconfig).
+              returned: for thin pools
+              type: int
+              sample: 20
+            unknown_growth:
+              description: Disks on this storage whose growth could not be computed (V(domain:target)).
+              returned: always
+              type: list
+              elements: str
+              sample: []
             free_bytes:
               description: Bytes free to QEMU now.
               returned: always

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _libvirt_io
+from ansible_collections.kvmops.fleet.plugins.module_utils.forecast import _plan
 from ansible_collections.kvmops.fleet.plugins.modules import kvm_pause_risk
 from kvmlab.testdriver import write_fleet
 
@@ -86,3 +87,16 @@ def test_return_documents_every_key_and_docs_match_the_spec(tmp_path, run_module
     assert doc_opts["checks"]["choices"] == kvm_pause_risk.ARGUMENT_SPEC["checks"]["choices"]
     assert doc_opts["checks"]["default"] == kvm_pause_risk.ARGUMENT_SPEC["checks"]["default"]
     yaml.safe_load(kvm_pause_risk.EXAMPLES)
+
+
+def test_return_documents_every_storage_key():
+    storages = {"fs:7:3": {"kind": "filesystem", "name": "/srv", "device": "/dev/loop3", "fstype": "ext4",
+                           "total_bytes": 100, "available_bytes": 10, "root_free_bytes": 20},
+                "thin:vg0/p": {"kind": "thin_pool", "name": "vg0/p", "size_bytes": 100, "data_percent": 50.0,
+                               "metadata_percent": 1.0, "vg": "vg0", "vg_free_bytes": 0, "autoextend_threshold": 100,
+                               "autoextend_percent": 20}}
+    doms = [{"name": "d", "disks": [{"target": t, "capacity_bytes": 50, "occupied_bytes": 0, "storage": k}
+                                    for t, k in (("vda", "fs:7:3"), ("vdb", "thin:vg0/p"))]}]
+    f = _plan.forecast({"domains": doms, "storages": storages})
+    documented = _doc("RETURN")["ansible_facts"]["contains"]["kvm_pause_risk"]["contains"]
+    assert set(f["storages"][0]) | set(f["storages"][1]) == set(documented["storages"]["contains"])
