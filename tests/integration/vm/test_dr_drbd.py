@@ -11,7 +11,8 @@ In order, on one lease (each step builds on the one before):
   (declared) only, healthy on both; a second run and check mode change nothing;
 - data written on the primary (sha256) reads the same on the peer after switching roles;
 - the repl link cut (taps down, carrier kept): drbd_facts says disconnected with the bytes the peer lacks, writes
-  go on; the link back: the resync completes and the checksums agree;
+  go on; kvm_pause_facts on vma carries the same DRBD health (read from the live kernel), which the fleet report
+  and the collector's text (checked by promtool) show; the link back: the resync completes and the checksums agree;
 - a split brain (both primary while cut, both write): drbd_facts says split-brain with the recovery steps, which,
   followed, bring the resource back to healthy;
 - a last run of the role changes nothing (no metadata re-created, vma stays Primary).
@@ -27,7 +28,10 @@ import time
 from pathlib import Path
 
 import pytest
+from promcheck import parse_text, promtool, select
 
+from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _promtext
+from ansible_collections.kvmops.fleet.plugins.plugin_utils._fleet_report import build_report
 from vmlab.fleets import HV2
 from vmlab.pytest_plugin import report
 
@@ -91,6 +95,18 @@ def drbd_facts(fleet, host):
     facts = result["ansible_facts"]["drbd"]
     assert facts["loaded"] and facts["errors"] == [], facts
     return next((r for r in facts["resources"] if r["name"] == RES), None)
+
+
+def pause_facts(fleet, host):
+    """kvmops.fleet.kvm_pause_facts on ``host`` (ad hoc) -> the registered result. Its libvirt side is libvirt's test
+    driver (no daemon, no QEMU probe: the DRBD half is under test); its DRBD half reads the VM's live kernel."""
+    proc = subprocess.run([str(BIN / "ansible"), "-i", str(fleet.inventory_path), host, "-m",
+                           "kvmops.fleet.kvm_pause_facts", "-a", json.dumps({"uri": "test:///default", "timeout": 20})],
+                          env=env(), capture_output=True, text=True, timeout=300, check=False)
+    data = json.loads(proc.stdout)
+    result = data["plays"][0]["tasks"][0]["hosts"][host]
+    assert not result.get("failed"), result
+    return result
 
 
 def resource(fleet, **kw):
@@ -216,6 +232,25 @@ def test_a_cut_link_is_reported_writes_go_on_and_the_resync_completes(fleet):
     assert r["verdict"] == "disconnected" and r["role"] == "Primary", r
     assert r["out_of_sync_bytes"] >= 16 * MIB and r["peers"][0]["connection_state"] == "WFConnection", r
     assert r["remediation"][0].startswith(f"Check the replication link to the peer ({b.addr('repl')}:7789)"), r
+    # the diagnostics' view of the same moment: kvm_pause_facts -> fleet report and collector text
+    t0 = time.monotonic()
+    result = pause_facts(fleet, "vma")
+    drbd = result["ansible_facts"]["kvm_pause"]["drbd"]
+    assert drbd["loaded"] and drbd["kernel_version"] == "8.4.11" and drbd["errors"] == [], drbd
+    (pr,) = [x for x in drbd["resources"] if x["name"] == RES]
+    got = (pr["verdict"], pr["role"], pr["peers"][0]["connection_state"])
+    assert got == ("disconnected", "Primary", "WFConnection"), pr
+    (row,) = build_report({"vma": result}, generated_at="2026-12-05T00:00:00Z")["drbd"]
+    assert (row["host"], row["name"], row["verdict"], row["severity"]) == ("vma", RES, "disconnected", "warning")
+    text, _state = _promtext.render(result["ansible_facts"]["kvm_pause"], None, now=time.time(), duration=1.0,
+                                    interval=30, paused_alert_seconds=900, stale_alert_seconds=300)
+    res = promtool("check", "metrics", stdin=text)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "", ""), res.stdout + res.stderr
+    samples = parse_text(text)
+    assert select(samples, "kvmops_drbd_resource_verdict", resource=RES, verdict="disconnected") == [
+        ({"resource": RES, "verdict": "disconnected"}, 1.0)]
+    assert select(samples, "kvmops_drbd_out_of_sync_bytes", resource=RES)[0][1] >= 16 * MIB
+    report(f"dr: kvm_pause_facts with the live DRBD view on vma in {time.monotonic() - t0:.1f} s")
     write(a, 48, 8)  # writes continue while cut
     want = digest(a, 64)
     t0 = time.monotonic()
