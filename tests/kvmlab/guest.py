@@ -69,6 +69,17 @@ echo "KVMLAB: dd done rc=$?"
 sync; echo "KVMLAB: idle"
 while :; do sleep 3600; done
 """),
+    # Idle until the first byte of its second disk (vdb, read-only: a file the host writes into) is 'G', then
+    # fills vda like fill-disk: a guest that has not written yet, started on demand.
+    GuestProgram("fill-on-go", modules=VIRTIO_BLK, body="""
+wait_dev /dev/vda; wait_dev /dev/vdb
+echo "KVMLAB: ready; waiting for G in the first byte of /dev/vdb"
+while [ "$(dd if=/dev/vdb bs=512 count=1 iflag=direct 2>/dev/null | head -c 1)" != "G" ]; do usleep 200000; done
+echo "KVMLAB: go; filling /dev/vda ($(cat /sys/block/vda/size) sectors)"
+dd if=/dev/zero of=/dev/vda bs=1M seek=1 oflag=direct 2>&1
+echo "KVMLAB: dd done rc=$?"
+while :; do sleep 3600; done
+"""),
     # A small O_DIRECT write every 0.1 s, forever: the disk's server going away is noticed at once.
     GuestProgram("io-loop", modules=VIRTIO_BLK, body="""
 wait_dev /dev/vda

@@ -19,6 +19,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -384,6 +385,28 @@ class Lab:
         d.time_to_state = time.monotonic() - t0
         self.timings[d.name] = d.time_to_state
         log.info("%s reached %s in %.2fs", d.name, state_text(d.expected), d.time_to_state)
+        return d
+
+    def create_running(self, prepare: Callable[[LabDomain], str], program: str = "idle",
+                       label: str = "running") -> LabDomain:
+        """A running domain whose disks the caller makes: ``prepare(d)`` creates them (recording what it made
+        with ``d.record``, so ``d.destroy()`` removes it after the domain) and returns the disk XML. The guest
+        runs ``program`` (kvmlab.guest.PROGRAMS); returns once its console says it is ready."""
+        if self.conn is None:
+            raise LabError("lab is not open")
+        self._seq += 1
+        d = LabDomain(self, replace(STATES["running"], program=program),
+                      f"{self.prefix}-{label}-{self.session}-{self._seq}")
+        self._domains[d.name] = d
+        t0 = time.monotonic()
+        try:
+            self._running_idle(d, disk=prepare(d))
+            self._wait_state(d)
+        except BaseException:
+            d.destroy()
+            raise
+        d.time_to_state = time.monotonic() - t0
+        self.timings[d.name] = d.time_to_state
         return d
 
     # -- building blocks --
