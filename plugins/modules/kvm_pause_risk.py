@@ -142,7 +142,7 @@ ansible_facts:
           type: bool
           sample: false
         summary:
-          description: Counts; RV(ansible_facts.kvm_pause_risk.summary.at_risk_domains) names the domains with a risk.
+          description: Counts; C(at_risk_domains) names the domains with a risk.
           returned: always
           type: dict
           sample: {domains: 2, disks: 2, storages: 1, overcommitted: 1, at_risk_domains: [db-1, web-1], risks: 2,
@@ -292,7 +292,7 @@ ansible_facts:
                        still claim 32.0 MiB), or move disks off it']
         risks:
           description:
-            - Every risk found, worst first. RV(ansible_facts.kvm_pause_risk.risks[].kind) is one of
+            - Every risk found, worst first. Its C(kind) is one of
               V(storage_overcommitted), V(write_errors_in_guest), V(writes_dropped), V(thin_pool_metadata),
               V(watchdog_pause), V(lockfailure_pause), V(memory_overcommit), V(hugepages_short).
             - Each has V(severity), V(storage) (the storage key or V(null)), V(domains), V(summary), V(numbers) (what
