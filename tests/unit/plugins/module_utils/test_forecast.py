@@ -2,6 +2,7 @@
 read from real sparse raw and qcow2 files, checked against du."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -120,12 +121,26 @@ def test_fully_allocated_and_readonly_disks_claim_nothing():
 
 # ---- thin LVM, from lvs JSON in lvm2's layout -----------------------------------------------------------------------
 
+def recorded(prefix: str) -> str:
+    """stdout of the recorded command starting with ``prefix`` (fixtures/forecast/record.py, real LVM 2.03.16)."""
+    cmds = json.loads((FIXTURES / "lvs-recorded.json").read_text())["commands"]
+    return next(v["stdout"] for k, v in cmds.items() if k.startswith(prefix))
+
+
+LVS = recorded("lvs ")
+LVMCONFIG = recorded("lvmconfig ")
+
+
 def test_parse_lvs_and_thin_pool_forecast():
-    lvs = _plan.parse_lvs((FIXTURES / "lvs-thin.json").read_text())
-    assert [(x["lv_name"], x["thin"], x["thin_pool"]) for x in lvs] == [
-        ("plain", False, False), ("pool0", False, True), ("vm1", True, False), ("vm2", True, False)]
-    config = _plan.parse_lvmconfig("thin_pool_autoextend_threshold=100\nthin_pool_autoextend_percent=20\n")
-    assert config == {"threshold": 100, "percent": 20}
+    # recorded in a vmlab VM: a 128 MiB pool at 50.00 % (48 + 16 MiB written), vm1 256 MiB at 18.75 % (48 MiB),
+    # vm2 128 MiB at 12.50 % (16 MiB), 116 MiB free in vg0; dmsetup agrees: 1024 of 2048 64 KiB data blocks used
+    assert "1024/2048" in recorded("dmsetup status")
+    lvs = _plan.parse_lvs(LVS)
+    assert [(x["lv_name"], x["thin"], x["thin_pool"], x["size"], x["data_percent"]) for x in lvs] == [
+        ("pool0", False, True, 128 * MiB, 50.0), ("vm1", True, False, 256 * MiB, 18.75),
+        ("vm2", True, False, 128 * MiB, 12.5)]
+    config = _plan.parse_lvmconfig(LVMCONFIG)
+    assert config == {"threshold": 100, "percent": 20}          # lvm.conf's defaults: autoextend off
     doms = []
     storages = {}
     for name, path in (("d1", "/dev/vg0/vm1"), ("d2", "/dev/mapper/vg0-vm2")):
@@ -135,24 +150,29 @@ def test_parse_lvs_and_thin_pool_forecast():
         disk["storage"] = key
         storages[key] = storage
         doms.append({"name": name, "disks": [disk]})
-    assert [d["disks"][0]["occupied_bytes"] for d in doms] == [512 * MiB, 128 * MiB]
+    assert [d["disks"][0]["occupied_bytes"] for d in doms] == [48 * MiB, 16 * MiB]
     f = _plan.forecast({"domains": doms, "storages": storages})
     (s,) = f["storages"]
     assert s["key"] == "thin:vg0/pool0" and s["free_basis"] == "thin_pool_data_percent"
-    assert s["free_bytes"] == 384 * MiB                       # 1 GiB at 62.50 %
-    assert s["remaining_growth_bytes"] == 1536 * MiB + 896 * MiB
-    assert s["headroom_bytes"] == 384 * MiB - 2432 * MiB
-    assert s["severity"] == "critical" and s["can_fill_alone"] == ["d1", "d2"]
+    assert s["free_bytes"] == 64 * MiB                        # 128 MiB at 50.00 %
+    assert s["remaining_growth_bytes"] == 208 * MiB + 112 * MiB
+    assert s["headroom_bytes"] == 64 * MiB - 320 * MiB
+    assert s["severity"] == "critical" and s["can_fill_alone"] == ["d1", "d2"] and s["would_pause"] == ["d1", "d2"]
     r = f["risks"][0]
-    assert r["numbers"]["autoextend_reach_bytes"] == 0 and r["numbers"]["shortfall_bytes"] == 2 * GiB
-    assert r["actions"][0] == ("grow thin pool vg0/pool0 by 2 GiB (lvextend -L +2 GiB vg0/pool0; the volume group "
-                               "has 512.0 MiB free)")
+    assert r["numbers"]["autoextend_reach_bytes"] == 0 and r["numbers"]["shortfall_bytes"] == 256 * MiB
+    assert r["actions"][0] == ("grow thin pool vg0/pool0 by 256 MiB (lvextend -L +256 MiB vg0/pool0; the volume "
+                               "group has 116.0 MiB free)")
     assert r["actions"][1].startswith("enable autoextend for vg0/pool0: activation/thin_pool_autoextend_threshold")
-    # autoextend on: the VG's 512 MiB can be added, still short of 2 GiB -> critical stays
+    # autoextend on: the VG's 116 MiB can be added, still short of 256 MiB -> critical stays
     storages["thin:vg0/pool0"].update(autoextend_threshold=80)
     r = _plan.forecast({"domains": doms, "storages": storages})["risks"][0]
-    assert r["numbers"]["autoextend_reach_bytes"] == 512 * MiB and r["severity"] == "critical"
+    assert r["numbers"]["autoextend_reach_bytes"] == 116 * MiB and r["severity"] == "critical"
     assert len(r["actions"]) == 1
+    # a growth autoextend can cover is a warning (it relies on dmeventd), not critical
+    doms[0]["disks"][0]["capacity_bytes"] = 48 * MiB + 100 * MiB
+    doms.pop()
+    r = _plan.forecast({"domains": doms, "storages": storages})["risks"][0]
+    assert r["numbers"]["shortfall_bytes"] == 36 * MiB and r["severity"] == "warning"
 
 
 def test_thin_pool_metadata_risk():
@@ -293,14 +313,13 @@ def test_a_raw_file_that_is_not_qcow2_is_named(tmp_path):
 
 
 class FakeHost:
-    """A host with thin LVs: /dev/vg0/vm1 -> /dev/dm-3 (/dev/mapper/vg0-vm1); records every tool's argv."""
+    """The recorded VM's thin LVs (/dev/vg0/vm1 -> /dev/dm-4, vm2 -> /dev/dm-5); records every tool's argv."""
 
-    def __init__(self, lvs_text, config_text="thin_pool_autoextend_threshold=80\nthin_pool_autoextend_percent=20\n"):
+    def __init__(self, lvs_text, config_text):
         self.lvs_text, self.config_text, self.argv = lvs_text, config_text, []
 
-    links = {"/dev/vg0/vm1": "/dev/dm-3", "/dev/mapper/vg0-vm1": "/dev/dm-3", "/dev/disk/by-id/dm-name-vg0-vm1":
-             "/dev/dm-3", "/dev/mapper/vg0-vm2": "/dev/dm-4", "/dev/mapper/vg0-plain": "/dev/dm-1",
-             "/dev/mapper/vg0-pool0": "/dev/dm-2"}
+    links = {"/dev/vg0/vm1": "/dev/dm-4", "/dev/mapper/vg0-vm1": "/dev/dm-4", "/dev/disk/by-id/dm-name-vg0-vm1":
+             "/dev/dm-4", "/dev/vg0/vm2": "/dev/dm-5", "/dev/mapper/vg0-vm2": "/dev/dm-5"}
 
     def realpath(self, path):
         return self.links.get(path, path)
@@ -309,7 +328,7 @@ class FakeHost:
         return SimpleNamespace(st_mode=stat.S_IFBLK | 0o660, st_blocks=0, st_size=0, st_dev=5)
 
     def block_size(self, device):
-        return {"/dev/dm-3": 2 * GiB, "/dev/dm-1": 256 * MiB}[device]
+        return {"/dev/dm-4": 256 * MiB, "/dev/vdc": 256 * MiB}[device]
 
     def tool(self, argv, timeout):
         self.argv.append(list(argv))
@@ -318,23 +337,22 @@ class FakeHost:
 
 @pytest.mark.parametrize("path", ["/dev/vg0/vm1", "/dev/disk/by-id/dm-name-vg0-vm1"])
 def test_thin_lv_disk_read_through_lvs_and_lvmconfig(path):
-    host = FakeHost((FIXTURES / "lvs-thin.json").read_text())
+    host = FakeHost(LVS, LVMCONFIG)
     disk = {"target": "vdb", "type": "block", "device": "disk", "path": path, "error_policy": "stop"}
     lvm = {}
     facts, (key, pool) = _collect_io.disk_facts(disk, host, [], NoProbe(), lvm, lambda: 4.5)
-    assert host.argv == [
-        ["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
-         "lv_name,vg_name,lv_path,lv_dm_path,pool_lv,lv_size,data_percent,metadata_percent,lv_attr,segtype,vg_free"],
-        ["lvmconfig", "--type", "full", "activation/thin_pool_autoextend_threshold",
-         "activation/thin_pool_autoextend_percent"]]
+    # the same command lines the recording ran
+    ran = json.loads((FIXTURES / "lvs-recorded.json").read_text())["commands"]
+    assert sorted(" ".join(a) for a in host.argv) == sorted(k for k in ran if k.startswith(("lvs ", "lvmconfig ")))
+    assert host.argv[0][:2] == ["lvs", "--reportformat"] and host.argv[1][0] == "lvmconfig"
     assert (facts["capacity_bytes"], facts["occupied_bytes"], facts["occupied_source"]) == (
-        2 * GiB, 512 * MiB, "thin_lv_data_percent")
+        256 * MiB, 48 * MiB, "thin_lv_data_percent")
     assert key == "thin:vg0/pool0"
     assert pool == {"kind": "thin_pool", "name": "vg0/pool0", "device": "/dev/mapper/vg0-pool0", "fstype": None,
-                    "size_bytes": GiB, "data_percent": 62.5, "metadata_percent": 10.35, "vg": "vg0",
-                    "vg_free_bytes": 512 * MiB, "autoextend_threshold": 80, "autoextend_percent": 20}
-    # a second disk reuses what lvs said: no second run
-    plain = dict(disk, path="/dev/mapper/vg0-plain")
+                    "size_bytes": 128 * MiB, "data_percent": 50.0, "metadata_percent": 11.62, "vg": "vg0",
+                    "vg_free_bytes": 116 * MiB, "autoextend_threshold": 100, "autoextend_percent": 20}
+    # a second disk reuses what lvs said: no second run; a device that is no LV is fully provisioned
+    plain = dict(disk, path="/dev/vdc")
     facts, storage = _collect_io.disk_facts(plain, host, [], NoProbe(), lvm, lambda: 4.5)
     assert len(host.argv) == 2 and storage is None
     assert (facts["capacity_bytes"], facts["occupied_bytes"]) == (256 * MiB, 256 * MiB)
