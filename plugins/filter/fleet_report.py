@@ -238,7 +238,7 @@ _value:
         drbd:
           description:
             - The host's DRBD health, where kvm_pause_facts found the DRBD module loaded, else V(null)
-              (C(kernel_version), C(resources) as in the report's RV(drbd), without C(host), C(summary) with the
+              (C(kernel_version), C(resources) as in the report's top-level C(drbd), without C(host), C(summary) with the
               count per verdict and the worst one, C(errors)).
           type: dict
     causes:

@@ -367,7 +367,8 @@ ansible_facts:
           sample: []
         drbd:
           description:
-            - The host's DRBD health, in the shape of M(kvmops.fleet.drbd_facts)' RV(ansible_facts.drbd) (loaded,
+            - The host's DRBD health, in the shape of
+              RV(kvmops.fleet.drbd_facts#module:ansible_facts.drbd) (loaded,
               kernel_version, utils_version, resources with their verdict and remediation, summary, errors,
               seconds).
           returned: when the DRBD kernel module is loaded (C(/proc/drbd) exists)
