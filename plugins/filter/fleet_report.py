@@ -238,8 +238,8 @@ _value:
         drbd:
           description:
             - The host's DRBD health, where kvm_pause_facts found the DRBD module loaded, else V(null)
-              (C(kernel_version), C(resources) as in the report's top-level C(drbd), without C(host), C(summary) with the
-              count per verdict and the worst one, C(errors)).
+              (C(kernel_version), C(resources) as in the report's top-level C(drbd), without C(host), C(summary)
+              with the count per verdict and the worst one, C(errors)).
           type: dict
     causes:
       description:
