@@ -287,8 +287,8 @@ def test_bad_input_is_refused_naming_the_variable_and_nothing_changes(hv):
     res = play(hv, {"bridge_bridges": [dict(bridge(), ports=["eth1", "eth9"])]})
     assert res["rc"] != 0 and "bridge_bridges[0].ports[1]: eth9 does not exist" in res["results"][-1]["msg"]
     # a libvirt network on a bridge the role does not declare: refused before the bridges are touched
-    res = play(hv, {"bridge_bridges": [bridge()], "bridge_libvirt_networks": [{"name": "br0", "bridge": "br0"},
-                                                                            {"name": "vms", "bridge": "br7"}]})
+    networks = [{"name": "br0", "bridge": "br0"}, {"name": "vms", "bridge": "br7"}]
+    res = play(hv, {"bridge_bridges": [bridge()], "bridge_libvirt_networks": networks})
     assert res["rc"] != 0 and res["stats"]["changed"] == 0
     want = 'vma: bridge_libvirt_networks[1].bridge: "br7" is not one of bridge_bridges (br0)'
     assert res["results"][-1]["msg"] == want

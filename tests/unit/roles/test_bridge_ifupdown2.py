@@ -120,8 +120,8 @@ def test_ifupdown2_files_go_through_the_syntax_check_then_no_act():
 
     assert _apply_io.validate_files(run, "ifupdown", files, {"/etc/network/interfaces": DEBIAN}, ["br0"],
                                     "ifupdown2") == []
-    assert [c[0][:3] + c[0][-1:] for c in calls] == [["ifup", "--syntax-check", "-i", "br0"],
-                                                    ["ifup", "--no-act", "--force", "br0"]]
+    want = [["ifup", "--syntax-check", "-i", "br0"], ["ifup", "--no-act", "--force", "br0"]]
+    assert [c[0][:3] + c[0][-1:] for c in calls] == want
     assert calls[0][0][3] == calls[1][0][4] and not os.path.exists(calls[0][0][3])
     assert "hwaddress 52:54:00:aa:01:0b" in calls[0][1] and "#iface eth1 inet static" in calls[0][1]
 
