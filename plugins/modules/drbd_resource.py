@@ -226,7 +226,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _disk_safety, _disk_safety_io
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._command_io import find_tool
-from ansible_collections.kvmops.fleet.plugins.module_utils.common._files_io import write_atomic
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._files_io import read_text, write_atomic
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import (
     Custom,
     Int,
@@ -379,7 +379,7 @@ def present(module, res, node, version, var, out):
         ) from None
     path = os.path.join(p["config_dir"], f"{res['name']}.res")
     out["config_path"] = path
-    before = _resource_io._read(path)
+    before = read_text(path)
     out["diff"] = {
         "before_header": path,
         "after_header": path,

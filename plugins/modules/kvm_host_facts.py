@@ -161,18 +161,11 @@ import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._files_io import read_text
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._validate import TIMEOUT_MAX, Int, Text, check_module
 from ansible_collections.kvmops.fleet.plugins.module_utils.host import _check
 
 KVM_GET_API_VERSION = 0xAE00
-
-
-def _read(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
 
 
 def _kvm_device(qemu_user):
@@ -223,7 +216,7 @@ def _kvm_device(qemu_user):
 
 def _nested():
     for name in ("kvm_intel", "kvm_amd"):
-        value = _read(f"/sys/module/{name}/parameters/nested")
+        value = read_text(f"/sys/module/{name}/parameters/nested")
         if value is not None:
             return _check.parse_bool_param(value)
     return None
@@ -245,27 +238,29 @@ def _disk(images_dir):
 
 def _security_module():
     if os.path.exists("/sys/fs/selinux/enforce"):
-        return {"name": "selinux", "enforcing": (_read("/sys/fs/selinux/enforce") or "0").strip() == "1"}
-    if _check.parse_bool_param(_read("/sys/module/apparmor/parameters/enabled")):
+        return {"name": "selinux", "enforcing": (read_text("/sys/fs/selinux/enforce") or "0").strip() == "1"}
+    if _check.parse_bool_param(read_text("/sys/module/apparmor/parameters/enabled")):
         return {"name": "apparmor", "enforcing": None}
     return {"name": "none", "enforcing": None}
 
 
 def gather(module):
     params = module.params
-    cpu = _check.parse_cpuinfo(_read("/proc/cpuinfo") or "")
+    cpu = _check.parse_cpuinfo(read_text("/proc/cpuinfo") or "")
     cpu["virt_extension"] = _check.virt_extension(cpu.pop("flags"))
     facts = {
         "cpu": cpu,
         "kvm_device": _kvm_device(params["qemu_user"]),
         "nested": _nested(),
         "iommu": _check.iommu_state(
-            _read("/proc/cmdline") or "",
+            read_text("/proc/cmdline") or "",
             len(glob.glob("/sys/kernel/iommu_groups/*")),
             len(glob.glob("/sys/class/iommu/*")),
         ),
         "cgroups": _check.cgroup_state(
-            _read("/proc/self/mounts") or "", _read("/proc/cgroups"), _read("/sys/fs/cgroup/cgroup.controllers")
+            read_text("/proc/self/mounts") or "",
+            read_text("/proc/cgroups"),
+            read_text("/sys/fs/cgroup/cgroup.controllers"),
         ),
         "disk": _disk(params["images_dir"]),
         "security_module": _security_module(),

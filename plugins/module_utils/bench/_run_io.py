@@ -20,8 +20,9 @@ import signal
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.bench import _plan
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _disk_safety
-from ansible_collections.kvmops.fleet.plugins.module_utils.common._disk_safety_io import block_name, under
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._disk_safety_io import block_name
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._disk_safety_io import read_text as _read
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._files_io import under
 
 
 class Terminated(Exception):

@@ -19,23 +19,11 @@ import stat
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _disk_safety
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._command_io import ToolTimeout, run_tool
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._files_io import read_text, under
 
 # blkid and wipefs each get this long
 PROBE_TIMEOUT = 60
 TOOLS = ("blkid", "wipefs")
-
-
-def under(root, path):
-    return os.path.join(root, path.lstrip("/"))
-
-
-def read_text(path):
-    """A small text file (sysfs, /proc), or None when it cannot be read."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return None
 
 
 def sys_block_dir(rdev, root="/"):

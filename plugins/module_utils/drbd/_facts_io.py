@@ -13,18 +13,11 @@ import time
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._command_io import ToolTimeout, find_tool, run_tool
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._disk_safety import tail
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._files_io import read_text
 from ansible_collections.kvmops.fleet.plugins.module_utils.drbd import _status
 
 # the kernel log lines kept for the split-brain evidence (the newest; DRBD logs a few lines per state change)
 KERNEL_LOG_LINES = 4000
-
-
-def _read(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return None
 
 
 def kernel_version(version):
@@ -40,7 +33,7 @@ def gather(timeout, names=(), runner=run_tool, root="/", tools=None):
     errors = []
     tools = tools if tools is not None else {t: find_tool(t) for t in ("drbdsetup", "drbdadm", "dmesg")}
     facts = {"loaded": False, "kernel_version": None, "utils_version": None, "resources": [], "errors": errors}
-    proc = _read(os.path.join(root, "proc/drbd"))
+    proc = read_text(os.path.join(root, "proc/drbd"))
     if proc is None:
         facts["summary"] = _status.summary([])
         facts["seconds"] = round(time.monotonic() - started, 3)

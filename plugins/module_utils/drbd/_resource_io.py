@@ -13,6 +13,7 @@ import time
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._command_io import ToolTimeout, find_tool, run_tool
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._disk_safety import tail
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._files_io import read_text
 from ansible_collections.kvmops.fleet.plugins.module_utils.drbd import _facts_io, _status
 
 DRBDADM_84 = "/usr/lib/drbd/drbdadm-84"
@@ -20,14 +21,6 @@ DRBDADM_84 = "/usr/lib/drbd/drbdadm-84"
 
 class ToolError(Exception):
     """A drbdadm (or modprobe) run failed; the message says which and why (secret masked by the caller)."""
-
-
-def _read(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return None
 
 
 def run(argv, timeout, stdin_text=None):
@@ -44,13 +37,13 @@ def run(argv, timeout, stdin_text=None):
 def kernel_version(timeout, load):
     """The DRBD kernel module's version ('8.4' or '9'): /proc/drbd when loaded; else ``modprobe drbd`` when
     ``load`` (the real run), else ``modinfo -F version drbd`` (check mode loads nothing) -> (version text, how)."""
-    text = _read("/proc/drbd")
+    text = read_text("/proc/drbd")
     if text is None and load:
         modprobe = find_tool("modprobe")
         if modprobe is None:
             raise ToolError("modprobe not found on this host: install kmod")
         run([modprobe, "drbd"], timeout)
-        text = _read("/proc/drbd")
+        text = read_text("/proc/drbd")
     if text is not None:
         return _status.parse_version_84(text), "/proc/drbd"
     modinfo = find_tool("modinfo")

@@ -15,6 +15,7 @@ import glob
 import os
 import re
 
+from ansible_collections.kvmops.fleet.plugins.module_utils.common._files_io import read_text, under
 from ansible_collections.kvmops.fleet.plugins.module_utils.common._files_io import write_atomic as write_file
 from ansible_collections.kvmops.fleet.plugins.module_utils.host import _tune_plan as plan
 
@@ -29,20 +30,8 @@ class ApplyError(Exception):
         self.done = done
 
 
-def under(root, path):
-    return os.path.join(root, path.lstrip("/"))
-
-
-def _read(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return None
-
-
 def _value(path):
-    text = _read(path)
+    text = read_text(path)
     return None if text is None else text.strip()
 
 
@@ -65,7 +54,7 @@ def read_nodes(root):
             kb = int(re.search(r"hugepages-(\d+)kB$", hp).group(1))
             pages[kb] = _int(os.path.join(hp, "nr_hugepages"))
         nodes[int(m.group(1))] = {
-            "mem_kb": plan.parse_node_meminfo(_read(os.path.join(d, "meminfo"))),
+            "mem_kb": plan.parse_node_meminfo(read_text(os.path.join(d, "meminfo"))),
             "hugepages": pages,
         }
     return nodes
@@ -78,7 +67,7 @@ def read_devices(root):
         queue = os.path.join(d, "queue")
         if not os.path.exists(os.path.join(d, "device")) or not os.path.exists(os.path.join(queue, "scheduler")):
             continue  # virtual devices (loop, dm, md, zram) are not tuned here
-        active, offered = plan.parse_choice(_read(os.path.join(queue, "scheduler")))
+        active, offered = plan.parse_choice(read_text(os.path.join(queue, "scheduler")))
         subsystem = os.path.realpath(os.path.join(d, "device", "subsystem"))
         devices[name] = {
             "scheduler": active,
@@ -97,7 +86,7 @@ def _knob_dir(root, path, keys, choice=False):
         return None
     out = {}
     for key in keys:
-        text = _read(os.path.join(d, key))
+        text = read_text(os.path.join(d, key))
         if choice:
             active, offered = plan.parse_choice(text)
             out[key] = active
@@ -111,11 +100,11 @@ def _config_files(root, dirs, suffix, extra=()):
     out = []
     for d in dirs:
         for path in sorted(glob.glob(under(root, d) + "/*" + suffix)):
-            text = _read(path)
+            text = read_text(path)
             if text is not None:  # a dangling link or a directory is not read by the host either
                 out.append((d + "/" + os.path.basename(path), text))
     for path in extra:
-        text = _read(under(root, path))
+        text = read_text(under(root, path))
         if text is not None:
             out.append((path, text))
     return out
@@ -123,7 +112,7 @@ def _config_files(root, dirs, suffix, extra=()):
 
 def read_host(root, sysctl_keys):
     """The host as _tune_plan.plan() takes it (see its module docstring)."""
-    cpuinfo = _read(under(root, "/proc/cpuinfo")) or ""
+    cpuinfo = read_text(under(root, "/proc/cpuinfo")) or ""
     flags = set()
     for line in cpuinfo.splitlines():
         key, _sep, value = line.partition(":")
@@ -140,15 +129,15 @@ def read_host(root, sysctl_keys):
     return {
         "cpus": cpus,
         "cpu_isolated": _value(under(root, "/sys/devices/system/cpu/isolated")),
-        "tuned_vars": _read(under(root, plan.TUNED_VARS_FILE)),
+        "tuned_vars": read_text(under(root, plan.TUNED_VARS_FILE)),
         "nodes": read_nodes(root),
         "pdpe1gb": "pdpe1gb" in flags,
-        "cmdline": (_read(under(root, "/proc/cmdline")) or "").strip(),
+        "cmdline": (read_text(under(root, "/proc/cmdline")) or "").strip(),
         "devices": read_devices(root),
         "ksm": _knob_dir(root, plan.KSM_DIR, plan.KSM_KEYS),
         "thp": _knob_dir(root, plan.THP_DIR, plan.THP_KEYS, choice=True),
         "sysctl": sysctl,
-        "files": {p: _read(under(root, p)) for p in plan.MANAGED_FILES},
+        "files": {p: read_text(under(root, p)) for p in plan.MANAGED_FILES},
         "wants": os.path.lexists(under(root, plan.WANTS_LINK)),
         "sysctl_files": _config_files(root, plan.SYSCTL_DIRS, ".conf", extra=(plan.SYSCTL_CONF,)),
         "udev_files": _config_files(root, plan.UDEV_DIRS, ".rules"),
@@ -241,12 +230,15 @@ def tuned_profiles_read(root, names):
     """The settings of tuned profiles ``names`` (see _tune_plan.tuned_profile_settings) and whether tuned applies
     the sysctl.d files again after its own (tuned-main.conf ``reapply_sysctl``, on unless set off)."""
     main = {}
-    for section, opts in plan.parse_tuned_conf("[main]\n" + (_read(under(root, plan.TUNED_MAIN_CONF)) or "")):
+    for section, opts in plan.parse_tuned_conf("[main]\n" + (read_text(under(root, plan.TUNED_MAIN_CONF)) or "")):
         if section == "main":  # the file has no section header: its keys are tuned's main options
             main.update(opts)
     reapply = main.get("reapply_sysctl", "1").strip().lower() not in ("0", "false", "no", "n", "off")
     settings = plan.tuned_profile_settings(
-        names, lambda path: _read(under(root, path)), os.uname().machine, _read(under(root, "/proc/cpuinfo")) or ""
+        names,
+        lambda path: read_text(under(root, path)),
+        os.uname().machine,
+        read_text(under(root, "/proc/cpuinfo")) or "",
     )
     return settings, reapply
 
@@ -255,7 +247,7 @@ def tuned_enabled_profiles(root):
     """The profiles tuned applies at boot (its active_profile file), or [] when tuned.service is not enabled."""
     if not os.path.lexists(under(root, plan.TUNED_WANTS_LINK)):
         return []
-    return (_read(under(root, plan.TUNED_ACTIVE_FILE)) or "").split()
+    return (read_text(under(root, plan.TUNED_ACTIVE_FILE)) or "").split()
 
 
 def tuned_service(root, runner):

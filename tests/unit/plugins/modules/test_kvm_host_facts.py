@@ -43,14 +43,14 @@ def test_too_little_disk_is_a_problem(tmp_path, run_module):
 
 
 def test_no_virt_flags_no_device(monkeypatch, tmp_path, run_module):
-    real_read = kvm_host_facts._read
+    real_read = kvm_host_facts.read_text
 
     def fake_read(path):
         if path == "/proc/cpuinfo":
             return "vendor_id\t: GenuineIntel\nflags\t\t: fpu sse2\n"
         return real_read(path)
 
-    monkeypatch.setattr(kvm_host_facts, "_read", fake_read)
+    monkeypatch.setattr(kvm_host_facts, "read_text", fake_read)
     monkeypatch.setattr(kvm_host_facts.os, "stat", _stat_without("/dev/kvm"))
     out = run_module(kvm_host_facts, {"images_dir": str(tmp_path), "virt_host_validate": False})
     facts = out["ansible_facts"]["kvm_host"]
