@@ -95,7 +95,8 @@ def problems(resources, hosts=None, var="dr_drbd_resources"):
             out.append(f"{at}.secret: must have {SECRET_MIN} to {SECRET_MAX} characters (has {length}; value hidden)")
         elif not SECRET_TEXT.match(secret):
             out.append(f"{at}.secret: no blanks, double quotes or backslashes (value hidden)")
-        if rate_kib(res.get("sync_rate")) is None or not RATE_MIN_KIB <= rate_kib(res.get("sync_rate")) <= RATE_MAX_KIB:
+        rate = rate_kib(res.get("sync_rate"))
+        if rate is None or not RATE_MIN_KIB <= rate <= RATE_MAX_KIB:
             out.append(
                 f"{at}.sync_rate: {res.get('sync_rate')!r} is not a rate from 1K to 4G (KiB/s with K, M or G, "
                 "e.g. 100M)"
