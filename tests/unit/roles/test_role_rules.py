@@ -92,6 +92,11 @@ GOOD_TEXT = {
     "hypervisor_users": ["alice", "fleetops", "svc.backup"],
     "hypervisor_extra_packages": ["htop", "qemu-utils=1:7.2", "libvirt-daemon-driver-storage-rbd"],
     "dr_drbd_packages": ["drbd-utils", "drbd-dkms", "kmod-drbd9x", "drbd-utils=9.22.0-1"],
+    "dr_cluster_name": ["kvmops", "hv-pair_1", "C" * 32],
+    "dr_cluster_qnetd_host": ["", "qnetd1", "arbiter.example.net"],
+    "dr_cluster_password": ["", "correct-horse-9", "p" * 128],
+    "dr_cluster_packages": ["corosync", "pcs", "fence-agents-virsh", "pacemaker=2.1.5-1"],
+    "dr_cluster_qnetd_packages": ["corosync-qnetd", "pcs"],
 }
 # and text each must refuse (beyond a newline, the wrong kinds and over-long text, which every rule gets)
 BAD_TEXT = {
@@ -128,6 +133,11 @@ BAD_TEXT = {
     "hypervisor_users": ["a b", "root;id", ""],
     "hypervisor_extra_packages": ["a b", "x;reboot", "$(id)", ""],
     "dr_drbd_packages": ["a b", "x;reboot", "$(id)", "", "-x"],
+    "dr_cluster_name": ["", "a b", "-x", "x.y", "C" * 33],
+    "dr_cluster_qnetd_host": ["a b", "x;reboot", "-x"],
+    "dr_cluster_password": ["short", "with blank", "quo'te", 'dq"x', "back\\slash", "p" * 129],
+    "dr_cluster_packages": ["a b", "x;reboot", "$(id)", "", "-x"],
+    "dr_cluster_qnetd_packages": ["a b", ""],
 }
 
 
@@ -135,6 +145,12 @@ BAD_TEXT = {
 DRBD_RESOURCE = {"name": "vm1disk", "port": 7789, "secret": "0123456789abcdef", "initial_primary": "hv1",
                  "nodes": [{"host": "hv1", "address": "192.0.2.11", "disk": "/dev/disk/by-id/a", "minor": 0},
                            {"host": "hv2", "address": "192.0.2.12", "disk": "/dev/disk/by-id/b", "minor": 0}]}
+
+# the dr role's dr_cluster_nodes and a fencing device of dr_cluster_fencing that argument_specs accepts
+CLUSTER_NODES = [{"host": "hv1", "addresses": ["192.0.2.11", "198.51.100.11"]},
+                 {"host": "hv2", "addresses": ["192.0.2.12", "198.51.100.12"]}]
+FENCE_VIRSH = {"name": "fence-hv", "type": "fence_virsh", "ip": "192.0.2.1", "username": "fence",
+               "password": "0123456789", "host_map": {"hv1": "hv1", "hv2": "hv2"}}
 
 # Lists of mappings and mappings whose items argument_specs checks (suboptions, key names): realistic values the
 # rules must accept, by name (the generic ones are not of their shape)
@@ -153,6 +169,8 @@ GOOD_STRUCT = {
     "tuning_domains": [[], [{"name": "web-1", "placement": "auto"},
                             {"name": "db", "memory_backing": {"hugepages": True}}]],
     "dr_drbd_resources": [[], [DRBD_RESOURCE]],
+    "dr_cluster_nodes": [[], CLUSTER_NODES],
+    "dr_cluster_fencing": [[], [FENCE_VIRSH]],
 }
 # and a value argument_specs lets through that the rule refuses (the generic one is refused by argument_specs)
 FIRST_BAD = {
@@ -161,6 +179,8 @@ FIRST_BAD = {
     "bridge_vlans": [VLAN] * 4095,
     "bridge_libvirt_networks": [LIBVIRT_NETWORK] * 257,
     "dr_drbd_resources": [DRBD_RESOURCE] * 257,
+    "dr_cluster_nodes": CLUSTER_NODES * 9,
+    "dr_cluster_fencing": [FENCE_VIRSH] * 33,
     "tuning_hugepages": [{"count": 1}] * 4097,
     "tuning_io_schedulers": [{"scheduler": "none"}] * 65,
     "tuning_domains": [{"name": "vm"}] * 1001,
