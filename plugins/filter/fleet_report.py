@@ -18,6 +18,7 @@ from ansible_collections.kvmops.fleet.plugins.plugin_utils._report_input import 
     check_report,
     check_results,
 )
+from ansible_collections.kvmops.fleet.plugins.plugin_utils._risk_input import check_risk_results
 
 DOCUMENTATION = r"""
 name: fleet_report
@@ -61,6 +62,14 @@ options:
       - The parsed report or the text of the JSON file. Anything else (V(null), text that is not JSON, another
         schema, a report of a different state, an edited file) is ignored.
     type: raw
+  risks:
+    description:
+      - Mapping of inventory host name to the result registered from M(kvmops.fleet.kvm_pause_risk) on that host
+        (V(null) for a host the task never ran on), when the pause-risk forecast ran. The report then has a
+        RV(_value.pause_risks) section; without it (V(null), the default) it has none.
+      - A forecast that does not have the module's shape fails the task with an error naming the host and the field.
+    type: dict
+    version_added: 0.2.0
 notes:
   - "The state digest leaves out the measurements that change on every run while nothing happens in the fleet:
     C(generated_at); each host's C(collected_at), C(duration_seconds) and C(collection) (the listing method
@@ -69,6 +78,10 @@ notes:
     C(physical), C(filesystem.available_bytes), C(filesystem.free_bytes), C(filesystem.used_percent),
     C(pool.allocation), C(pool.available), C(thin_pool.data_percent) and C(thin_pool.metadata_percent);
     C(job_seconds) of unresponsive domains."
+  - "In RV(_value.pause_risks) the digest leaves out each storage's C(total_bytes), C(free_bytes),
+    C(remaining_growth_bytes), C(headroom_bytes) and C(actions), each other risk's C(summary),
+    C(headroom_bytes) and C(actions), and each host's C(collected_at) and C(message): running guests change
+    them with every write. Who is at risk, on which storage, how badly, and whether it is overcommitted stay in."
   - The diagnosis texts stay in the digest with the figures they quote (for example C(running for 80s) in the
     summary of a domain whose job is in flight, or the available space in a storage finding), so a change
     visible in those texts is a change of state.
@@ -76,6 +89,7 @@ seealso:
   - plugin: kvmops.fleet.fleet_summary
     plugin_type: filter
   - module: kvmops.fleet.kvm_pause_facts
+  - module: kvmops.fleet.kvm_pause_risk
 """
 
 EXAMPLES = r"""
@@ -334,6 +348,42 @@ _value:
           description: What to do, as drbd_facts says.
           type: list
           elements: str
+    pause_risks:
+      description:
+        - The pause-risk forecast beside the pauses, present only when O(risks) was given (the diagnostics role's
+          C(diagnostics_forecast=true)).
+      type: dict
+      version_added: 0.2.0
+      contains:
+        summary:
+          description:
+            - C(hosts), C(hosts_forecast), C(storages) (forecast storages), C(overcommitted), C(at_risk_domains)
+              (counts) and C(by_severity) (risks per severity, all three keys always).
+          type: dict
+          sample: {hosts: 2, hosts_forecast: 1, storages: 1, overcommitted: 1, at_risk_domains: 2,
+                   by_severity: {critical: 0, warning: 2, info: 0}}
+        hosts:
+          description:
+            - Every host, sorted by name, with C(name), C(status) (V(forecast), V(unreachable), V(failed),
+              V(not_forecast)), C(complete), C(message), C(errors) and C(collected_at).
+          type: list
+          elements: dict
+        storages:
+          description:
+            - Every storage with a risk, worst first, then by host and key. C(host), C(key), C(kind), C(name),
+              C(severity), C(overcommitted), C(total_bytes), C(free_bytes) (free to QEMU now),
+              C(remaining_growth_bytes) (what its disks can still claim), C(headroom_bytes) (free minus growth),
+              C(would_pause), C(would_see_errors), C(would_drop_writes), C(can_fill_alone), C(first_to_pause),
+              C(actions), and C(paused_now) (the host's domains paused right now).
+          type: list
+          elements: dict
+        risks:
+          description:
+            - Every other risk (V(write_errors_in_guest), V(writes_dropped), V(thin_pool_metadata), V(watchdog_pause),
+              V(lockfailure_pause), V(memory_overcommit), V(hugepages_short)), worst first, each with C(host), C(kind),
+              C(severity), C(storage), C(domains), C(summary), C(headroom_bytes), C(actions).
+          type: list
+          elements: dict
 """
 
 
@@ -351,10 +401,12 @@ def _usable_previous(previous):
     return previous
 
 
-def fleet_report(results, generated_at=None, previous=None):
+def fleet_report(results, generated_at=None, previous=None, risks=None):
     try:
         check_results(results)
-        return build_report(results, generated_at=generated_at, previous=_usable_previous(previous))
+        if risks is not None:
+            check_risk_results(risks)
+        return build_report(results, generated_at=generated_at, previous=_usable_previous(previous), risks=risks)
     except (FleetReportError, ReportInputError) as e:
         raise AnsibleFilterError(f"kvmops.fleet.fleet_report: {e}") from e
 

@@ -267,7 +267,28 @@ def _strip_volatile(report: dict) -> dict:
         for u in h.get("unresponsive") or []:
             for k in VOLATILE_UNRESPONSIVE_KEYS:
                 u.pop(k, None)
+    if isinstance(r.get("pause_risks"), dict):
+        _strip_volatile_risks(r["pause_risks"])
     return r
+
+
+# The forecast (pause_risks) changes with every guest write while nobody is at more risk: its figures and the
+# texts that quote them stay out of the digest; who is at risk, where and how badly stays in.
+VOLATILE_RISK_STORAGE_KEYS = ("total_bytes", "free_bytes", "remaining_growth_bytes", "headroom_bytes", "actions")
+VOLATILE_RISK_KEYS = ("summary", "headroom_bytes", "actions")
+VOLATILE_RISK_HOST_KEYS = ("collected_at", "message")
+
+
+def _strip_volatile_risks(section: dict) -> None:
+    for row in section.get("storages") or []:
+        for k in VOLATILE_RISK_STORAGE_KEYS:
+            row.pop(k, None)
+    for row in section.get("risks") or []:
+        for k in VOLATILE_RISK_KEYS:
+            row.pop(k, None)
+    for row in section.get("hosts") or []:
+        for k in VOLATILE_RISK_HOST_KEYS:
+            row.pop(k, None)
 
 
 def state_digest(report: dict) -> str:
@@ -339,8 +360,122 @@ def _parse_previous(previous):
         return None
 
 
-def build_report(results, generated_at: str | None = None, previous=None) -> dict:
+RISK_STATUSES = ("forecast", "unreachable", "failed", "not_forecast")
+
+
+def _risk_host(name: str, result) -> tuple:
+    """One host's forecast -> (its row in pause_risks.hosts, its forecast facts or None)."""
+    row = {"name": name, "status": "not_forecast", "complete": False, "message": "", "errors": [], "collected_at": None}
+    if result is None:
+        row["message"] = "not forecast: the host left the play before the forecast"
+        return row, None
+    if result.get("unreachable"):
+        row.update(status="unreachable", message=_clean_message(result.get("msg")) or "unreachable")
+        return row, None
+    if result.get("failed"):
+        row.update(
+            status="failed", message=_clean_message(result.get("msg")) or "kvm_pause_risk failed without a message"
+        )
+        return row, None
+    if result.get("skipped"):
+        reason = _clean_message(result.get("skip_reason")) or "no reason given"
+        row["message"] = f"not forecast: skipped ({reason})"
+        return row, None
+    facts = (result.get("ansible_facts") or {}).get("kvm_pause_risk")
+    if not isinstance(facts, Mapping):
+        row["message"] = "not forecast: the result has no ansible_facts.kvm_pause_risk"
+        return row, None
+    s = facts.get("summary") or {}
+    row.update(
+        status="forecast",
+        complete=bool(facts.get("complete", True)),
+        errors=list(facts.get("errors") or []),
+        collected_at=facts.get("collected_at"),
+        message="{} running domain(s), {} storage(s), {} overcommitted, {} at risk".format(
+            s.get("domains", 0), s.get("storages", 0), s.get("overcommitted", 0), len(s.get("at_risk_domains") or [])
+        ),
+    )
+    if not row["complete"]:
+        row["message"] = "INCOMPLETE: {} ({})".format("; ".join(row["errors"]) or "no reason given", row["message"])
+    return row, facts
+
+
+def pause_risks(risks: Mapping, hosts: list) -> dict:
+    """The report's ``pause_risks`` section from ``{host: registered kvm_pause_risk result or None}``.
+
+    ``storages``: every storage with a risk (severity set), worst first, with its figures, who would pause or
+    see write errors, and the actions; ``risks``: every other risk (write errors in a guest, dropped writes,
+    thin pool metadata, watchdog or lock-failure pause, memory overcommit, huge pages); ``paused_now``: the
+    domains of that host the diagnosis found paused right now, beside them."""
+    paused_now = {h["name"]: sorted(str(p.get("name")) for p in h.get("paused") or []) for h in hosts}
+    rows, storages, others = [], [], []
+    counts = {"hosts": 0, "hosts_forecast": 0, "storages": 0, "overcommitted": 0, "at_risk_domains": 0}
+    by_severity = dict.fromkeys(SEVERITY_ORDER, 0)
+    for name in sorted(risks):
+        row, facts = _risk_host(name, risks[name])
+        rows.append(row)
+        counts["hosts"] += 1
+        if facts is None:
+            continue
+        counts["hosts_forecast"] += 1
+        counts["at_risk_domains"] += len((facts.get("summary") or {}).get("at_risk_domains") or [])
+        first = {
+            r.get("storage"): r.get("first_to_pause")
+            for r in facts.get("risks") or []
+            if r.get("kind") == "storage_overcommitted"
+        }
+        for st in facts.get("storages") or []:
+            counts["storages"] += 1
+            counts["overcommitted"] += 1 if st.get("overcommitted") else 0
+            if not st.get("severity"):
+                continue
+            storages.append(
+                {
+                    "host": name,
+                    "key": st["key"],
+                    "kind": st.get("kind"),
+                    "name": st["name"],
+                    "severity": st["severity"],
+                    "overcommitted": bool(st.get("overcommitted")),
+                    "total_bytes": st.get("total_bytes"),
+                    "free_bytes": st.get("free_bytes"),
+                    "remaining_growth_bytes": st.get("remaining_growth_bytes"),
+                    "headroom_bytes": st.get("headroom_bytes"),
+                    "would_pause": list(st.get("would_pause") or []),
+                    "would_see_errors": list(st.get("would_see_errors") or []),
+                    "would_drop_writes": list(st.get("would_drop_writes") or []),
+                    "can_fill_alone": list(st.get("can_fill_alone") or []),
+                    "first_to_pause": first.get(st["key"]),
+                    "actions": list(st.get("actions") or []),
+                    "paused_now": paused_now.get(name, []),
+                }
+            )
+        for r in facts.get("risks") or []:
+            by_severity[r["severity"]] = by_severity.get(r["severity"], 0) + 1
+            if r.get("kind") == "storage_overcommitted":
+                continue
+            others.append(
+                {
+                    "host": name,
+                    "kind": r["kind"],
+                    "severity": r["severity"],
+                    "storage": r.get("storage"),
+                    "domains": list(r.get("domains") or []),
+                    "summary": r.get("summary") or "",
+                    "headroom_bytes": r.get("headroom_bytes"),
+                    "actions": list(r.get("actions") or []),
+                }
+            )
+    storages.sort(key=lambda r: (severity_rank(r["severity"]), r["host"], r["key"]))
+    others.sort(key=lambda r: (severity_rank(r["severity"]), r["host"], r["kind"], r["storage"] or "", r["domains"]))
+    return {"summary": dict(counts, by_severity=by_severity), "hosts": rows, "storages": storages, "risks": others}
+
+
+def build_report(results, generated_at: str | None = None, previous=None, risks=None) -> dict:
     """The fleet report (schema version 1) from ``{host: registered kvm_pause_facts result or None}``.
+
+    ``risks``: ``{host: registered kvm_pause_risk result or None}`` when the forecast ran (the report then has
+    a ``pause_risks`` section), else None.
 
     ``previous``: the report read back from the last run's JSON file (parsed, or its text). When it is a
     valid schema 1 report of the same fleet state (same ``state_digest``, and its own content still matches
@@ -366,6 +501,10 @@ def build_report(results, generated_at: str | None = None, previous=None) -> dic
         "causes": _causes(hosts),
         "drbd": _drbd_rows(hosts),
     }
+    if risks is not None:
+        if not isinstance(risks, Mapping):
+            raise FleetReportError(f"risks must be a mapping of host name to the kvm_pause_risk result, not {risks!r}")
+        report["pause_risks"] = pause_risks(plain(risks), hosts)
     report["state_digest"] = state_digest(report)
     if previous:
         prev = _parse_previous(previous)

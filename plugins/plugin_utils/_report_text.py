@@ -93,6 +93,38 @@ def _plural(count) -> str:
     return "" if count == 1 else "s"
 
 
+def _risk_lines(section) -> list[str]:
+    """The forecast's lines: its counts, each storage at risk and each other risk, worst first."""
+    if not isinstance(section, Mapping):
+        return []
+    n = _get(section, "summary", "the report's pause_risks")
+    out = [
+        f"Pause risks: {int(n['overcommitted'])} overcommitted of {int(n['storages'])} "
+        f"storage{_plural(n['storages'])}, "
+        f"{int(n['at_risk_domains'])} domain{_plural(n['at_risk_domains'])} at risk on {int(n['hosts_forecast'])} of "
+        f"{int(n['hosts'])} host{_plural(n['hosts'])}"
+    ]
+    for st in _get(section, "storages", "the report's pause_risks"):
+        who = []
+        if st["would_pause"]:
+            who.append("would pause: " + ", ".join(st["would_pause"]))
+        if st["would_see_errors"]:
+            who.append("write errors: " + ", ".join(st["would_see_errors"]))
+        if st["would_drop_writes"]:
+            who.append("writes dropped: " + ", ".join(st["would_drop_writes"]))
+        out.append(f"  {st['severity']!s:<8} {st['host']!s} {st['name']!s}: " + "; ".join(who or ["no domain"]))
+    out.extend(
+        f"  {r['severity']!s:<8} {r['host']!s} {r['kind']!s}: {', '.join(r['domains'])}"
+        for r in _get(section, "risks", "the report's pause_risks")
+    )
+    out.extend(
+        f"  {h['name']!s} forecast {h['status'] if h['status'] != 'forecast' else 'incomplete'!s}: {h['message']!s}"
+        for h in _get(section, "hosts", "the report's pause_risks")
+        if h["status"] != "forecast" or not h["complete"]
+    )
+    return out
+
+
 def fleet_report_text(report, run_at, files: Sequence[str] = (), written: Sequence = (), check_mode=False):
     """A fleet report -> the run's summary lines.
 
@@ -127,6 +159,7 @@ def fleet_report_text(report, run_at, files: Sequence[str] = (), written: Sequen
             for r in drbd
             if r["verdict"] != "healthy"
         )
+    out.extend(_risk_lines(report.get("pause_risks")))
     for h in _get(report, "hosts", "the fleet report"):
         if h["status"] == "diagnosed" and h["complete"]:
             continue
