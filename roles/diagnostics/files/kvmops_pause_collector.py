@@ -10,6 +10,12 @@ Installed by the kvmops.fleet.diagnostics role (entry point ``collector``) as
 (``diagnostics_collector_python``). It runs exactly the diagnosis kvm_pause_facts runs (``pause/_collect_io.collect``,
 bounded by a forked worker that is killed at the timeout) and turns it into metrics with ``pause/_promtext``.
 
+With ``forecast`` on, the run also forecasts pause risks (``forecast/_collect_io.collect``, what kvm_pause_risk
+runs) and exports them with ``forecast/_promtext``, beside the host's memory pressure (always) and the operstate
+of the bridges and uplinks the paused domains' interfaces use (always; read from libvirtd's status XML); the
+forecast's state (one free-bytes sample per storage, for the fill rate and the time until full) is kept in
+``forecast-collector.json`` in the state directory, written atomically with ``common/_files_io.write_atomic``.
+
 One run: take the lock (a second run while one is active exits 75 at once: runs never stack), read the
 state file, collect, write the state and then the textfile, each atomically (temporary file in the same
 directory, fsync, rename), print one line for the journal. Exit 0 when libvirt answered completely,
@@ -42,7 +48,10 @@ DEFAULTS = {
     "interval": 30.0,
     "paused_alert_seconds": 900.0,
     "stale_alert_seconds": 300.0,
+    "forecast": False,
 }
+STATUS_DIR = "/run/libvirt/qemu"
+SYS_NET = "/sys/class/net"
 STATE_FILE = "pause-collector.json"
 LOCK_FILE = "pause-collector.lock"
 TEXTFILE = "kvmops_pause.prom"
@@ -68,6 +77,7 @@ def parse_args(argv):
     p.add_argument("--interval", type=float, help="seconds between runs (exported for dashboards)")
     p.add_argument("--paused-alert-seconds", type=float, help="exported threshold of KvmopsDomainPausedTooLong")
     p.add_argument("--stale-alert-seconds", type=float, help="exported threshold of KvmopsCollectorStale")
+    p.add_argument("--forecast", action="store_true", default=None, help="also export the pause-risk forecast")
     return p.parse_args(argv)
 
 
@@ -100,6 +110,8 @@ def settings(args) -> dict:
             raise UsageError(f"{key} must be a number, got {cfg[key]!r}") from None
         if cfg[key] <= 0:
             raise UsageError(f"{key} must be positive, got {cfg[key]}")
+    if not isinstance(cfg["forecast"], bool):
+        raise UsageError(f"forecast must be true or false, got {cfg['forecast']!r}")
     if not isinstance(cfg["domains"], list) or not all(isinstance(d, str) for d in cfg["domains"]):
         raise UsageError("domains must be a list of names or globs")
     if not os.path.isdir(cfg["textfile_dir"]):
@@ -121,6 +133,85 @@ def import_collection(libdir: str):
     except ImportError as exc:
         raise UsageError(f"cannot import the kvmops.fleet module_utils from {libdir}: {exc}") from None
     return _collect_io, _libvirt_io, _promtext
+
+
+def import_forecast():
+    """The forecast's module_utils (kvm_pause_risk's collection and the metrics of it), and write_atomic."""
+    try:
+        from ansible_collections.kvmops.fleet.plugins.module_utils.common import _files_io  # noqa: PLC0415
+        from ansible_collections.kvmops.fleet.plugins.module_utils.forecast import (  # noqa: PLC0415
+            _collect_io,
+            _promtext,
+        )
+    except ImportError as exc:
+        raise UsageError(f"cannot import the kvmops.fleet forecast module_utils: {exc}") from None
+    return _collect_io, _promtext, _files_io
+
+
+def read_text(path: str):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def paused_bridges(report, fmetrics) -> dict:
+    """{paused domain: [(bridge, tap)]} from libvirtd's status XML of each paused domain (never a libvirt call:
+    a domain blocked in a job must not block this)."""
+    out = {}
+    for entry in (report or {}).get("paused") or []:
+        text = read_text(os.path.join(STATUS_DIR, f"{entry['name']}.xml"))
+        if text:
+            out[entry["name"]] = fmetrics.domain_bridges(text)
+    return out
+
+
+def link_states(bridges: dict) -> dict:
+    """{interface: (operstate, ports)} for every bridge in ``bridges`` and its ports that are not taps."""
+    out = {}
+    for bridge in sorted({b for pairs in bridges.values() for b, _tap in pairs}):
+        base = os.path.join(SYS_NET, bridge)
+        state = (read_text(os.path.join(base, "operstate")) or "notpresent").strip()
+        try:
+            ports = sorted(os.listdir(os.path.join(base, "brif")))
+        except OSError:
+            ports = []
+        uplinks = [p for p in ports if not os.path.exists(os.path.join(SYS_NET, p, "tun_flags"))]
+        out[bridge] = (state, uplinks)
+        for port in uplinks:
+            out[port] = ((read_text(os.path.join(SYS_NET, port, "operstate")) or "notpresent").strip(), [])
+    return out
+
+
+def forecast_part(cfg, report, libvirt_mod, errors) -> str:
+    """The forecast's metrics (with the host's memory pressure and the paused domains' bridges) as text."""
+    fcollect, fmetrics, files_io = import_forecast()
+    forecast = None
+    if cfg["forecast"]:
+        try:
+            forecast = fcollect.collect(cfg["uri"], cfg["timeout"], cfg["domains"], started=time.monotonic())
+        except libvirt_mod.KvmError as exc:
+            errors.append(f"forecast: {exc}")
+            forecast = {}
+        except Exception as exc:  # reported as kvmops_forecast_success 0, never a stale file
+            errors.append(f"forecast: internal error: {type(exc).__name__}: {exc}")
+            traceback.print_exc()
+            forecast = {}
+    state_path = os.path.join(cfg["state_dir"], fmetrics.STATE_FILE)
+    bridges = paused_bridges(report, fmetrics)
+    text, new_state = fmetrics.render(
+        forecast,
+        read_state(state_path),
+        now=time.time(),
+        meminfo_text=read_text("/proc/meminfo"),
+        psi_text=read_text("/proc/pressure/memory"),
+        paused_bridges=bridges,
+        links=link_states(bridges),
+    )
+    if forecast is not None:
+        files_io.write_atomic(state_path, json.dumps(new_state, indent=1, sort_keys=True) + "\n")
+    return text
 
 
 def take_lock(path: str):
@@ -209,6 +300,11 @@ def main(argv=None) -> int:
         errors.append(f"internal error: {type(exc).__name__}: {exc}")
         traceback.print_exc()
     duration = time.monotonic() - started
+    try:
+        extra = forecast_part(cfg, report, libvirt_mod, errors)
+    except (UsageError, OSError) as exc:
+        errors.append(f"forecast metrics: {exc}")
+        extra = ""
     text, new_state = promtext.render(
         report,
         state,
@@ -220,7 +316,7 @@ def main(argv=None) -> int:
         errors=errors,
     )
     write_atomic(state_path, json.dumps(new_state, indent=1, sort_keys=True) + "\n")
-    write_atomic(os.path.join(cfg["textfile_dir"], TEXTFILE), text)
+    write_atomic(os.path.join(cfg["textfile_dir"], TEXTFILE), text + extra)
     ok = report is not None and report["complete"]
     print(f"kvmops-pause-collector: {summary_line(report, errors, duration)}", file=sys.stdout if ok else sys.stderr)
     os.close(lock)
