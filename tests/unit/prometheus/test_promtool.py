@@ -33,7 +33,9 @@ def test_check_rules():
     assert f"SUCCESS: {len(alerts)} rules found" in res.stdout
     assert set(alerts) == {"KvmopsDomainPausedTooLong", "KvmopsDomainStorageFull", "KvmopsDiskIOError",
                            "KvmopsCollectorStale", "KvmopsCollectorFailing", "KvmopsStorageUnresponsive",
-                           "KvmopsDrbdSplitBrain", "KvmopsDrbdDegraded"}
+                           "KvmopsDrbdSplitBrain", "KvmopsDrbdDegraded", "KvmopsStorageOvercommitted",
+                           "KvmopsStorageFillsSoon", "KvmopsDomainPausesRepeatedly", "KvmopsPausedUnderMemoryPressure",
+                           "KvmopsPausedDomainBridgeDown"}
 
 
 def test_rule_unit_tests():
