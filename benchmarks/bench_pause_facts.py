@@ -728,6 +728,12 @@ def main() -> int:
     ap.add_argument("--no-fleet", action="store_true")
     ap.add_argument("--no-curve", action="store_true")
     ap.add_argument("--fleet-hosts", type=int, default=50)
+    ap.add_argument(
+        "--diagnose-hosts",
+        type=int,
+        default=100,
+        help="hosts of the diagnose-playbook fleet (benchmarks/bench_fleet.py, 1,000 domains each); 0 skips it",
+    )
     ap.add_argument("--workdir", help="default: a fresh temporary directory, removed at the end")
     args = ap.parse_args()
     ensure_venv()
@@ -795,6 +801,26 @@ def main() -> int:
         if not args.no_fleet:
             report["fleet"], t = fleet(r, work, args.fleet_hosts, 1000, args.reps)
             md += [f"## Fleet: {args.fleet_hosts} hosts x 1,000 domains (100 paused), local connection", "", t, ""]
+        if not args.no_fleet and args.diagnose_hosts > 0:
+            # the whole diagnose playbook (report included) beside community.libvirt info and a bare task, its own
+            # private daemon (this one's resident domains are gone by now); one repetition: a fleet run is long
+            fleet_md = HERE / "fleet-part.md"
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(HERE / "bench_fleet.py"),
+                    "--hosts",
+                    str(args.diagnose_hosts),
+                    "--out",
+                    str(fleet_md),
+                ],
+                check=False,
+            )
+            md += [
+                fleet_md.read_text() if fleet_md.exists() else "diagnose fleet: no result (see the output above)",
+                "",
+            ]
+            fleet_md.unlink(missing_ok=True)
         if not args.no_lab:
             try:
                 report["lab"], t = lab_part(r, args.reps, mruns)
