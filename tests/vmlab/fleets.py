@@ -8,8 +8,9 @@ addressed, ``bond1`` (eth3) and ``bond2`` (eth4) unaddressed for bonds, VLANs an
 runs the network. For DRBD (repl, vdb), the cluster (lan + repl, sbd), bridges and bonds (lan, bond1, bond2),
 host tuning (NUMA, disks) and kvm_tune on a nested hypervisor (libvirt in the VMs).
 
-``PROVIDERS``: one VM per other network provider (``nmhost``: NetworkManager, ``ifuphost``: ifupdown) on one
-addressed link, for the bridge role's provider matrix.
+``PROVIDERS``: one small VM per network provider (``nmhost``: NetworkManager, ``ifuphost``: ifupdown, ``ndhost``:
+systemd-networkd) on one addressed link, for the bridge role's provider matrix and its three-host ``serial: 1``
+rollout.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ HV2 = FleetSpec(
 
 PROVIDERS = FleetSpec(
     vms=[VMSpec("nmhost", memory_mb=512, disks=[], net="nm"),
-         VMSpec("ifuphost", memory_mb=512, disks=[], net="ifupdown")],
+         VMSpec("ifuphost", memory_mb=512, disks=[], net="ifupdown"),
+         VMSpec("ndhost", memory_mb=512, disks=[], net="networkd")],
     links=[LinkSpec("lan")],
 )

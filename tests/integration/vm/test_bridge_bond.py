@@ -26,6 +26,7 @@ import pytest
 
 from vmlab.controller import playbook_argv, ssh_over_link, write_inventory
 from vmlab.fleets import HV2
+from vmlab.netstate import config, state
 from vmlab.pytest_plugin import report
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
@@ -39,36 +40,6 @@ TIMING = {"bridge_rollback_timeout": 40, "bridge_confirm_timeout": 15, "bridge_s
 FILES = ["05-kvmops-bond0-member-{a}.network", "05-kvmops-bond0-member-{b}.network", "05-kvmops-bond0.netdev",
          "05-kvmops-bond0.network", "05-kvmops-brv10.netdev", "05-kvmops-brv10.network", "05-kvmops-vlan10.netdev",
          "05-kvmops-vlan10.network"]
-
-# links (kind, master, MTU, state, MAC), addresses, routes and the provider's files, in one round trip; the VM's own
-# ip -j output with the fields that move by themselves (lifetimes, counters) left out
-STATE = r"""
-import hashlib, json, os, subprocess
-def ipj(*a):
-    return json.loads(subprocess.run(["ip", "-j", *a], capture_output=True, text=True, check=True).stdout or "[]")
-links = {l["ifname"]: [(l.get("linkinfo") or {}).get("info_kind"), l.get("master"), l["mtu"], l["operstate"],
-                       l.get("address")] for l in ipj("-d", "link", "show")}
-addrs = {a["ifname"]: sorted("%s/%s" % (i["local"], i["prefixlen"]) for i in a.get("addr_info", []))
-         for a in ipj("addr", "show")}
-routes = sorted(json.dumps({k: v for k, v in r.items() if k != "expires"}, sort_keys=True)
-                for r in ipj("route", "show") + ipj("-6", "route", "show"))
-d = "/etc/systemd/network"
-files = {n: hashlib.sha256(open(os.path.join(d, n), "rb").read()).hexdigest() for n in sorted(os.listdir(d))}
-counters = {n: open("/sys/class/net/%s/carrier_changes" % n).read().strip() for n in links}
-ifindex = {l["ifname"]: l["ifindex"] for l in ipj("link", "show")}
-print(json.dumps({"links": links, "addrs": addrs, "routes": routes, "files": files,
-                  "counters": counters, "ifindex": ifindex}))
-"""
-
-
-def state(vm) -> dict:
-    return json.loads(vm.ssh("python3 -", input=STATE, timeout=120).stdout)
-
-
-def config(s: dict) -> dict:
-    """What a rollback must restore exactly (ifindex and carrier counters may move)."""
-    return {k: s[k] for k in ("links", "addrs", "routes", "files")}
-
 
 def nics(vm) -> tuple[str, str]:
     return vm.nic("bond1").iface, vm.nic("bond2").iface

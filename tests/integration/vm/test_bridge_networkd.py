@@ -18,16 +18,13 @@ inputs, each refused naming the variable with nothing changed.
 """
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
 import time
 
 import pytest
 
-from vmlab.controller import playbook_argv, run_play, ssh_over_link, task, write_inventory
+from vmlab.controller import run_play, ssh_over_link, task, write_inventory
 from vmlab.fleets import HV2
+from vmlab.netstate import config, kill_when_live, state, wait_reverted
 from vmlab.pytest_plugin import report
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
@@ -35,35 +32,6 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow]
 HOST, PEER = "vma", "vmb"
 # timeouts for a TCG guest on a shared 2-core machine: a new SSH connection takes 2-5 s
 TIMING = {"bridge_rollback_timeout": 30, "bridge_confirm_timeout": 12, "bridge_settle_timeout": 10}
-
-# links (kind, master, MTU, state), addresses, routes and the provider's files, in one round trip; the VM's own
-# ip -j output with the fields that move by themselves (lifetimes, counters) left out
-STATE = r"""
-import hashlib, json, os, subprocess
-def ipj(*a):
-    return json.loads(subprocess.run(["ip", "-j", *a], capture_output=True, text=True, check=True).stdout or "[]")
-links = {l["ifname"]: [(l.get("linkinfo") or {}).get("info_kind"), l.get("master"), l["mtu"], l["operstate"],
-                       l.get("address")] for l in ipj("-d", "link", "show")}
-addrs = {a["ifname"]: sorted("%s/%s" % (i["local"], i["prefixlen"]) for i in a.get("addr_info", []))
-         for a in ipj("addr", "show")}
-routes = sorted(json.dumps(r, sort_keys=True) for r in ipj("route", "show") + ipj("-6", "route", "show"))
-d = "/etc/systemd/network"
-files = {n: hashlib.sha256(open(os.path.join(d, n), "rb").read()).hexdigest() for n in sorted(os.listdir(d))}
-counters = {n: open("/sys/class/net/%s/carrier_changes" % n).read().strip() for n in links}
-ifindex = {l["ifname"]: l["ifindex"] for l in ipj("link", "show")}
-print(json.dumps({"links": links, "addrs": addrs, "routes": routes, "files": files,
-                  "counters": counters, "ifindex": ifindex}))
-"""
-
-
-def state(vm) -> dict:
-    return json.loads(vm.ssh("python3 -", input=STATE, timeout=120).stdout)
-
-
-def config(s: dict) -> dict:
-    """What a rollback must restore exactly (ifindex and carrier counters may move)."""
-    return {k: s[k] for k in ("links", "addrs", "routes", "files")}
-
 
 # the role hands br0 to the VM's own libvirtd (the hypervisor image's, socket-activated: its first connection starts it)
 NETWORKS = {"bridge_libvirt_networks": [{"name": "br0", "bridge": "br0"}], "bridge_libvirt_timeout": 120}
@@ -96,23 +64,10 @@ def _play(tasks: list | None) -> dict:
     return {"gather_facts": False, **body}
 
 
-def _argv(fleet, extra: dict, check: bool, tasks: list | None = None) -> tuple[list, dict]:
-    return playbook_argv(fleet, dict(_play(tasks), hosts=HOST), dict(TIMING, **extra), check)
-
-
 def play(fleet, extra: dict, check: bool = False, tasks: list | None = None) -> dict:
     """ansible-playbook from the controller's namespace -> {"rc", "stats" (of HOST), "results": [task results of
     HOST], "seconds"}."""
     return run_play(fleet, HOST, _play(tasks), dict(TIMING, **extra), check)
-
-
-def wait_reverted(vm, timeout: float) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if vm.ssh("test -e /var/lib/kvmops-bridge/pending/reverted", check=False).returncode == 0:
-            return time.monotonic() - t0
-        time.sleep(1)
-    raise AssertionError(f"no revert within {timeout} s")
 
 
 def test_check_mode_shows_every_file_and_touches_nothing(hv):
@@ -143,27 +98,8 @@ def test_a_killed_controller_leaves_the_host_to_revert_by_itself(hv):
     vm = hv[HOST]
     before = state(vm)
     timing = {"bridge_rollback_timeout": 20, "bridge_confirm_timeout": 8, "bridge_settle_timeout": 8}
-    argv, env = _argv(hv, dict(timing, bridge_bridges=[bridge()]), False)
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        live = False
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            out = vm.ssh("test -e /var/lib/kvmops-bridge/pending/applied && ip -br addr show br0", check=False)
-            if out.returncode == 0 and "10.213.1.11/24" in out.stdout:
-                live = True
-                break
-            time.sleep(0.2)
-        assert live and proc.poll() is None, "the change did not go live while ansible-playbook ran"
-        os.killpg(proc.pid, signal.SIGKILL)
-        killed = time.monotonic()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert vm.ssh("test -e /var/lib/kvmops-bridge/pending/confirmed", check=False).returncode != 0, \
-        "the confirmation ran before the kill"
+    killed = kill_when_live(hv, vm, dict(_play(None), hosts=HOST), dict(timing, bridge_bridges=[bridge()]),
+                            "10.213.1.11/24")
     wait_reverted(vm, 40)
     report(f"bridge: the host reverted {time.monotonic() - killed:.0f} s after the controller was killed")
     assert vm.ssh("cat /var/lib/kvmops-bridge/pending/reverted").stdout.strip() == \

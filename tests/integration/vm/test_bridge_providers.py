@@ -18,22 +18,19 @@ joins br0 and reaches the peer through it), check again and real again changing 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from vmlab.controller import run_play, ssh_over_link, task, write_inventory
 from vmlab.fleets import PROVIDERS
+from vmlab.netstate import PENDING, config, differences, kill_when_live, state, wait_reverted
 from vmlab.pytest_plugin import report
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
-# provider -> (the VM it runs, its peer, the files the provider reads, what the provider says is active)
-CASES = {
-    "nm": ("nmhost", "ifuphost", ["/etc/NetworkManager/system-connections"],
-           "nmcli -t -f NAME,DEVICE,TYPE connection show --active | sort"),
-    "ifupdown": ("ifuphost", "nmhost", ["/etc/network/interfaces", "/etc/network/interfaces.d"],
-                 "ifquery --state | sort"),
-}
+# provider -> (the VM it runs, its peer); the files each provider reads: vmlab.netstate.PROVIDER_FILES
+CASES = {"nm": ("nmhost", "ifuphost"), "ifupdown": ("ifuphost", "nmhost")}
 # what each provider's conversion writes (the diff of check mode, exactly)
 FILES = {
     "nm": ["/etc/NetworkManager/system-connections/kvmops-br0-port-eth1.nmconnection",
@@ -42,55 +39,6 @@ FILES = {
 }
 # timeouts for a TCG guest on a shared 2-core machine: a new SSH connection takes 2-5 s
 TIMING = {"bridge_rollback_timeout": 30, "bridge_confirm_timeout": 12, "bridge_settle_timeout": 10}
-
-# links (kind, master, MTU, state, MAC), addresses, routes, the provider's files (hash and mode) and its view of
-# what is active, in one round trip; ip -j output with the fields that move by themselves left out
-STATE = r"""
-import hashlib, json, os, subprocess, sys
-def ipj(*a):
-    return json.loads(subprocess.run(["ip", "-j", *a], capture_output=True, text=True, check=True).stdout or "[]")
-links = {l["ifname"]: [(l.get("linkinfo") or {}).get("info_kind"), l.get("master"), l["mtu"], l["operstate"],
-                       l.get("address")] for l in ipj("-d", "link", "show")}
-addrs = {a["ifname"]: sorted("%s/%s" % (i["local"], i["prefixlen"]) for i in a.get("addr_info", []))
-         for a in ipj("addr", "show")}
-# "expires": router advertisements' routes (ifupdown's eth0 takes them from QEMU's user network) count down
-routes = sorted(json.dumps({k: v for k, v in r.items() if k != "expires"}, sort_keys=True)
-                for r in ipj("route", "show") + ipj("-6", "route", "show"))
-files = {}
-for top in sys.argv[2:]:
-    paths = [os.path.join(top, n) for n in sorted(os.listdir(top))] if os.path.isdir(top) else [top]
-    for p in paths:
-        files[p] = [hashlib.sha256(open(p, "rb").read()).hexdigest(), oct(os.stat(p).st_mode & 0o7777)]
-active = subprocess.run(sys.argv[1], shell=True, capture_output=True, text=True).stdout.split()
-counters = {n: open("/sys/class/net/%s/carrier_changes" % n).read().strip() for n in links}
-ifindex = {l["ifname"]: l["ifindex"] for l in ipj("link", "show")}
-print(json.dumps({"links": links, "addrs": addrs, "routes": routes, "files": files, "active": active,
-                  "counters": counters, "ifindex": ifindex}))
-"""
-
-
-def state(vm, provider: str) -> dict:
-    _host, _peer, paths, active = CASES[provider]
-    argv = " ".join(["python3", "-", "'" + active + "'", *paths])
-    return json.loads(vm.ssh(argv, input=STATE, timeout=120).stdout)
-
-
-def config(s: dict) -> dict:
-    """What a rollback must restore exactly (ifindex and carrier counters may move)."""
-    return {k: s[k] for k in ("links", "addrs", "routes", "files", "active")}
-
-
-def differences(a: dict, b: dict) -> dict:
-    """key -> (only in a, only in b) for every key whose values differ (lists and mappings as sets of items)."""
-    out = {}
-    for k in sorted(set(a) | set(b)):
-        x, y = a.get(k), b.get(k)
-        if x != y:
-            sx = {json.dumps(i, sort_keys=True) for i in (x.items() if isinstance(x, dict) else x or [])}
-            sy = {json.dumps(i, sort_keys=True) for i in (y.items() if isinstance(y, dict) else y or [])}
-            out[k] = (sorted(sx - sy), sorted(sy - sx))
-    return out
-
 
 def bridge(address: str, **kw) -> dict:
     return dict({"name": "br0", "ports": ["eth1"], "addresses": [address]}, **kw)
@@ -112,7 +60,7 @@ def play(fleet, host: str, extra: dict, check: bool = False) -> dict:
 
 @pytest.mark.parametrize("provider", list(CASES))
 def test_a_probe_that_fails_reverts_the_host_to_its_previous_configuration(fleet, provider):
-    name, _peer, _paths, _active = CASES[provider]
+    name, _peer = CASES[provider]
     vm = fleet[name]
     before = state(vm, provider)
     res = play(fleet, name, {"bridge_bridges": [bridge(f"{vm.addr('lan')}/24")],
@@ -132,8 +80,27 @@ def test_a_probe_that_fails_reverts_the_host_to_its_previous_configuration(fleet
 
 
 @pytest.mark.parametrize("provider", list(CASES))
+def test_a_killed_controller_leaves_the_host_to_revert_by_itself(fleet, provider):
+    """SIGKILL to ansible-playbook once the change is live and before the confirmation: the host's timer puts the
+    provider's previous configuration back, and the controller reaches the host over eth1 again."""
+    name, _peer = CASES[provider]
+    vm = fleet[name]
+    before = state(vm, provider)
+    timing = {"bridge_rollback_timeout": 20, "bridge_confirm_timeout": 8, "bridge_settle_timeout": 8}
+    address = f"{vm.addr('lan')}/24"
+    play_ = {"hosts": name, "gather_facts": False, "roles": [{"role": "kvmops.fleet.bridge"}]}
+    killed = kill_when_live(fleet, vm, play_, dict(timing, bridge_bridges=[bridge(address)]), address)
+    wait_reverted(vm, 40)
+    report(f"bridge {provider}: the host reverted {time.monotonic() - killed:.0f} s after the controller was killed")
+    assert vm.ssh(f"cat {PENDING}/reverted").stdout.strip() == "the controller did not confirm the change within 20 s"
+    after = state(vm, provider)
+    assert config(after) == config(before), differences(config(after), config(before))
+    assert ssh_over_link(fleet, vm) == name
+
+
+@pytest.mark.parametrize("provider", list(CASES))
 def test_eth1_becomes_br0_keeping_its_address_then_nothing_to_do(fleet, provider):
-    name, peer_name, _paths, _active = CASES[provider]
+    name, peer_name = CASES[provider]
     vm, peer = fleet[name], fleet[peer_name]
     want = {"bridge_bridges": [bridge(f"{vm.addr('lan')}/24")], "bridge_probe_targets": [peer.addr("lan")]}
     before = state(vm, provider)

@@ -1,6 +1,6 @@
 """The hypervisor image's other network providers, chosen per VM at boot (vmlab.fleets.PROVIDERS): NetworkManager
-and ifupdown run the links instead of systemd-networkd, the VMs reach each other, and a controller in the run's
-namespace reaches each of them over the link."""
+and ifupdown run the links instead of systemd-networkd (which runs the third VM's), the VMs reach each other, and a
+controller in the run's namespace reaches each of them over the link."""
 from __future__ import annotations
 
 import subprocess
@@ -38,10 +38,20 @@ def test_ifupdown_runs_the_links_of_its_vm(providers):
     assert lines[-1] == "ifupdown"
 
 
-def test_the_providers_vms_reach_each_other_and_the_controller_reaches_both(providers):
-    nm, ifup = providers["nmhost"], providers["ifuphost"]
+def test_networkd_runs_the_links_of_the_third_vm(providers):
+    vm = providers["ndhost"]
+    out = vm.ssh("systemctl is-active systemd-networkd NetworkManager networking || true; "
+                 "cat /var/lib/vmlab/links-configured")
+    lines = out.stdout.split()
+    assert lines[:3] == ["active", "inactive", "inactive"], lines
+    assert lines[-1] == "networkd"
+
+
+def test_the_providers_vms_reach_each_other_and_the_controller_reaches_all(providers):
+    nm, ifup, nd = providers["nmhost"], providers["ifuphost"], providers["ndhost"]
     assert nm.ssh(f"ping -c1 -W5 {ifup.addr('lan')}", check=False).returncode == 0
-    for vm in (nm, ifup):
+    assert nd.ssh(f"ping -c1 -W5 {nm.addr('lan')}", check=False).returncode == 0
+    for vm in (nm, ifup, nd):
         argv = providers.netns_argv(["ssh", "-i", str(providers.key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
                                      "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                                      "-o", "LogLevel=ERROR", f"root@{vm.addr('lan')}", "hostname"])
