@@ -267,14 +267,7 @@ def main() -> int:
     finally:
         daemon.stop()
         report["load_after"] = os.getloadavg()
-        text = "\n".join(md)
-        (OUT / "fleet.md").write_text(text + "\n")
-        if args.out:
-            Path(args.out).write_text(text + "\n")
-        (OUT / "fleet.json").write_text(json.dumps(report, indent=1, default=str))
-        print(text)
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+        base.finish("fleet", "\n".join(md), report, None if args.workdir else work, also=args.out)
     return 0
 
 

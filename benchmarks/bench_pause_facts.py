@@ -707,6 +707,18 @@ def lab_part(r: Runner, reps: int, module_runs: int = 1) -> tuple[dict | None, s
     return s, table_runs([s]) + "\n\n" + table_module([s])
 
 
+def finish(name: str, text: str, report: dict, scratch: Path | None, also: str | None = None) -> None:
+    """Write NAME.md and NAME.json under .build/bench (and the Markdown to ``also``), print the Markdown,
+    remove the scratch work dir."""
+    (OUT / f"{name}.md").write_text(text + "\n")
+    if also:
+        Path(also).write_text(text + "\n")
+    (OUT / f"{name}.json").write_text(json.dumps(report, indent=1, default=str))
+    print(text)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3, help="repetitions of every row (medians of these)")
@@ -846,12 +858,7 @@ def main() -> int:
             f"Run {report['started']}, {report['seconds'] / 60:.1f} min, {report['cores']} cores, load average "
             f"(1 min) {report['load_before'][0]:.1f} -> {report['load_after'][0]:.1f}; {report.get('daemon', '')}\n",
         )
-        text = "\n".join(md)
-        (OUT / "results.md").write_text(text + "\n")
-        (OUT / "results.json").write_text(json.dumps(report, indent=1, default=str))
-        print(text)
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+        finish("results", "\n".join(md), report, None if args.workdir else work)
     return 0
 
 
