@@ -46,18 +46,6 @@ OUT = base.OUT
 BOOKS = {"diagnose": "fleet_diagnose.yml", "libvirt_info": "libvirt_info.yml", "bare": "noop.yml"}
 
 
-def ensure_venv() -> None:
-    """Re-exec this script in the benchmark venv (the one of bench_pause_facts), creating it when missing."""
-    if Path(sys.prefix).resolve() != base.VENV.resolve():
-        if not (base.VENV / "bin" / "python").exists():
-            subprocess.run(["/usr/bin/python3", "-m", "venv", str(base.VENV)], check=True)
-            subprocess.run(
-                [str(base.VENV / "bin" / "python"), "-m", "pip", "install", "-q", *base.VENV_PACKAGES], check=True
-            )
-        py = str(base.VENV / "bin" / "python")
-        os.execv(py, [py, __file__, *sys.argv[1:]])  # noqa: S606 - re-exec ourselves in the venv
-
-
 def run_book(work: Path, py: str, inv: Path, book: str, forks: int, tag: str, profile: Path | None = None) -> dict:
     """One ansible-playbook run; wall, rc, peak RSS of the process tree, the callback's timings."""
     timing = work / f"timing-{tag}.json"
@@ -176,7 +164,7 @@ def main() -> int:
     bad = [b for b in books if b not in BOOKS]
     if bad:
         ap.error(f"--books: unknown {', '.join(bad)} (choose from {', '.join(BOOKS)})")
-    ensure_venv()
+    base.ensure_venv()
     sys.path.insert(0, str(base.REPO / "tests"))
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kvmops-fleet-"))
     work.mkdir(parents=True, exist_ok=True)

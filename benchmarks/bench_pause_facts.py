@@ -54,7 +54,8 @@ RUNNING, PAUSED = 1, 3
 
 
 def ensure_venv() -> None:
-    """Re-exec in the benchmark venv, creating it first when missing."""
+    """Re-exec the running script (sys.argv[0]: this one, or bench_fleet / bench_pause_risk importing this
+    function) in the benchmark venv, creating it first when missing."""
     if Path(sys.prefix).resolve() == VENV.resolve():
         return
     py = VENV / "bin" / "python"
@@ -62,7 +63,8 @@ def ensure_venv() -> None:
         print(f"creating the benchmark venv {VENV} (PyPI: {' '.join(VENV_PACKAGES)})", flush=True)
         subprocess.run(["/usr/bin/python3", "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", *VENV_PACKAGES], check=True)
-    os.execv(str(py), [str(py), __file__, *sys.argv[1:]])  # noqa: S606 - re-exec ourselves in the venv
+    script = os.path.abspath(sys.argv[0])  # not __file__: an importing benchmark must re-run itself, not this
+    os.execv(str(py), [str(py), script, *sys.argv[1:]])  # noqa: S606 - re-exec ourselves in the venv
 
 
 def paused_states(n: int, paused: int) -> list:
