@@ -57,6 +57,29 @@ class LoopExt4:
         os.sync()
 
 
+def file_disk_xml(path: Path, fmt: str = "raw", policy: str = "stop", target: str = "vda") -> str:
+    """A file-backed virtio disk with libvirt's error_policy (stop, enospace, report, ignore)."""
+    return f"""
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='{fmt}' error_policy='{policy}'/>
+      <source file='{path}'/>
+      <target dev='{target}' bus='virtio'/>
+    </disk>"""
+
+
+def sparse_raw_on_loop(d, image_mib: int = 24, fs_mib: int = 20, policy: str = "stop") -> tuple:
+    """For ``Lab.create_running``'s prepare: an empty ``fs_mib`` MiB loop ext4 holding one sparse raw image of
+    ``image_mib`` MiB (nothing written: it can still claim all of it), both recorded on ``d``.
+    Returns (the LoopExt4, the image path, its disk XML)."""
+    fs = LoopExt4(d.lab.dir / f"{d.name}.ext4", d.lab.dir / f"{d.name}.mnt", size_mib=fs_mib, ballast_mib=0)
+    fs.create(d.record)
+    img = fs.mount_point / "big.raw"
+    with open(img, "wb") as f:
+        f.truncate(image_mib * MiB)
+    d.record({"kind": "path", "path": str(img)})
+    return fs, img, file_disk_xml(img, "raw", policy)
+
+
 class NbdExport:
     """qemu-storage-daemon exporting a raw file as NBD export ``disk0`` on a unix socket.
 

@@ -121,31 +121,28 @@ def settings(args) -> dict:
 
 
 def import_collection(libdir: str):
-    """The collection's own module_utils: the diagnosis is the one kvm_pause_facts runs, not a copy."""
+    """The collection's own module_utils: the diagnosis kvm_pause_facts runs and the forecast kvm_pause_risk runs,
+    not copies; the last item holds the forecast's collection and metrics and common/_files_io."""
     if libdir not in sys.path:
         sys.path.insert(0, libdir)
     try:
-        from ansible_collections.kvmops.fleet.plugins.module_utils.common import _libvirt_io  # noqa: PLC0415
+        from ansible_collections.kvmops.fleet.plugins.module_utils.common import (  # noqa: PLC0415
+            _files_io,
+            _libvirt_io,
+        )
+        from ansible_collections.kvmops.fleet.plugins.module_utils.forecast import (  # noqa: PLC0415
+            _collect_io as _forecast_io,
+        )
+        from ansible_collections.kvmops.fleet.plugins.module_utils.forecast import (  # noqa: PLC0415
+            _promtext as _forecast_text,
+        )
         from ansible_collections.kvmops.fleet.plugins.module_utils.pause import (  # noqa: PLC0415
             _collect_io,
             _promtext,
         )
     except ImportError as exc:
         raise UsageError(f"cannot import the kvmops.fleet module_utils from {libdir}: {exc}") from None
-    return _collect_io, _libvirt_io, _promtext
-
-
-def import_forecast():
-    """The forecast's module_utils (kvm_pause_risk's collection and the metrics of it), and write_atomic."""
-    try:
-        from ansible_collections.kvmops.fleet.plugins.module_utils.common import _files_io  # noqa: PLC0415
-        from ansible_collections.kvmops.fleet.plugins.module_utils.forecast import (  # noqa: PLC0415
-            _collect_io,
-            _promtext,
-        )
-    except ImportError as exc:
-        raise UsageError(f"cannot import the kvmops.fleet forecast module_utils: {exc}") from None
-    return _collect_io, _promtext, _files_io
+    return _collect_io, _libvirt_io, _promtext, (_forecast_io, _forecast_text, _files_io)
 
 
 def read_text(path: str):
@@ -184,9 +181,9 @@ def link_states(bridges: dict) -> dict:
     return out
 
 
-def forecast_part(cfg, report, libvirt_mod, errors) -> str:
+def forecast_part(cfg, report, libvirt_mod, forecast_mods, errors) -> str:
     """The forecast's metrics (with the host's memory pressure and the paused domains' bridges) as text."""
-    fcollect, fmetrics, files_io = import_forecast()
+    fcollect, fmetrics, files_io = forecast_mods
     forecast = None
     if cfg["forecast"]:
         try:
@@ -278,7 +275,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = settings(args)
-        collect_mod, libvirt_mod, promtext = import_collection(cfg["libdir"])
+        collect_mod, libvirt_mod, promtext, forecast_mods = import_collection(cfg["libdir"])
         os.makedirs(cfg["state_dir"], mode=0o755, exist_ok=True)
     except (UsageError, OSError) as exc:
         print(f"kvmops-pause-collector: {exc}", file=sys.stderr)
@@ -301,8 +298,8 @@ def main(argv=None) -> int:
         traceback.print_exc()
     duration = time.monotonic() - started
     try:
-        extra = forecast_part(cfg, report, libvirt_mod, errors)
-    except (UsageError, OSError) as exc:
+        extra = forecast_part(cfg, report, libvirt_mod, forecast_mods, errors)
+    except OSError as exc:
         errors.append(f"forecast metrics: {exc}")
         extra = ""
     text, new_state = promtext.render(

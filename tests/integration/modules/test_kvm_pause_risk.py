@@ -24,7 +24,7 @@ import libvirt
 import pytest
 
 from kvmlab.proc import wait_for
-from kvmlab.storage import LoopExt4
+from kvmlab.storage import LoopExt4, file_disk_xml
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[3]
@@ -49,15 +49,6 @@ def forecast(args: dict) -> dict:
 def du(path: Path) -> int:
     out = subprocess.run(["du", "--block-size=1", str(path)], capture_output=True, text=True, check=True).stdout
     return int(out.split()[0])
-
-
-def disk_xml(fmt: str, path: Path, policy: str) -> str:
-    return f"""
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='{fmt}' error_policy='{policy}'/>
-      <source file='{path}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>"""
 
 
 def go_disk(d) -> str:
@@ -92,14 +83,14 @@ def test_overcommitted_filesystem_is_forecast_then_happens(lab):
         made["fs"] = fs
         img = made["a_img"] = fs.mount_point / "a.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(img), "14M"], check=True)
-        return disk_xml("qcow2", img, "stop") + go_disk(d)
+        return file_disk_xml(img, "qcow2", "stop") + go_disk(d)
 
     def on_same_fs(d):
         img = made["b_img"] = made["fs"].mount_point / "b.raw"
         with open(img, "wb") as f:
             f.truncate(14 * MiB)
         d.record({"kind": "path", "path": str(img)})
-        return disk_xml("raw", img, "report") + go_disk(d)
+        return file_disk_xml(img, "raw", "report") + go_disk(d)
 
     a = lab.create_running(on_loop, program="fill-on-go", label="risk-stop")
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kvmlab import Lab
-from kvmlab.storage import LoopExt4
+from kvmlab.storage import sparse_raw_on_loop
 
 from .helpers import FILES, assert_safe_html, parse_html, recap, run_playbook, task_status
 
@@ -33,19 +33,9 @@ def fleet(tmp_path_factory):
     made = {}
 
     def on_loop(d):
-        fs = LoopExt4(d.lab.dir / f"{d.name}.ext4", d.lab.dir / f"{d.name}.mnt", size_mib=20, ballast_mib=0)
-        fs.create(d.record)
-        img = fs.mount_point / "big.raw"
-        with open(img, "wb") as f:
-            f.truncate(24 * MiB)
-        d.record({"kind": "path", "path": str(img)})
+        fs, img, xml = sparse_raw_on_loop(d)
         made.update(fs=fs, img=img)
-        return f"""
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw' error_policy='stop'/>
-      <source file='{img}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>"""
+        return xml
 
     with Lab(prefix=PREFIX) as lab:
         paused = lab.create("enospc")
