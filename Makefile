@@ -53,6 +53,7 @@ demo:
 
 bench: setup
 	python3 benchmarks/bench_pause_facts.py
+	python3 benchmarks/bench_pause_risk.py
 
 lab-down: setup
 	source hack/env.sh && PYTHONPATH=tests python -m kvmlab down
