@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,19 +35,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_pause_facts import OUT, REPO, VENV, VENV_PACKAGES, Daemon, Resident, Runner  # noqa: E402
-
-
-def in_venv() -> None:
-    """Re-exec THIS script in the benchmark venv, creating it as bench_pause_facts does when it is missing."""
-    if Path(sys.prefix).resolve() == VENV.resolve():
-        return
-    py = VENV / "bin" / "python"
-    if not py.exists():
-        print(f"creating the benchmark venv {VENV} (PyPI: {' '.join(VENV_PACKAGES)})", flush=True)
-        subprocess.run(["/usr/bin/python3", "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", *VENV_PACKAGES], check=True)
-    os.execv(str(py), [str(py), __file__, *sys.argv[1:]])  # noqa: S606 - re-exec ourselves in the venv
+from bench_pause_facts import OUT, REPO, Daemon, Resident, Runner, ensure_venv  # noqa: E402
 
 
 def module(r: Runner, path: Path, args: dict, key: str) -> dict:
@@ -83,7 +70,7 @@ def main() -> int:
     ap.add_argument("--paused", type=int, default=100)
     ap.add_argument("--workdir", help="default: a fresh temporary directory")
     args = ap.parse_args()
-    in_venv()
+    ensure_venv()  # re-runs this script (sys.argv[0]) in the benchmark venv
     sys.path.insert(0, str(REPO / "tests"))  # kvmlab: the test driver's domains
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kvmops-bench-risk-"))
     work.mkdir(parents=True, exist_ok=True)
