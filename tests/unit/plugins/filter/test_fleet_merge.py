@@ -16,7 +16,9 @@ from ansible_collections.kvmops.fleet.plugins.filter import fleet_summary as sum
 fleet_merge = merge_plugin.FilterModule().filters()["fleet_merge"]
 fleet_report = report_plugin.FilterModule().filters()["fleet_report"]
 fleet_summary = summary_plugin.FilterModule().filters()["fleet_summary"]
-T0, T1, T2 = "2026-11-18T11:06:40Z", "2026-11-18T11:07:00Z", "2026-11-18T11:08:00Z"
+T0 = "2026-11-18T11:06:40Z"
+T1 = "2026-11-18T11:07:00Z"
+T2 = "2026-11-18T11:08:00Z"
 
 
 def slices(results: dict, n: int) -> list:
