@@ -26,7 +26,6 @@ functions. Output: Markdown on stdout and .build/bench/fleet.md, raw data in .bu
 from __future__ import annotations
 
 import argparse
-import cProfile  # noqa: F401 - run as python -m cProfile below; imported to fail early when missing
 import json
 import os
 import pstats
