@@ -73,6 +73,7 @@ def test_section_with_exact_figures(report, results):
     assert pr["summary"] == {"hosts": len(results), "hosts_forecast": 1, "storages": 1, "overcommitted": 1,
                              "at_risk_domains": 3, "by_severity": {"critical": 0, "warning": 3, "info": 0}}
     (st,) = pr["storages"]
+    hv_a = next(h for h in report["hosts"] if h["name"] == "hv-a.example.net")
     growth = 16 * MiB - 4096 + 15 * MiB
     assert st == {
         "host": "hv-a.example.net", "key": "fs:7:3", "kind": "filesystem", "name": "/srv/images",
@@ -83,8 +84,7 @@ def test_section_with_exact_figures(report, results):
                           "rate that order is unknown",
         "actions": ["grow filesystem /srv/images by 14 MiB (it has 17.0 MiB free for QEMU; its disks can still claim "
                     "31.0 MiB), or move disks off it"],
-        "paused_now": sorted(p["name"] for p in next(h for h in report["hosts"]
-                                                       if h["name"] == "hv-a.example.net")["paused"]),
+        "paused_now": sorted(p["name"] for p in hv_a["paused"]),
     }
     assert [(r["host"], r["kind"], r["severity"], r["domains"]) for r in pr["risks"]] == [
         ("hv-a.example.net", "watchdog_pause", "warning", ["wd-1"]),

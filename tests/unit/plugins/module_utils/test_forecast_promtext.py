@@ -76,13 +76,13 @@ def test_first_run_exact_samples():
 
 
 def test_second_run_rate_and_time_to_full():
-    _text, state = _promtext.render(forecast(17 * MiB), {}, now=1000.0)
+    state = _promtext.render(forecast(17 * MiB), {}, now=1000.0)[1]
     text, state2 = _promtext.render(forecast(16 * MiB), state, now=1030.0)   # 1 MiB in 30 s
     s = parse_text(text)
     assert select(s, "kvmops_storage_fill_rate_bytes_per_second")[0][1] == pytest.approx(MiB / 30, abs=0.001)
     assert select(s, "kvmops_storage_headroom_seconds")[0][1] == pytest.approx(16 * 30, abs=0.001)
     assert state2["storages"]["fs:7:3"] == {"t": 1030.0, "free": 16 * MiB}
-    text, _ = _promtext.render(forecast(18 * MiB), state2, now=1060.0)   # space freed: rate 0, no time to full
+    text = _promtext.render(forecast(18 * MiB), state2, now=1060.0)[0]   # space freed: rate 0, no time to full
     s = parse_text(text)
     assert select(s, "kvmops_storage_fill_rate_bytes_per_second")[0][1] == 0
     assert select(s, "kvmops_storage_headroom_seconds") == []
@@ -91,7 +91,7 @@ def test_second_run_rate_and_time_to_full():
 def test_forecast_off_or_failed_and_bad_state():
     text, state = _promtext.render(None, {"version": 9, "storages": {"x": 1}}, now=1.0)
     assert text == "" and state == {"version": 1, "storages": {}}
-    text, _ = _promtext.render({}, None, now=1.0, paused_bridges={"d": [("br9", "vnet0")]}, links={})
+    text = _promtext.render({}, None, now=1.0, paused_bridges={"d": [("br9", "vnet0")]}, links={})[0]
     s = parse_text(text)
     assert select(s, "kvmops_forecast_success") == [({}, 0.0)]
     assert select(s, "kvmops_bridge_up") == [
