@@ -41,6 +41,7 @@ FILES = ["05-kvmops-bond0-member-{a}.network", "05-kvmops-bond0-member-{b}.netwo
          "05-kvmops-bond0.network", "05-kvmops-brv10.netdev", "05-kvmops-brv10.network", "05-kvmops-vlan10.netdev",
          "05-kvmops-vlan10.network"]
 
+
 def nics(vm) -> tuple[str, str]:
     return vm.nic("bond1").iface, vm.nic("bond2").iface
 

@@ -40,6 +40,7 @@ FILES = {
 # timeouts for a TCG guest on a shared 2-core machine: a new SSH connection takes 2-5 s
 TIMING = {"bridge_rollback_timeout": 30, "bridge_confirm_timeout": 12, "bridge_settle_timeout": 10}
 
+
 def bridge(address: str, **kw) -> dict:
     return dict({"name": "br0", "ports": ["eth1"], "addresses": [address]}, **kw)
 
