@@ -116,10 +116,14 @@ ARGUMENT_SPEC = {"timeout": {"type": "int", "default": 10}}
 RULES = {"timeout": Int(1, 300, "seconds per command; a stuck crm_mon or corosync tool is killed after it")}
 
 
+def gather(module):
+    return _facts_io.gather(module.params["timeout"])
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     check_module(module, ARGUMENT_SPEC, RULES)
-    module.exit_json(changed=False, ansible_facts={"cluster": _facts_io.gather(module.params["timeout"])})
+    module.exit_json(changed=False, ansible_facts={"cluster": gather(module)})
 
 
 if __name__ == "__main__":

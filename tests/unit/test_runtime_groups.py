@@ -35,5 +35,5 @@ def test_every_module_is_in_the_kvm_action_group():
 def test_the_awx_guide_lists_every_host_module():
     text = (ROOT / "docs" / "docsite" / "rst" / "guide_awx.rst").read_text()
     para = text.split("* **On the hypervisors, over SSH:**", 1)[1].split("\n* ", 1)[0]
-    listed = re.findall(r"``((?:kvm|drbd)_[a-z_]+)``", para)
+    listed = re.findall(r"``((?:kvm|drbd|cluster)_[a-z_]+)``", para)
     assert sorted(set(listed)) == MODULES

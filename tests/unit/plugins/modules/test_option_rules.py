@@ -22,6 +22,7 @@ import ansible_collections.kvmops.fleet.plugins.modules as mods
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _libvirt_io
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _validate as v
 from ansible_collections.kvmops.fleet.plugins.modules import (
+    cluster_facts,
     drbd_facts,
     drbd_resource,
     kvm_benchmark,
@@ -87,6 +88,7 @@ BASE = {
         "uri": "URI", "timeout": 10, "var_prefix": None,
     },
     drbd_facts: {"resources": ["r0"], "timeout": 10},
+    cluster_facts: {"timeout": 10},
     drbd_resource: {
         "name": "r0", "host": "hva", "step": "present", "port": 7789, "protocol": "C",
         "secret": "0123456789abcdef", "cram_hmac_alg": "sha256", "sync_rate": "100M", "net_timeout": 60,
@@ -102,9 +104,10 @@ BASE = {
 WORK = {kvm_tune: "read_host", kvm_resume: "collect", kvm_pause_facts: "collect", kvm_pause_risk: "collect",
         kvm_host_facts: "gather",
         kvm_bridge_apply: "_provider", kvm_host_tune: "read_host", kvm_benchmark: "run",
-        kvm_libvirt_network: "read_networks", drbd_facts: "gather", drbd_resource: "run"}
+        kvm_libvirt_network: "read_networks", drbd_facts: "gather", drbd_resource: "run",
+        cluster_facts: "gather"}
 # modules that touch no libvirt: their base run stops at WORK (a host's network is not this machine's to read)
-NO_LIBVIRT = (kvm_bridge_apply, kvm_host_tune, kvm_benchmark, drbd_facts, drbd_resource)
+NO_LIBVIRT = (kvm_bridge_apply, kvm_host_tune, kvm_benchmark, drbd_facts, drbd_resource, cluster_facts)
 # cpusets libvirt refuses (or would only refuse at apply time) and sizes that used to be expanded
 CPUSETS = ["0-99999999", "16384", "0-" + "9" * 5000, "1_0", "+1", "\u0661", "0x1", "3-1", "", " ", "0,,1", "^0",
            "0-3,^1-2", "1.5", "1 2", "99999999999999999999", "0-2," * 30000]
