@@ -24,9 +24,9 @@ cd "$KVMOPS_REPO" || exit 1
 
 ORDER=(setup images lint sanity unit matrix py39 integration vm molecule)
 declare -A WARM=([setup]=30 [images]=15 [lint]=45 [sanity]=60 [unit]=60 [matrix]=150 [py39]=10
-                 [integration]=750 [vm]=2000 [molecule]=850)
+                 [integration]=830 [vm]=2100 [molecule]=850)
 declare -A COLD=([setup]=120 [images]=480 [lint]=45 [sanity]=90 [unit]=60 [matrix]=330 [py39]=10
-                 [integration]=770 [vm]=2000 [molecule]=850)
+                 [integration]=850 [vm]=2100 [molecule]=850)
 # Room kept for the real-kernel scenarios still to come, each on the shared vmlab pool (no boot of its own:
 # the HV2 fleet is booted once for the whole vm tier).
 # The vm row holds the bridge role's scenarios (test_bridge_networkd.py on HV2: 6 tests, 273 s with the fleet's
@@ -46,9 +46,12 @@ declare -A COLD=([setup]=120 [images]=480 [lint]=45 [sanity]=90 [unit]=60 [matri
 # 40 s without): 1760 -> 1800 s. A whole vm tier at bda3c35 (make vm) took 1670 s with DRBD but before the libvirt
 # networks, serial and thin-LVM tests (their deltas +191 s): 1800 -> 1900 s.
 # The serial rollout moved to PROVIDERS with a third VM (ndhost, networkd: the 3-VM boot 68 s) as one three-host run
-# (92 s + 13 s lease, was two 2-host runs on HV2) and SIGKILL on NetworkManager and ifupdown (45 + 40 s): 1900 -> 2000 s. integration: + test_kvm_pause_risk.py (1 test, two TCG domains, 14.6-15.1 s).
+# (92 s + 13 s lease, was two 2-host runs on HV2) and SIGKILL on NetworkManager and ifupdown (45 + 40 s): 1900 -> 2000 s.
+# The whole vm tier in CI=true .ci/run at 51540de (fresh clone, nothing else running): 69 tests in 2097 s: 2000 -> 2100 s.
+# integration: + test_kvm_pause_risk.py (1 test, two TCG domains, 14.6-15.1 s).
 # integration 715/735 -> 750/770 s: + the forecast in the report (test_report_forecast_lab.py, 2 tests, 19.9 s with the
-# setup) and in the collector (test_collector_forecast.py, 10.9 s).
+# setup) and in the collector (test_collector_forecast.py, 10.9 s); the AWX slices (test_slicing.py, 30.8 s) and the
+# whole tier in CI=true .ci/run at 51540de: 157 tests in 824 s: 750/770 -> 830/850 s.
 # molecule: + tests/molecule/cluster (2 cluster nodes + a qnetd host; molecule test -s cluster: 249 s wall with both
 # destroys, measured 2026-12-06): 600 -> 850 s.
 # unit: 2,687 tests in 41-46 s (was 45).
