@@ -30,8 +30,8 @@ RECORD = "/run/kvmmon-collector"
 TEXTFILE = "/var/lib/prometheus/node-exporter/kvmops_pause.prom"
 LIB = "/usr/local/lib/kvmops-fleet/ansible_collections/kvmops/fleet/plugins/module_utils"
 GUEST = "kvmmon-guest"
-SAMPLE = re.compile(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$")
-LABEL = re.compile(r'([a-z_]+)="((?:[^"\\]|\\.)*)"')
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 def parse(text: str) -> list[tuple[str, dict, float]]:
@@ -75,7 +75,7 @@ def test_settings_from_the_role(host):
     cfg = json.loads(host.file("/etc/kvmops-fleet/pause-collector.json").content_string)
     assert cfg == {"uri": "qemu:///system", "domains": [], "timeout": 10.0, "interval": 10.0,
                    "textfile_dir": "/var/lib/prometheus/node-exporter", "state_dir": "/var/lib/kvmops-fleet",
-                   "paused_alert_seconds": 120.0, "stale_alert_seconds": 300.0}
+                   "paused_alert_seconds": 120.0, "stale_alert_seconds": 300.0, "forecast": False}
 
 
 def test_the_module_utils_are_the_collections_own(host):
