@@ -258,14 +258,12 @@ def _fields(spec: dict) -> list:
     return cached[1]
 
 
-def check_results(results) -> None:
-    """The input of kvmops.fleet.fleet_report: ``{host: registered kvm_pause_facts result or None}``."""
-    if not isinstance(results, Mapping):
-        raise ReportInputError(
-            f"the input must be a mapping of host name to the registered kvm_pause_facts result, not a {kind(results)}"
-        )
+def registered_facts(results: Mapping, fact: str, prefix: str = ""):
+    """``(where, value)`` for each host of ``results`` (``{host: registered result or None}``) whose result holds
+    ``ansible_facts[fact]``, checked to be mappings on the way (``where``: ``<prefix>host <name>``, for messages).
+    Hosts without the fact (no result, unreachable, failed, skipped, no facts) are left out: the report names them."""
     for host, result in results.items():
-        where = f"host {host}"
+        where = f"{prefix}host {host}"
         if result is None:
             continue
         if not isinstance(result, Mapping):
@@ -274,16 +272,26 @@ def check_results(results) -> None:
             )
         if result.get("unreachable") or result.get("failed") or result.get("skipped"):
             continue  # only the message is read, as text
-        if "ansible_facts" not in result or result["ansible_facts"] is None:
-            continue  # reported as not diagnosed, with that reason
-        facts = result["ansible_facts"]
+        facts = result.get("ansible_facts")
+        if facts is None:
+            continue
         if not isinstance(facts, Mapping):
             raise ReportInputError(f"{where}: ansible_facts: expected a mapping, got {kind(facts)}")
-        if "kvm_pause" not in facts:
-            continue  # reported as not diagnosed, with that reason
-        pause = facts["kvm_pause"]
-        if not isinstance(pause, Mapping):
-            raise ReportInputError(f"{where}: ansible_facts.kvm_pause: expected a mapping, got {kind(pause)}")
+        if fact not in facts:
+            continue
+        value = facts[fact]
+        if not isinstance(value, Mapping):
+            raise ReportInputError(f"{where}: ansible_facts.{fact}: expected a mapping, got {kind(value)}")
+        yield where, value
+
+
+def check_results(results) -> None:
+    """The input of kvmops.fleet.fleet_report: ``{host: registered kvm_pause_facts result or None}``."""
+    if not isinstance(results, Mapping):
+        raise ReportInputError(
+            f"the input must be a mapping of host name to the registered kvm_pause_facts result, not a {kind(results)}"
+        )
+    for where, pause in registered_facts(results, "kvm_pause"):
         if pause.get("schema_version") != SCHEMA_VERSION:
             continue  # the report builder names the schema version it cannot read
         try:

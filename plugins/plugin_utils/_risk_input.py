@@ -14,7 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ansible_collections.kvmops.fleet.plugins.plugin_utils._report_input import ReportInputError, check, kind
+from ansible_collections.kvmops.fleet.plugins.plugin_utils._report_input import (
+    ReportInputError,
+    check,
+    kind,
+    registered_facts,
+)
 
 RISK_SCHEMA_VERSION = 1
 
@@ -62,26 +67,7 @@ def check_risk_results(risks) -> None:
         raise ReportInputError(
             f"risks: expected a mapping of host name to the registered kvm_pause_risk result, not a {kind(risks)}"
         )
-    for host, result in risks.items():
-        where = f"risks: host {host}"
-        if result is None:
-            continue
-        if not isinstance(result, Mapping):
-            raise ReportInputError(
-                f"{where}: expected the registered task result (a mapping) or null, got {kind(result)}"
-            )
-        if result.get("unreachable") or result.get("failed") or result.get("skipped"):
-            continue  # only the message is read, as text
-        facts = result.get("ansible_facts")
-        if facts is None:
-            continue
-        if not isinstance(facts, Mapping):
-            raise ReportInputError(f"{where}: ansible_facts: expected a mapping, got {kind(facts)}")
-        if "kvm_pause_risk" not in facts:
-            continue
-        forecast = facts["kvm_pause_risk"]
-        if not isinstance(forecast, Mapping):
-            raise ReportInputError(f"{where}: ansible_facts.kvm_pause_risk: expected a mapping, got {kind(forecast)}")
+    for where, forecast in registered_facts(risks, "kvm_pause_risk", "risks: "):
         if forecast.get("schema_version") != RISK_SCHEMA_VERSION:
             raise ReportInputError(
                 f"{where}: ansible_facts.kvm_pause_risk.schema_version: expected {RISK_SCHEMA_VERSION}, "
