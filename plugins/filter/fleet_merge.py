@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
@@ -26,7 +27,8 @@ description:
   - Each report may be given parsed or as the text of its JSON file.
   - A host in two reports (slices that overlap), a report of another schema version or one without the
     schema's shape fails the task with an error naming the report and the field.
-  - Reports with a forecast section (C(pause_risks)) are refused for now; merge them without the forecast.
+  - Forecast sections (C(pause_risks)) merge too: counts add up, rows are sorted as in one report, and the hosts of a
+    slice that ran without the forecast are listed as not forecast.
 positional: _input
 options:
   _input:
@@ -85,7 +87,7 @@ def merge_reports(reports, generated_at=None) -> dict:
         except ReportInputError as e:
             raise ReportInputError(f"report {i}: {e}") from None
         if report.get("pause_risks") is not None:
-            raise ReportInputError(f"report {i}: pause_risks: reports with a forecast cannot be merged yet")
+            _check_risk_section(report["pause_risks"], i)
         report = fr.plain(report)
         for host in report["hosts"]:
             if host["name"] in owner:
@@ -104,8 +106,49 @@ def merge_reports(reports, generated_at=None) -> dict:
         "causes": fr._causes(hosts),
         "drbd": fr._drbd_rows(hosts),
     }
+    if any(r.get("pause_risks") is not None for r in parsed):
+        merged["pause_risks"] = fr.merge_pause_risks(
+            [(r.get("pause_risks"), [h["name"] for h in r["hosts"]]) for r in parsed]
+        )
     merged["state_digest"] = fr.state_digest(merged)
     return merged
+
+
+# what merge_pause_risks reads of each row, beyond its being a mapping
+_RISK_ROW_KEYS = {"hosts": ("name",), "storages": ("host", "key", "severity"),
+                  "risks": ("host", "kind", "severity", "storage", "domains")}
+
+
+def _check_risk_section(section, i: int) -> None:
+    """The forecast section of slice report ``i`` has the shape the merge reads, or ReportInputError names the field."""
+    where = f"report {i}: pause_risks"
+    if not isinstance(section, Mapping):
+        raise ReportInputError(f"{where}: expected a mapping, got {kind(section)}")
+    summary = section.get("summary")
+    if not isinstance(summary, Mapping):
+        raise ReportInputError(f"{where}.summary: expected a mapping, got {kind(summary)}")
+    for key in fr.RISK_COUNT_KEYS:
+        n = summary.get(key)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ReportInputError(f"{where}.summary.{key}: expected a count (an integer >= 0), got {kind(n)}")
+    by_severity = summary.get("by_severity")
+    if not isinstance(by_severity, Mapping) or any(
+        isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in by_severity.values()
+    ):
+        raise ReportInputError(f"{where}.summary.by_severity: expected a mapping of severity to count")
+    for part, keys in _RISK_ROW_KEYS.items():
+        rows = section.get(part)
+        if not isinstance(rows, list):
+            raise ReportInputError(f"{where}.{part}: expected a list, got {kind(rows)}")
+        for j, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise ReportInputError(f"{where}.{part}[{j}]: expected a mapping, got {kind(row)}")
+            for key in keys:
+                if key not in row:
+                    raise ReportInputError(f"{where}.{part}[{j}].{key}: missing")
+            if part != "hosts" and row["severity"] not in fr.SEVERITY_ORDER:
+                raise ReportInputError(f"{where}.{part}[{j}].severity: {row['severity']!r} is not one of "
+                                       f"{', '.join(fr.SEVERITY_ORDER)}")
 
 
 def fleet_merge(reports, generated_at=None):

@@ -409,7 +409,7 @@ def pause_risks(risks: Mapping, hosts: list) -> dict:
     domains of that host the diagnosis found paused right now, beside them."""
     paused_now = {h["name"]: sorted(str(p.get("name")) for p in h.get("paused") or []) for h in hosts}
     rows, storages, others = [], [], []
-    counts = {"hosts": 0, "hosts_forecast": 0, "storages": 0, "overcommitted": 0, "at_risk_domains": 0}
+    counts = dict.fromkeys(RISK_COUNT_KEYS, 0)
     by_severity = dict.fromkeys(SEVERITY_ORDER, 0)
     for name in sorted(risks):
         row, facts = _risk_host(name, risks[name])
@@ -466,9 +466,43 @@ def pause_risks(risks: Mapping, hosts: list) -> dict:
                     "actions": list(r.get("actions") or []),
                 }
             )
+    return _risk_section(counts, by_severity, rows, storages, others)
+
+
+RISK_COUNT_KEYS = ("hosts", "hosts_forecast", "storages", "overcommitted", "at_risk_domains")
+
+
+def _risk_section(counts: dict, by_severity: dict, rows: list, storages: list, others: list) -> dict:
+    rows.sort(key=lambda r: r["name"])
     storages.sort(key=lambda r: (severity_rank(r["severity"]), r["host"], r["key"]))
     others.sort(key=lambda r: (severity_rank(r["severity"]), r["host"], r["kind"], r["storage"] or "", r["domains"]))
     return {"summary": dict(counts, by_severity=by_severity), "hosts": rows, "storages": storages, "risks": others}
+
+
+def merge_pause_risks(sections: list) -> dict:
+    """One ``pause_risks`` section from those of disjoint slices: ``[(section or None, host names of the slice)]``.
+
+    A slice that ran without the forecast (None) contributes a ``not_forecast`` row per host, so the merged
+    section still says which hosts were not forecast; counts add up, rows are sorted as :func:`pause_risks` sorts
+    them. The sections are plain data already checked for shape by the caller."""
+    counts = dict.fromkeys(RISK_COUNT_KEYS, 0)
+    by_severity = dict.fromkeys(SEVERITY_ORDER, 0)
+    rows, storages, others = [], [], []
+    for section, names in sections:
+        if section is None:
+            for name in names:
+                counts["hosts"] += 1
+                rows.append({"name": name, "status": "not_forecast", "complete": False, "errors": [],
+                             "collected_at": None, "message": "not forecast: its slice ran without the forecast"})
+            continue
+        for key in RISK_COUNT_KEYS:
+            counts[key] += section["summary"][key]
+        for sev, n in section["summary"]["by_severity"].items():
+            by_severity[sev] = by_severity.get(sev, 0) + n
+        rows += section["hosts"]
+        storages += section["storages"]
+        others += section["risks"]
+    return _risk_section(counts, by_severity, rows, storages, others)
 
 
 def build_report(results, generated_at: str | None = None, previous=None, risks=None) -> dict:

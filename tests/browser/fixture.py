@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ansible_collections.kvmops.fleet.plugins.module_utils.common import _states
 from ansible_collections.kvmops.fleet.plugins.module_utils.drbd import _status as _drbd_status
+from ansible_collections.kvmops.fleet.plugins.module_utils.forecast import _plan
 from ansible_collections.kvmops.fleet.plugins.module_utils.pause import _diagnose, _evidence_io
 
 MIB = 1024 * 1024
@@ -282,3 +283,35 @@ def fleet_results() -> dict:
                                     "No such file or directory) <b>bold?</b>"},
         "hv-f.example.net": None,
     }
+
+
+# --- the forecast (kvm_pause_risk results) beside the pauses
+FORECAST_AT = "2026-12-06T03:00:00Z"
+
+
+def disk(name, policy, cap, occ):
+    return {"target": "vda", "device": "disk", "readonly": False, "path": f"/srv/images/{name}.img", "format": "raw",
+            "error_policy": policy, "capacity_bytes": cap, "occupied_bytes": occ, "occupied_source": "st_blocks",
+            "storage": "fs:7:3", "note": None}
+
+
+def forecast_result(avail=17 * MIB, disks=(("db-1", "stop", 16 * MIB, 4096), ("web-1", "report", 16 * MIB, MIB)),
+                    watchdog=None):
+    """A registered kvm_pause_risk result whose forecast is computed by the module's own plan."""
+    doms = [{"name": n, "uuid": None, "memory_kib": 131072, "disks": [disk(n, p, c, o)]} for n, p, c, o in disks]
+    if watchdog:
+        doms.append({"name": watchdog, "uuid": None, "memory_kib": 131072, "disks": [],
+                     "watchdog": {"model": "i6300esb", "action": "pause"}})
+    storage = {"kind": "filesystem", "name": "/srv/images", "device": "/dev/loop3", "fstype": "ext4",
+               "total_bytes": 20 * MIB, "available_bytes": avail, "root_free_bytes": avail + MIB}
+    f = _plan.forecast({"qemu_root": False, "domains": doms, "storages": {"fs:7:3": storage}, "meminfo": {},
+                        "hugepages": {}}, ("storage", "config"))
+    facts = dict(f, schema_version=1, uri="qemu:///system", collected_at=FORECAST_AT, duration_seconds=0.2,
+                 complete=True, checks=["storage", "config"], qemu_runs_as_root=False, errors=[], warnings=[])
+    return {"changed": False, "ansible_facts": {"kvm_pause_risk": facts}}
+
+
+def risks_of(results, **per_host):
+    out = dict.fromkeys(results)
+    out.update(per_host)
+    return out

@@ -1,8 +1,8 @@
 """AWX job slicing with one merged report: two slices of the diagnose job, each with its own part of the inventory
 and its own report directory (as AWX runs a sliced job: one ansible-runner job per slice), then the workflow's
 merge node (project file merge_slices.yml, the diagnostics role's entry point ``merge``). The merged report and
-kvmops_fleet_summary must be those of the same fleet diagnosed by one unsliced job: same hosts, counts, causes
-and state digest; a merge over overlapping slices fails naming the host."""
+kvmops_fleet_summary must be those of the same fleet diagnosed by one unsliced job: same hosts, counts, causes,
+forecast rows and state digest; a merge over overlapping slices fails naming the host."""
 from __future__ import annotations
 
 import json
@@ -27,7 +27,8 @@ def test_sliced_diagnose_merges_into_the_unsliced_report(lab_domain, tmp_path: P
         HV: dict(local),
         NOLIBVIRT: dict(local, diagnostics_uri=f"qemu+unix:///system?socket={tmp_path}/no-libvirtd.sock"),
     }
-    base = survey_answers(diagnostics_domains=f"{full.name},{user.name}")
+    # with the forecast: the merged report's pause_risks section must be the unsliced job's too
+    base = dict(survey_answers(diagnostics_domains=f"{full.name},{user.name}"), diagnostics_forecast=True)
     runs = tmp_path / "reports" / "run-1"
 
     # the sliced job: AWX gives every slice its own part of the inventory; each writes its report apart
@@ -64,6 +65,10 @@ def test_sliced_diagnose_merges_into_the_unsliced_report(lab_domain, tmp_path: P
     assert [h["name"] for h in merged["hosts"]] == [HV, NOLIBVIRT]
     assert merged["summary"] == whole["summary"]
     assert merged["state_digest"] == whole["state_digest"]
+    rows = [(h["name"], h["status"]) for h in merged["pause_risks"]["hosts"]]
+    assert rows == [(HV, "forecast"), (NOLIBVIRT, "failed")] == [
+        (h["name"], h["status"]) for h in whole["pause_risks"]["hosts"]]
+    assert merged["pause_risks"]["summary"] == whole["pause_risks"]["summary"]
     assert summary["by_cause"] == {"storage_full": 1, "user_paused": 1} == whole_summary["by_cause"]
     volatile = ("generated_at", "report_generated_at")
     assert {k: v for k, v in summary.items() if k not in volatile} == {

@@ -4,10 +4,11 @@ summary, causes, DRBD rows and state digest), and the merged kvmops_fleet_summar
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from browser.fixture import fleet_results
+from browser.fixture import MIB, fleet_results, forecast_result, risks_of
 
 from ansible_collections.kvmops.fleet.plugins.filter import fleet_merge as merge_plugin
 from ansible_collections.kvmops.fleet.plugins.filter import fleet_report as report_plugin
@@ -86,11 +87,61 @@ def test_a_malformed_slice_names_report_host_and_field():
         fleet_merge([part])
 
 
-def test_forecast_sections_are_refused():
-    part = fleet_report(fleet_results(), generated_at=T0)
-    part["pause_risks"] = {"hosts": []}
-    with pytest.raises(AnsibleFilterError, match="report 0: pause_risks: reports with a forecast cannot be merged"):
-        fleet_merge([part])
+def forecast_slices(results: dict, n: int, without: int | None = None) -> tuple[dict, list]:
+    """The whole fleet's report with a forecast, and its n slices' reports (slice ``without`` ran without it)."""
+    risks = risks_of(results, **{
+        "hv-a.example.net": forecast_result(watchdog="wd-1"),
+        "hv-b.example.net": forecast_result(avail=10 * MIB),  # in another slice than hv-a when n > 1
+        "hv-c.example.net": forecast_result(avail=40 * MIB),
+        "hv-d.example.net": {"unreachable": True, "msg": "ssh: connect to host: refused"}})
+    whole = fleet_report(results, generated_at=T0, risks=risks)
+    parts = [fleet_report(s, generated_at=T0, risks=None if i == without else {h: risks[h] for h in s})
+             for i, s in enumerate(slices(results, n))]
+    return whole, parts
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_forecast_sections_merge_into_the_whole_fleets(n):
+    whole, parts = forecast_slices(fleet_results(), n)
+    assert sum(bool(p["pause_risks"]["storages"]) for p in parts) == min(n, 2)
+    merged = fleet_merge(parts)
+    assert merged["pause_risks"] == whole["pause_risks"]
+    assert merged["state_digest"] == whole["state_digest"]
+
+
+def test_a_slice_without_the_forecast_is_listed_as_not_forecast():
+    results = fleet_results()
+    whole, parts = forecast_slices(results, 2, without=1)
+    merged = fleet_merge(parts)["pause_risks"]
+    skipped = sorted(results)[1::2]
+    rows = {r["name"]: r for r in merged["hosts"]}
+    assert sorted(rows) == sorted(results)
+    for name in skipped:
+        assert rows[name]["status"] == "not_forecast"
+        assert rows[name]["message"] == "not forecast: its slice ran without the forecast"
+    assert merged["summary"]["hosts"] == len(results)
+    assert merged["summary"]["hosts_forecast"] == whole["pause_risks"]["summary"]["hosts_forecast"] - sum(
+        r["status"] == "forecast" for r in whole["pause_risks"]["hosts"] if r["name"] in skipped)
+    assert [s["host"] for s in merged["storages"]] == [s["host"] for s in whole["pause_risks"]["storages"]
+                                                     if s["host"] not in skipped]
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda r: r.update(pause_risks=[]), "report 0: pause_risks: expected a mapping, got list"),
+    (lambda r: r["pause_risks"]["summary"].update(storages=-1),
+     "report 0: pause_risks.summary.storages: expected a count (an integer >= 0)"),
+    (lambda r: r["pause_risks"]["summary"].update(by_severity={"warning": "2"}),
+     "report 0: pause_risks.summary.by_severity: expected a mapping of severity to count"),
+    (lambda r: r["pause_risks"].update(risks=None), "report 0: pause_risks.risks: expected a list"),
+    (lambda r: r["pause_risks"]["storages"][0].pop("key"), "report 0: pause_risks.storages[0].key: missing"),
+    (lambda r: r["pause_risks"]["storages"][0].update(severity="bad"),
+     "report 0: pause_risks.storages[0].severity: 'bad' is not one of critical, warning, info"),
+])
+def test_a_malformed_forecast_section_is_named(mutate, message):
+    _whole, parts = forecast_slices(fleet_results(), 1)
+    mutate(parts[0])
+    with pytest.raises(AnsibleFilterError, match="kvmops.fleet.fleet_merge: " + re.escape(message)):
+        fleet_merge(parts)
 
 
 def test_bad_generated_at():

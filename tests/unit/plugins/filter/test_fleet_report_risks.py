@@ -11,44 +11,15 @@ import yaml
 from ansible.errors import AnsibleFilterError
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
-from browser.fixture import fleet_results
+from browser.fixture import MIB as MiB
+from browser.fixture import fleet_results, forecast_result, risks_of
 
 from ansible_collections.kvmops.fleet.plugins.filter import fleet_report as report_plugin
-from ansible_collections.kvmops.fleet.plugins.module_utils.forecast import _plan
 from ansible_collections.kvmops.fleet.plugins.plugin_utils._report_text import fleet_report_text
 
 fleet_report = report_plugin.FilterModule().filters()["fleet_report"]
 TEMPLATES = Path(__file__).parents[4] / "roles" / "diagnostics" / "templates"
 T0 = "2026-12-06T03:00:00Z"
-MiB = 1024 * 1024
-
-
-def disk(name, policy, cap, occ):
-    return {"target": "vda", "device": "disk", "readonly": False, "path": f"/srv/images/{name}.img", "format": "raw",
-            "error_policy": policy, "capacity_bytes": cap, "occupied_bytes": occ, "occupied_source": "st_blocks",
-            "storage": "fs:7:3", "note": None}
-
-
-def forecast_result(avail=17 * MiB, disks=(("db-1", "stop", 16 * MiB, 4096), ("web-1", "report", 16 * MiB, MiB)),
-                    watchdog=None):
-    """A registered kvm_pause_risk result whose forecast is computed by the module's own plan."""
-    doms = [{"name": n, "uuid": None, "memory_kib": 131072, "disks": [disk(n, p, c, o)]} for n, p, c, o in disks]
-    if watchdog:
-        doms.append({"name": watchdog, "uuid": None, "memory_kib": 131072, "disks": [],
-                     "watchdog": {"model": "i6300esb", "action": "pause"}})
-    storage = {"kind": "filesystem", "name": "/srv/images", "device": "/dev/loop3", "fstype": "ext4",
-               "total_bytes": 20 * MiB, "available_bytes": avail, "root_free_bytes": avail + MiB}
-    f = _plan.forecast({"qemu_root": False, "domains": doms, "storages": {"fs:7:3": storage}, "meminfo": {},
-                        "hugepages": {}}, ("storage", "config"))
-    facts = dict(f, schema_version=1, uri="qemu:///system", collected_at=T0, duration_seconds=0.2, complete=True,
-                 checks=["storage", "config"], qemu_runs_as_root=False, errors=[], warnings=[])
-    return {"changed": False, "ansible_facts": {"kvm_pause_risk": facts}}
-
-
-def risks_of(results, **per_host):
-    out = dict.fromkeys(results)
-    out.update(per_host)
-    return out
 
 
 @pytest.fixture
