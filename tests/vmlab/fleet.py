@@ -133,6 +133,12 @@ class FleetSpec:
     # TCG translation cache per VM. QEMU's default is 1 GiB and it fills up and stays resident:
     # this is most of a VM's RSS beyond the guest RAM it touched.
     tb_size_mb: int = int(os.environ.get("VMLAB_TB_SIZE", "128"))
+    # The emulated CPU model (QEMU -cpu; VMLAB_CPU): part of the pool key, a VM on another model is another VM.
+    # qemu64 (x86-64 baseline) + pdpe1gb (1 GiB pages, which the tuning role offers where the CPU has them): under
+    # TCG a guest on "max" is slower (its AVX/AVX2 and 5-level paging are emulated): one hypervisor-variant VM
+    # boots in 27.4-29.4 s instead of 32.6 s and a Python/dpkg/systemctl workload takes 18.8-20.2 s instead of
+    # 22.3-23.9 s (2026-12-06, side by side; tests/vmlab/README.md, "TCG CPU model").
+    cpu: str = os.environ.get("VMLAB_CPU", "qemu64,+pdpe1gb")
 
     @classmethod
     def simple(cls, n: int = 2, links: tuple[str, ...] = ("lan",), **vm_kw) -> FleetSpec:
@@ -671,7 +677,7 @@ class Fleet:
         argv = [
             QEMU, "-name", f"vmlab-{self.run_id}-{vm.name},process=vmlab-{vm.name}",
             "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
-            "-accel", f"tcg,tb-size={self.spec.tb_size_mb}", "-cpu", "max",
+            "-accel", f"tcg,tb-size={self.spec.tb_size_mb}", "-cpu", self.spec.cpu,
             "-smp", str(vs.cpus), "-m", str(vm.memory_mb), *_numa_argv(vs),
             "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
             "-append", kernel_cmdline,
