@@ -144,6 +144,54 @@ _value:
         cause:
           description: Its cause.
           type: str
+    pause_risks:
+      description:
+        - The forecast's counts when the run had it (C(diagnostics_forecast)), else null. A gate can stop a workflow
+          on C(kvmops_fleet_summary.pause_risks.overcommitted > 0) before any VM pauses.
+      type: dict
+      returned: always (null without the forecast)
+      contains:
+        hosts_forecast:
+          description: Hosts whose forecast succeeded.
+          type: int
+        storages:
+          description: Storages the running domains' writable disks grow into.
+          type: int
+        overcommitted:
+          description: Storages whose disks can still claim more than is free.
+          type: int
+        at_risk_domains:
+          description: Running domains with at least one risk.
+          type: int
+        by_severity:
+          description: Risks per severity.
+          type: dict
+        not_forecast_hosts:
+          description: Hosts without a forecast (unreachable, failed, skipped or left the play).
+          type: list
+          elements: str
+        overcommitted_storages:
+          description: Every overcommitted storage, worst first.
+          type: list
+          elements: dict
+          contains:
+            host:
+              description: Inventory host name.
+              type: str
+            name:
+              description: The storage (mount point, thin pool, libvirt pool).
+              type: str
+            severity:
+              description: critical, warning or info.
+              type: str
+            would_pause:
+              description: Domains that would pause when it fills (error_policy stop or enospace).
+              type: list
+              elements: str
+            would_see_errors:
+              description: Domains whose guests would see write errors instead (error_policy report or ignore).
+              type: list
+              elements: str
 """
 
 

@@ -576,4 +576,22 @@ def fleet_summary(report, generated_at: str | None = None) -> dict:
         for p in h["paused"]
         if p.get("safe_to_resume")
     ]
+    out["pause_risks"] = _risk_summary(report.get("pause_risks"))
     return out
+
+
+def _risk_summary(section) -> dict | None:
+    """The forecast's part of kvmops_fleet_summary, or None when the report has no forecast."""
+    if not isinstance(section, Mapping):
+        return None
+    s = section.get("summary") or {}
+    return {
+        **{k: s.get(k, 0) for k in RISK_COUNT_KEYS if k != "hosts"},
+        "by_severity": dict(s.get("by_severity") or {}),
+        "not_forecast_hosts": [h["name"] for h in section.get("hosts") or [] if h.get("status") != "forecast"],
+        "overcommitted_storages": [
+            {k: st.get(k) for k in ("host", "name", "severity", "would_pause", "would_see_errors")}
+            for st in section.get("storages") or []
+            if st.get("overcommitted")
+        ],
+    }

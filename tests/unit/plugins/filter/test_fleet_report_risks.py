@@ -15,9 +15,11 @@ from browser.fixture import MIB as MiB
 from browser.fixture import fleet_results, forecast_result, risks_of
 
 from ansible_collections.kvmops.fleet.plugins.filter import fleet_report as report_plugin
+from ansible_collections.kvmops.fleet.plugins.filter import fleet_summary as summary_plugin
 from ansible_collections.kvmops.fleet.plugins.plugin_utils._report_text import fleet_report_text
 
 fleet_report = report_plugin.FilterModule().filters()["fleet_report"]
+fleet_summary = summary_plugin.FilterModule().filters()["fleet_summary"]
 TEMPLATES = Path(__file__).parents[4] / "roles" / "diagnostics" / "templates"
 T0 = "2026-12-06T03:00:00Z"
 
@@ -171,3 +173,15 @@ def test_html_section(report):
     assert '<td data-kvmops-would-pause="db-1">db-1<br><span class="muted">any of db-1: the first' in section
     assert '<td data-kvmops-would-see-errors="web-1">web-1</td>' in section
     assert 'data-kvmops-risk="watchdog_pause"' in section and "<script" not in section
+
+
+def test_fleet_summary_carries_the_forecast(report, results):
+    summary = fleet_summary(report, generated_at=T0)["pause_risks"]
+    assert summary == {
+        "hosts_forecast": 1, "storages": 1, "overcommitted": 1, "at_risk_domains": 3,
+        "by_severity": {"critical": 0, "warning": 3, "info": 0},
+        "not_forecast_hosts": sorted(h for h in results if h != "hv-a.example.net"),
+        "overcommitted_storages": [{"host": "hv-a.example.net", "name": "/srv/images", "severity": "warning",
+                                    "would_pause": ["db-1"], "would_see_errors": ["web-1"]}],
+    }
+    assert fleet_summary(fleet_report(results, generated_at=T0), generated_at=T0)["pause_risks"] is None
