@@ -1,4 +1,6 @@
-#!/usr/bin/env python3
+# Copyright (c) kvmops.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The vmlab guests' emulated CPU model side by side (test speed, not product speed): for each QEMU ``-cpu`` model
 named, boot one hypervisor-variant VM (512 MiB, no extra disk), time the boot to SSH, then a guest workload (5 Python
 runs importing what Ansible modules import and serialising JSON, 3 ``dpkg-query -W`` and 3 ``systemctl
@@ -47,7 +49,7 @@ def one(image, cpu: str) -> tuple[float, float]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("models", nargs="*", default=["max", FleetSpec.__dataclass_fields__["cpu"].default])
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()

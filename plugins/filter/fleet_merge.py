@@ -27,8 +27,8 @@ description:
   - Each report may be given parsed or as the text of its JSON file.
   - A host in two reports (slices that overlap), a report of another schema version or one without the
     schema's shape fails the task with an error naming the report and the field.
-  - Forecast sections (C(pause_risks)) merge too: counts add up, rows are sorted as in one report, and the hosts of a
-    slice that ran without the forecast are listed as not forecast.
+  - "Forecast sections (C(pause_risks)) merge too: counts add up, rows are sorted as in one report, and the hosts of
+    a slice that ran without the forecast are listed as not forecast."
 positional: _input
 options:
   _input:
@@ -115,8 +115,11 @@ def merge_reports(reports, generated_at=None) -> dict:
 
 
 # what merge_pause_risks reads of each row, beyond its being a mapping
-_RISK_ROW_KEYS = {"hosts": ("name",), "storages": ("host", "key", "severity"),
-                  "risks": ("host", "kind", "severity", "storage", "domains")}
+_RISK_ROW_KEYS = {
+    "hosts": ("name",),
+    "storages": ("host", "key", "severity"),
+    "risks": ("host", "kind", "severity", "storage", "domains"),
+}
 
 
 def _check_risk_section(section, i: int) -> None:
@@ -147,8 +150,9 @@ def _check_risk_section(section, i: int) -> None:
                 if key not in row:
                     raise ReportInputError(f"{where}.{part}[{j}].{key}: missing")
             if part != "hosts" and row["severity"] not in fr.SEVERITY_ORDER:
-                raise ReportInputError(f"{where}.{part}[{j}].severity: {row['severity']!r} is not one of "
-                                       f"{', '.join(fr.SEVERITY_ORDER)}")
+                raise ReportInputError(
+                    f"{where}.{part}[{j}].severity: {row['severity']!r} is not one of {', '.join(fr.SEVERITY_ORDER)}"
+                )
 
 
 def fleet_merge(reports, generated_at=None):

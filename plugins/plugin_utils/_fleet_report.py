@@ -492,8 +492,16 @@ def merge_pause_risks(sections: list) -> dict:
         if section is None:
             for name in names:
                 counts["hosts"] += 1
-                rows.append({"name": name, "status": "not_forecast", "complete": False, "errors": [],
-                             "collected_at": None, "message": "not forecast: its slice ran without the forecast"})
+                rows.append(
+                    {
+                        "name": name,
+                        "status": "not_forecast",
+                        "complete": False,
+                        "errors": [],
+                        "collected_at": None,
+                        "message": "not forecast: its slice ran without the forecast",
+                    }
+                )
             continue
         for key in RISK_COUNT_KEYS:
             counts[key] += section["summary"][key]
