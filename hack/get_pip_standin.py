@@ -43,8 +43,9 @@ def install() -> str:
     version = get_venv_packages(python)["pip"]
     target = os.path.expanduser(f"~/.ansible/test/cache/get_pip_{version.replace('.', '_')}.py")
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.copyfile(__file__, target + ".tmp")
-    os.replace(target + ".tmp", target)
+    tmp = f"{target}.{os.getpid()}.tmp"  # the matrix installs it for two versions at once
+    shutil.copyfile(__file__, tmp)
+    os.replace(tmp, target)
     return target
 
 

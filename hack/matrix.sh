@@ -116,14 +116,21 @@ run_version() {
   times+=("venv $((SECONDS - start))s")
   # ansible-test bootstraps pip in its per-test venvs through the stand-in, named for the pip
   # version this ansible-test pins (get_pip_24_2.py for 2.19, get_pip_25_2.py for 2.20 and 2.21)
-  if ! "$venv/bin/python" "$here/get_pip_standin.py" --install >&2 ||
+  # Its own HOME for ansible-test (~/.ansible/test: the stand-in and the sanity venvs, named by a hash of
+  # their pip commands, the same for two versions that pin the same linter): the versions run side by side
+  # and must not build one venv at once. pyenv's shims find their root through HOME unless told.
+  local home=$KVMOPS_CACHE/matrix/home-$version pyroot
+  pyroot=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
+  mkdir -p "$home"
+  if ! HOME=$home "$venv/bin/python" "$here/get_pip_standin.py" --install >&2 ||
     ! tree=$("$here/collection-tree.sh" "$KVMOPS_TREES/matrix-$version"); then
     echo "FAILED (get-pip stand-in or collection tree)"
     return 1
   fi
   log "$version: ansible-test sanity"
   start=$SECONDS
-  (cd "$tree" && PATH="$venv/bin:$PATH" ansible-test sanity --python 3.11 --requirements --color no) >&2 ||
+  (cd "$tree" && HOME=$home PYENV_ROOT=$pyroot PATH="$venv/bin:$PATH" \
+    ansible-test sanity --python 3.11 --requirements --color no) >&2 ||
     failed+=(sanity)
   times+=("sanity $((SECONDS - start))s")
   log "$version: unit"
@@ -158,11 +165,27 @@ declare -a LINES=()
 main=$("$KVMOPS_VENV/bin/python" -c 'from ansible.release import __version__; print(__version__)' 2>/dev/null) ||
   main="(not set up: hack/setup.sh)"
 LINES+=("$(printf 'ansible-core %-8s %5s  %s' "$main" - "main venv $KVMOPS_VENV: the sanity and unit tiers")")
+# The versions run side by side (each has its own venv, collection tree and ansible-test venvs): sanity is
+# mostly one process at a time, so two versions fill the two cores instead of taking turns. Each version's
+# output goes to its own log, printed whole when it is done, so the two never interleave.
 rc=0
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+declare -A PIDS=()
 for version in "${versions[@]}"; do
-  start=$SECONDS
-  verdict=$(run_version "$version") || rc=1
-  LINES+=("$(printf 'ansible-core %-8s %4ds  %s' "$version" $((SECONDS - start)) "$verdict")")
+  (
+    start=$SECONDS
+    verdict=$(run_version "$version" 2>"$work/$version.log") || status=1
+    printf 'ansible-core %-8s %4ds  %s\n' "$version" $((SECONDS - start)) "$verdict" >"$work/$version.line"
+    exit "${status:-0}"
+  ) &
+  PIDS[$version]=$!
+done
+for version in "${versions[@]}"; do
+  wait "${PIDS[$version]}" || rc=1
+  log "===== $version ====="
+  cat "$work/$version.log" >&2
+  LINES+=("$(cat "$work/$version.line" 2>/dev/null || echo "ansible-core $version  FAILED (no verdict)")")
 done
 printf '\n'
 printf '%s\n' "${LINES[@]}"

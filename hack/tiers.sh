@@ -91,7 +91,8 @@ tier_sanity() { "$here/sanity.sh"; }
 tier_unit() { run_pytest unit tests/unit; }
 tier_matrix() { "$here/matrix.sh"; }
 tier_py39() { "$here/py39.sh"; }
-tier_integration() { run_pytest integration tests/integration --ignore=tests/integration/vm; }
+# the slowest tests are listed at the end of the two long tiers: where their budgets go, for people
+tier_integration() { run_pytest integration --durations=20 tests/integration --ignore=tests/integration/vm; }
 tier_vm() {
   local paths=(tests/integration/vm) rc
   if [ -n "${VM_K:-}" ]; then
@@ -103,7 +104,7 @@ tier_vm() {
       return 2
     fi
   fi
-  run_pytest vm "${paths[@]}"
+  run_pytest vm --durations=30 "${paths[@]}"
   rc=$?
   # whatever the tests did, nothing of vmlab may outlive the tier: no VM, namespace, run or loop device
   if ! PYTHONPATH=tests python -m vmlab status --check; then
