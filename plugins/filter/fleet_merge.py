@@ -5,12 +5,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.kvmops.fleet.plugins.plugin_utils import _fleet_report as fr
-from ansible_collections.kvmops.fleet.plugins.plugin_utils._report_input import ReportInputError, check_report, kind
+from ansible_collections.kvmops.fleet.plugins.plugin_utils._report_input import (
+    ReportInputError,
+    check,
+    check_report,
+    kind,
+)
 
 DOCUMENTATION = r"""
 name: fleet_merge
@@ -114,42 +118,27 @@ def merge_reports(reports, generated_at=None) -> dict:
     return merged
 
 
-# what merge_pause_risks reads of each row, beyond its being a mapping
-_RISK_ROW_KEYS = {
-    "hosts": ("name",),
-    "storages": ("host", "key", "severity"),
-    "risks": ("host", "kind", "severity", "storage", "domains"),
+# What merge_pause_risks reads of a slice's forecast section, in the shape language of _report_input.check.
+PAUSE_RISKS = {
+    "summary": {**dict.fromkeys(fr.RISK_COUNT_KEYS, "int"), "by_severity": ("map", "int")},
+    "hosts": [{"name": "str"}],
+    "storages": [{"host": "str", "key": "str", "severity": "str"}],
+    "risks": [{"host": "str", "kind": "str", "severity": "str", "storage": "str?", "domains": ["str"]}],
 }
 
 
 def _check_risk_section(section, i: int) -> None:
     """The forecast section of slice report ``i`` has the shape the merge reads, or ReportInputError names the field."""
     where = f"report {i}: pause_risks"
-    if not isinstance(section, Mapping):
-        raise ReportInputError(f"{where}: expected a mapping, got {kind(section)}")
-    summary = section.get("summary")
-    if not isinstance(summary, Mapping):
-        raise ReportInputError(f"{where}.summary: expected a mapping, got {kind(summary)}")
-    for key in fr.RISK_COUNT_KEYS:
-        n = summary.get(key)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ReportInputError(f"{where}.summary.{key}: expected a count (an integer >= 0), got {kind(n)}")
-    by_severity = summary.get("by_severity")
-    if not isinstance(by_severity, Mapping) or any(
-        isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in by_severity.values()
-    ):
-        raise ReportInputError(f"{where}.summary.by_severity: expected a mapping of severity to count")
-    for part, keys in _RISK_ROW_KEYS.items():
-        rows = section.get(part)
-        if not isinstance(rows, list):
-            raise ReportInputError(f"{where}.{part}: expected a list, got {kind(rows)}")
-        for j, row in enumerate(rows):
-            if not isinstance(row, Mapping):
-                raise ReportInputError(f"{where}.{part}[{j}]: expected a mapping, got {kind(row)}")
-            for key in keys:
-                if key not in row:
-                    raise ReportInputError(f"{where}.{part}[{j}].{key}: missing")
-            if part != "hosts" and row["severity"] not in fr.SEVERITY_ORDER:
+    check(section, PAUSE_RISKS, where)
+    counts = [(f"summary.{key}", section["summary"][key]) for key in fr.RISK_COUNT_KEYS]
+    counts += [(f"summary.by_severity.{sev}", n) for sev, n in section["summary"]["by_severity"].items()]
+    for field, n in counts:
+        if n < 0:
+            raise ReportInputError(f"{where}.{field}: expected a count (an integer >= 0), got {n}")
+    for part in ("storages", "risks"):
+        for j, row in enumerate(section[part]):
+            if row["severity"] not in fr.SEVERITY_ORDER:
                 raise ReportInputError(
                     f"{where}.{part}[{j}].severity: {row['severity']!r} is not one of {', '.join(fr.SEVERITY_ORDER)}"
                 )

@@ -363,9 +363,21 @@ def _parse_previous(previous):
 RISK_STATUSES = ("forecast", "unreachable", "failed", "not_forecast")
 
 
+def _not_forecast_row(name: str, message: str) -> dict:
+    """A host's row in pause_risks.hosts before (or without) its forecast."""
+    return {
+        "name": name,
+        "status": "not_forecast",
+        "complete": False,
+        "message": message,
+        "errors": [],
+        "collected_at": None,
+    }
+
+
 def _risk_host(name: str, result) -> tuple:
     """One host's forecast -> (its row in pause_risks.hosts, its forecast facts or None)."""
-    row = {"name": name, "status": "not_forecast", "complete": False, "message": "", "errors": [], "collected_at": None}
+    row = _not_forecast_row(name, "")
     if result is None:
         row["message"] = "not forecast: the host left the play before the forecast"
         return row, None
@@ -492,16 +504,7 @@ def merge_pause_risks(sections: list) -> dict:
         if section is None:
             for name in names:
                 counts["hosts"] += 1
-                rows.append(
-                    {
-                        "name": name,
-                        "status": "not_forecast",
-                        "complete": False,
-                        "errors": [],
-                        "collected_at": None,
-                        "message": "not forecast: its slice ran without the forecast",
-                    }
-                )
+                rows.append(_not_forecast_row(name, "not forecast: its slice ran without the forecast"))
             continue
         for key in RISK_COUNT_KEYS:
             counts[key] += section["summary"][key]

@@ -49,7 +49,9 @@ def _finalize(value):
     return "" if value is None else value
 
 
+@lru_cache(maxsize=8)
 def _environment(searchpath: str) -> jinja2.Environment:
+    """One environment per template directory, kept for the process (its loader reloads a changed file)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(searchpath),
         trim_blocks=True,
@@ -67,11 +69,6 @@ def _environment(searchpath: str) -> jinja2.Environment:
     return env
 
 
-@lru_cache(maxsize=8)
-def _cached_environment(searchpath: str) -> jinja2.Environment:
-    return _environment(searchpath)
-
-
 def _trailing_newlines(text: str) -> int:
     return len(text) - len(text.rstrip("\n"))
 
@@ -84,7 +81,7 @@ def render_report(report: dict, template: str, variables: dict) -> str:
             source = f.read()
     except OSError as e:
         raise ReportRenderError(f"cannot read the template {template}: {e.strerror}") from e
-    env = _cached_environment(os.path.dirname(path))
+    env = _environment(os.path.dirname(path))
     context = dict(variables)
     context["__diagnostics_report"] = report
     try:

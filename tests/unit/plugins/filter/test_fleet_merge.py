@@ -129,9 +129,11 @@ def test_a_slice_without_the_forecast_is_listed_as_not_forecast():
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda r: r.update(pause_risks=[]), "report 0: pause_risks: expected a mapping, got list"),
     (lambda r: r["pause_risks"]["summary"].update(storages=-1),
-     "report 0: pause_risks.summary.storages: expected a count (an integer >= 0)"),
+     "report 0: pause_risks.summary.storages: expected a count (an integer >= 0), got -1"),
+    (lambda r: r["pause_risks"]["summary"]["by_severity"].update(info=-2),
+     "report 0: pause_risks.summary.by_severity.info: expected a count (an integer >= 0), got -2"),
     (lambda r: r["pause_risks"]["summary"].update(by_severity={"warning": "2"}),
-     "report 0: pause_risks.summary.by_severity: expected a mapping of severity to count"),
+     "report 0: pause_risks.summary.by_severity.warning: expected an integer, got str"),
     (lambda r: r["pause_risks"].update(risks=None), "report 0: pause_risks.risks: expected a list"),
     (lambda r: r["pause_risks"]["storages"][0].pop("key"), "report 0: pause_risks.storages[0].key: missing"),
     (lambda r: r["pause_risks"]["storages"][0].update(severity="bad"),
